@@ -1,0 +1,192 @@
+// The AIPROD conformance scenario for the TypeScript SDK: a quickstart, then every step of the
+// scenario shared by all SDKs, with checks. Needs a server (scripts/test-server.sh start DIR) and
+// AIPROD_ENDPOINT, AIPROD_API_KEY, AIPROD_OTHER_API_KEY in the environment:
+//   npm run build && node dist/examples/conformance.js
+import assert from "node:assert/strict";
+import { pathToFileURL } from "node:url";
+import { AiprodClient, AiprodError, Code, codeName, JobState, type JobEvent } from "@aiprod/sdk";
+
+const dollars = (micros: bigint): string => `$${(Number(micros) / 1e6).toFixed(2)}`;
+
+/** The quickstart: connect → estimate → create → approve → watch → costs. */
+export async function quickstart(): Promise<void> {
+  // [START quickstart]
+  // import { AiprodClient, JobState } from "@aiprod/sdk";
+  const usd = (micros: bigint): string => `$${(Number(micros) / 1e6).toFixed(2)}`;
+  const client = new AiprodClient({
+    endpoint: process.env.AIPROD_ENDPOINT ?? "http://127.0.0.1:50051",
+    apiKey: process.env.AIPROD_API_KEY!,
+  });
+
+  // What will a 60 s brand campaign cost? Amounts are integer micro-USD (bigint).
+  const estimate = await client.costs.estimateCost({ presetId: "brand_campaign", durationS: 60 });
+  console.log(`quote ${usd(estimate.recommended!.totalMicros)}, at most ${usd(estimate.recommended!.guaranteedMaxMicros)}`);
+
+  // Create the job; request_id makes the call idempotent (safe to retry).
+  const { job } = await client.render.createJob({
+    requestId: `quickstart-${Date.now()}`,
+    presetId: "brand_campaign",
+    brief: "A runner laces up our new trail shoe at dawn and sprints up a misty mountain path.",
+    brandId: "acme-shoes",
+    durationS: 60,
+  });
+  const jobId = job!.jobId;
+
+  // Follow the job live; watchJob reconnects and resumes by itself and ends after the terminal event.
+  let approved = false;
+  for await (const event of client.watchJob(jobId)) {
+    console.log(`#${event.sequence} ${JobState[event.state]} ${event.payload.case ?? ""}`);
+    if (event.state === JobState.AWAITING_APPROVAL && !approved) {
+      const { manifest } = await client.icc.getManifest({ jobId }); // review the shot list…
+      await client.icc.approveManifest({ jobId, etag: manifest!.etag }); // …and approve it
+      approved = true;
+    }
+  }
+
+  // The certified bill never exceeds the guaranteed maximum.
+  const { report } = await client.costs.getJobCosts({ jobId });
+  console.log(`billed ${usd(report!.billedMicros)} (guaranteed max ${usd(report!.guaranteedMaxMicros)})`);
+  client.close();
+  // [END quickstart]
+}
+
+/** Expects `call` to fail with `code`; returns the error. */
+async function expectError(code: Code, call: () => Promise<unknown>): Promise<AiprodError> {
+  try {
+    await call();
+  } catch (e) {
+    assert.ok(e instanceof AiprodError, `expected an AiprodError, got ${String(e)}`);
+    assert.equal(e.codeName, codeName(code), `unexpected error ${e.message}`);
+    return e;
+  }
+  assert.fail(`expected ${codeName(code)}, but the call succeeded`);
+}
+
+/** Runs the scenario's ten steps; returns the one-line summary. */
+export async function runConformance(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const endpoint = env.AIPROD_ENDPOINT;
+  const apiKey = env.AIPROD_API_KEY;
+  const otherKey = env.AIPROD_OTHER_API_KEY;
+  assert.ok(endpoint && apiKey && otherKey, "set AIPROD_ENDPOINT, AIPROD_API_KEY and AIPROD_OTHER_API_KEY");
+  const client = new AiprodClient({ endpoint, apiKey });
+  const other = new AiprodClient({ endpoint, apiKey: otherKey });
+  const events: JobEvent[] = [];
+  try {
+    // 1. Presets.
+    const { presets } = await client.presets.listPresets({});
+    assert.deepEqual(presets.map((p) => p.presetId).sort(), ["brand_campaign", "premium_spot", "quick_social"]);
+
+    // 2. Estimate.
+    const estimate = await client.costs.estimateCost({ presetId: "brand_campaign", durationS: 60 });
+    const quote = estimate.recommended!;
+    assert.ok(quote.totalMicros > 0n, "recommended.total_micros > 0");
+    assert.ok(quote.guaranteedMaxMicros >= quote.totalMicros, "guaranteed_max >= total");
+    assert.equal(estimate.options.length, 3, "one option per backend");
+
+    // 3. Create, twice with the same request_id.
+    const request = {
+      requestId: `conformance-ts-${Date.now()}-${process.pid}`,
+      presetId: "brand_campaign",
+      brief: "A runner laces up our new trail shoe at dawn and sprints up a misty mountain path.",
+      brandId: "acme-shoes",
+      durationS: 60,
+      labels: { campaign: "conformance" },
+    };
+    const { job } = await client.render.createJob(request);
+    assert.equal(job!.state, JobState.QUEUED);
+    const jobId = job!.jobId;
+    const again = await client.render.createJob(request);
+    assert.equal(again.job!.jobId, jobId, "same request_id → same job");
+
+    // 4. Watch until AWAITING_APPROVAL, then read the manifest.
+    for await (const event of client.watchJob(jobId, { afterSequence: 0 })) {
+      events.push(event);
+      if (event.state === JobState.AWAITING_APPROVAL) break;
+    }
+    const remembered = events.at(-1)!.sequence;
+    const { manifest } = await client.icc.getManifest({ jobId });
+    assert.ok(manifest!.shots.length > 0, "manifest has shots");
+    assert.ok(manifest!.etag !== "", "manifest has an etag");
+    assert.equal(manifest!.revision, 1);
+
+    // 5. Edit the manifest, then try again with the stale etag.
+    const shots = manifest!.shots.map((s, i) => (i === 0 ? { ...s, description: `${s.description} Slow motion.` } : s));
+    const updated = await client.icc.updateManifest({
+      jobId,
+      manifest: { audioStyle: "upbeat acoustic", shots },
+      updateMask: { paths: ["audio_style", "shots"] },
+      etag: manifest!.etag,
+    });
+    assert.equal(updated.manifest!.revision, 2);
+    assert.ok(updated.manifest!.etag !== "" && updated.manifest!.etag !== manifest!.etag, "new etag");
+    assert.ok(updated.quote !== undefined, "a new quote");
+    await expectError(Code.Aborted, () =>
+      client.icc.updateManifest({
+        jobId,
+        manifest: { audioStyle: "calm piano" },
+        updateMask: { paths: ["audio_style"] },
+        etag: manifest!.etag,
+      }),
+    );
+
+    // 6. Approve.
+    const approved = await client.icc.approveManifest({ jobId, etag: updated.manifest!.etag });
+    assert.equal(approved.job!.state, JobState.RENDERING);
+
+    // 7. Resume the watch; after 2 events drop the connection: watchJob reconnects and resumes.
+    let reconnects = 0;
+    let received = 0;
+    const watch = client.watchJob(jobId, {
+      afterSequence: remembered,
+      initialBackoffMs: 50,
+      onReconnect: () => reconnects++,
+    });
+    for await (const event of watch) {
+      events.push(event);
+      if (++received === 2) client.resetConnection();
+    }
+    assert.ok(reconnects >= 1, "watchJob reconnected after the forced disconnect");
+    const sequences = events.map((e) => Number(e.sequence));
+    assert.deepEqual(sequences, sequences.map((_, i) => i + 1), "sequences are exactly 1..N");
+    const states = [...new Set(events.map((e) => JobState[e.state]))];
+    assert.deepEqual(states, ["QUEUED", "PLANNING", "AWAITING_APPROVAL", "RENDERING", "QUALITY_CHECK", "DELIVERED"]);
+    assert.equal(events.at(-1)!.state, JobState.DELIVERED);
+
+    // 8. Costs.
+    const { report } = await client.costs.getJobCosts({ jobId });
+    assert.ok(report!.certified && report!.withinGuarantee, "certified and within the guarantee");
+    assert.ok(report!.billedMicros <= report!.guaranteedMaxMicros, "billed <= guaranteed max");
+    assert.ok(report!.meteredMicros > 0n, "metered > 0");
+
+    // 9. Validation errors list every field.
+    const invalid = await expectError(Code.InvalidArgument, () =>
+      client.render.createJob({ requestId: "", presetId: "quick_social", brief: "", durationS: 1000 }),
+    );
+    for (const field of ["request_id", "brief", "duration_s"]) {
+      assert.ok(invalid.violatedFields.includes(field), `violation of ${field} in ${JSON.stringify(invalid.violatedFields)}`);
+    }
+
+    // 10. Unknown jobs and other tenants' jobs are NOT_FOUND alike.
+    await expectError(Code.NotFound, () => client.render.getJob({ jobId: "job_does_not_exist" }));
+    await expectError(Code.NotFound, () => other.render.getJob({ jobId }));
+
+    return (
+      `typescript conformance: 10 steps passed (job ${jobId}, ${events.length} events, ` +
+      `${reconnects} reconnect(s), billed ${dollars(report!.billedMicros)} of max ${dollars(report!.guaranteedMaxMicros)})`
+    );
+  } finally {
+    client.close();
+    other.close();
+  }
+}
+
+// Run on its own: node dist/examples/conformance.js
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  try {
+    await quickstart();
+    console.log(await runConformance());
+  } catch (e) {
+    console.error("typescript conformance: FAILED:", e);
+    process.exitCode = 1;
+  }
+}
