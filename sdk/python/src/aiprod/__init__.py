@@ -1,0 +1,55 @@
+"""AIPROD Python SDK: a typed gRPC client for the AIPROD video production API.
+
+>>> import aiprod
+>>> client = aiprod.Client("http://127.0.0.1:50051", api_key="aiprod_test_...")
+>>> quote = client.cost_estimator.estimate_cost(preset_id="brand_campaign", duration_s=60)
+
+Messages and enums live in :mod:`aiprod.v1` (``from aiprod.v1 import CreateJobRequest``).
+"""
+
+from grpc import StatusCode
+
+from aiprod._call import DEFAULT_TIMEOUT, Metadata, Timeout
+from aiprod._client import AsyncClient, Client, parse_endpoint
+from aiprod._errors import AiprodError, FieldViolation, PreconditionViolation, QuotaViolation
+from aiprod._mixins import TERMINAL_STATES, WatchRetry
+from aiprod._services import (
+    AdminService,
+    AsyncAdminService,
+    AsyncCostEstimatorService,
+    AsyncIccService,
+    AsyncPresetService,
+    AsyncRenderService,
+    CostEstimatorService,
+    IccService,
+    PresetService,
+    RenderService,
+)
+from aiprod._version import __version__
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TERMINAL_STATES",
+    "AdminService",
+    "AiprodError",
+    "AsyncAdminService",
+    "AsyncClient",
+    "AsyncCostEstimatorService",
+    "AsyncIccService",
+    "AsyncPresetService",
+    "AsyncRenderService",
+    "Client",
+    "CostEstimatorService",
+    "FieldViolation",
+    "IccService",
+    "Metadata",
+    "PreconditionViolation",
+    "PresetService",
+    "QuotaViolation",
+    "RenderService",
+    "StatusCode",
+    "Timeout",
+    "WatchRetry",
+    "__version__",
+    "parse_endpoint",
+]

@@ -1,0 +1,256 @@
+"""The AIPROD clients: ``Client`` (sync, grpc) and ``AsyncClient`` (asyncio, grpc.aio)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import grpc.aio
+
+from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Timeout
+from aiprod._mixins import WatchRetry
+from aiprod._services import (
+    AdminService,
+    AsyncAdminService,
+    AsyncCostEstimatorService,
+    AsyncIccService,
+    AsyncPresetService,
+    AsyncRenderService,
+    CostEstimatorService,
+    IccService,
+    PresetService,
+    RenderService,
+)
+from aiprod._version import __version__
+from aiprod.v1 import admin_service_pb2, job_pb2, render_service_pb2
+
+__all__ = ["AsyncClient", "Client", "parse_endpoint"]
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def parse_endpoint(endpoint: str, tls: bool | None = None) -> tuple[str, bool]:
+    """Returns (grpc target, use TLS) for ``http://host:port``, ``https://host[:port]`` or ``host:port``.
+
+    ``http://`` is plaintext and ``https://`` is TLS (port 443 by default). A bare ``host:port`` uses
+    TLS unless the host is a loopback address. ``tls`` overrides the choice.
+    """
+    if "://" in endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"endpoint must be http://host:port, https://host[:port] or host:port: {endpoint!r}")
+        secure = parts.scheme == "https"
+        host = parts.hostname
+        port = parts.port or (443 if secure else 80)
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    else:
+        target = endpoint
+        host = endpoint.rsplit(":", 1)[0] if ":" in endpoint else endpoint
+        secure = host not in _LOOPBACK and not host.startswith("127.")
+    return target, secure if tls is None else tls
+
+
+def _channel_options(extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return [("grpc.primary_user_agent", f"aiprod-python/{__version__}"), *extra]
+
+
+class _Settings:
+    def __init__(
+        self,
+        endpoint: str | None,
+        api_key: str | None,
+        admin_token: str | None,
+        timeout: float | None,
+        tls: bool | None,
+    ) -> None:
+        endpoint = endpoint or os.environ.get("AIPROD_ENDPOINT")
+        if not endpoint:
+            raise ValueError("endpoint is required (or set AIPROD_ENDPOINT)")
+        self.target, self.secure = parse_endpoint(endpoint, tls)
+        self.api_key = api_key if api_key is not None else os.environ.get("AIPROD_API_KEY")
+        self.admin_token = admin_token if admin_token is not None else os.environ.get("AIPROD_ADMIN_TOKEN")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds, or None for no default deadline")
+        self.timeout = timeout
+
+
+class Client:
+    """A synchronous AIPROD client.
+
+    >>> with aiprod.Client("http://127.0.0.1:50051", api_key="aiprod_test_...") as client:
+    ...     presets = client.presets.list_presets().presets
+
+    Every service is an attribute with one snake_case method per RPC: ``presets``
+    (PresetService), ``cost_estimator`` (CostEstimatorService), ``render`` (RenderService),
+    ``icc`` (IccService) and ``admin`` (AdminService, authenticated with ``admin_token``).
+    Methods take the request message or its fields as keyword arguments, plus ``timeout``
+    (seconds; ``None`` for no deadline) and ``metadata``; they return the response message and
+    raise :class:`aiprod.AiprodError` on failure.
+
+    Arguments default to the environment: AIPROD_ENDPOINT, AIPROD_API_KEY, AIPROD_ADMIN_TOKEN.
+    ``timeout`` is the default deadline of unary calls (30 s; ``None`` for none). ``tls`` forces
+    TLS on or off (see :func:`parse_endpoint`); ``root_certificates`` are PEM roots for TLS.
+    """
+
+    presets: PresetService
+    cost_estimator: CostEstimatorService
+    render: RenderService
+    icc: IccService
+    admin: AdminService
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        *,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        watch_retry: WatchRetry | None = None,
+    ) -> None:
+        s = _Settings(endpoint, api_key, admin_token, timeout, tls)
+        options = _channel_options(channel_options)
+        if s.secure:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(s.target, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(s.target, options=options)
+        self.target = s.target
+        tenant = Caller(self._channel, s.api_key, s.timeout)
+        self.presets = PresetService(tenant)
+        self.cost_estimator = CostEstimatorService(tenant)
+        self.render = RenderService(tenant)
+        self.icc = IccService(tenant)
+        self.admin = AdminService(Caller(self._channel, s.admin_token, s.timeout))
+        if watch_retry is not None:
+            self.render._watch_retry = watch_retry
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Client:
+        """A client configured from AIPROD_ENDPOINT, AIPROD_API_KEY and AIPROD_ADMIN_TOKEN."""
+        return cls(**kwargs)
+
+    def watch_job(
+        self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
+    ) -> Iterator[job_pb2.JobEvent]:
+        """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
+        return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
+
+    def iter_jobs(
+        self,
+        request: render_service_pb2.ListJobsRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> Iterator[job_pb2.Job]:
+        """Same as ``client.render.iter_jobs``: every job, following next_page_token."""
+        return self.render.iter_jobs(request, timeout=timeout, metadata=metadata, **fields)
+
+    def iter_tenants(
+        self, *, page_size: int = 0, timeout: Timeout = DEFAULT_TIMEOUT, metadata: Metadata = ()
+    ) -> Iterator[admin_service_pb2.Tenant]:
+        """Same as ``client.admin.iter_tenants``: every tenant, following next_page_token."""
+        return self.admin.iter_tenants(page_size=page_size, timeout=timeout, metadata=metadata)
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """An asyncio AIPROD client (grpc.aio); same surface as :class:`Client` with ``await``.
+
+    >>> async with aiprod.AsyncClient("http://127.0.0.1:50051", api_key="aiprod_test_...") as client:
+    ...     presets = (await client.presets.list_presets()).presets
+    ...     async for event in client.watch_job(job_id):
+    ...         print(event.sequence)
+
+    Create it inside a running event loop.
+    """
+
+    presets: AsyncPresetService
+    cost_estimator: AsyncCostEstimatorService
+    render: AsyncRenderService
+    icc: AsyncIccService
+    admin: AsyncAdminService
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        *,
+        admin_token: str | None = None,
+        timeout: float | None = 30.0,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        watch_retry: WatchRetry | None = None,
+    ) -> None:
+        s = _Settings(endpoint, api_key, admin_token, timeout, tls)
+        options = _channel_options(channel_options)
+        if s.secure:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.aio.secure_channel(s.target, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(s.target, options=options)
+        self.target = s.target
+        tenant = AsyncCaller(self._channel, s.api_key, s.timeout)
+        self.presets = AsyncPresetService(tenant)
+        self.cost_estimator = AsyncCostEstimatorService(tenant)
+        self.render = AsyncRenderService(tenant)
+        self.icc = AsyncIccService(tenant)
+        self.admin = AsyncAdminService(AsyncCaller(self._channel, s.admin_token, s.timeout))
+        if watch_retry is not None:
+            self.render._watch_retry = watch_retry
+
+    def watch_job(
+        self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
+    ) -> AsyncIterator[job_pb2.JobEvent]:
+        """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
+        return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
+
+    def iter_jobs(
+        self,
+        request: render_service_pb2.ListJobsRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> AsyncIterator[job_pb2.Job]:
+        """Same as ``client.render.iter_jobs``."""
+        return self.render.iter_jobs(request, timeout=timeout, metadata=metadata, **fields)
+
+    def iter_tenants(
+        self, *, page_size: int = 0, timeout: Timeout = DEFAULT_TIMEOUT, metadata: Metadata = ()
+    ) -> AsyncIterator[admin_service_pb2.Tenant]:
+        """Same as ``client.admin.iter_tenants``."""
+        return self.admin.iter_tenants(page_size=page_size, timeout=timeout, metadata=metadata)
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
