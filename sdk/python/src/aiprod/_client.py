@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,7 +138,7 @@ class Client:
 
     def watch_job(
         self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
-    ) -> Iterator[job_pb2.JobEvent]:
+    ) -> Generator[job_pb2.JobEvent, None, None]:
         """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
         return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
 
@@ -221,7 +221,7 @@ class AsyncClient:
 
     def watch_job(
         self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
-    ) -> AsyncIterator[job_pb2.JobEvent]:
+    ) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
         return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -128,7 +128,7 @@ class RenderServiceMixin:
         *,
         retry: WatchRetry | None = None,
         metadata: Metadata = (),
-    ) -> Iterator[job_pb2.JobEvent]:
+    ) -> Generator[job_pb2.JobEvent, None, None]:
         """Yields the job's events with a sequence > after_sequence, until the terminal event.
 
         Reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming
@@ -203,7 +203,7 @@ class AsyncRenderServiceMixin:
         *,
         retry: WatchRetry | None = None,
         metadata: Metadata = (),
-    ) -> AsyncIterator[job_pb2.JobEvent]:
+    ) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Yields the job's events with a sequence > after_sequence, until the terminal event.
 
         Same contract as the sync RenderService.watch_job: transparent, gap-free and duplicate-free
