@@ -1,0 +1,216 @@
+package aiprod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	aiprodv1 "github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1"
+)
+
+// RetryPolicy bounds how WatchJob reconnects after UNAVAILABLE, a lost connection or a reset
+// stream. MaxAttempts is the number of reconnects in a row that deliver no new event; the delay
+// before reconnect n is min(MaxBackoff, InitialBackoff × Multiplier^(n-1)) with ±20 % jitter, or
+// the server's RetryInfo delay when longer.
+type RetryPolicy struct {
+	MaxAttempts    int
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	Multiplier     float64
+}
+
+// DefaultRetryPolicy is 8 reconnects, 100 ms doubling up to 5 s.
+var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 8, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, Multiplier: 2}
+
+func (p RetryPolicy) delay(attempt int, hint time.Duration) time.Duration {
+	d := float64(p.InitialBackoff)
+	for i := 1; i < attempt; i++ {
+		d *= p.Multiplier
+		if d > float64(p.MaxBackoff) {
+			d = float64(p.MaxBackoff)
+			break
+		}
+	}
+	d = min(d, float64(p.MaxBackoff)) * (0.8 + 0.4*rand.Float64())
+	return max(time.Duration(d), hint)
+}
+
+// IsTerminal reports whether a job state is terminal (DELIVERED, CANCELLED, FAILED).
+func IsTerminal(s aiprodv1.JobState) bool {
+	return s == aiprodv1.JobState_JOB_STATE_DELIVERED || s == aiprodv1.JobState_JOB_STATE_CANCELLED ||
+		s == aiprodv1.JobState_JOB_STATE_FAILED
+}
+
+// resumable reports whether a broken WatchJob stream is a transport problem to resume from.
+func resumable(e *Error) bool {
+	switch e.Code() {
+	case codes.Unavailable:
+		return true
+	case codes.Internal, codes.Unknown, codes.Canceled:
+		msg := strings.ToLower(e.Message())
+		for _, s := range []string{"rst_stream", "stream terminated", "connection reset", "transport is closing", "eof", "goaway", "closed network connection"} {
+			if strings.Contains(msg, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// WatchOption configures one WatchJob call.
+type WatchOption func(*RetryPolicy)
+
+// WithRetry overrides the client's reconnect policy for one watch.
+func WithRetry(p RetryPolicy) WatchOption { return func(r *RetryPolicy) { *r = p } }
+
+// WatchJob streams the job's events with a sequence greater than afterSequence until the
+// terminal event (DELIVERED, CANCELLED or FAILED), then ends.
+//
+// It reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming after
+// the last sequence it yielded, so no event is skipped or yielded twice. After the retry policy's
+// MaxAttempts reconnects in a row without a new event it yields the last error and ends. Any other
+// error (NOT_FOUND, INVALID_ARGUMENT, ctx cancelled...) is yielded at once as *Error. The stream
+// has no default deadline: bound it with ctx. Breaking out of the loop cancels the stream.
+//
+//	for ev, err := range client.WatchJob(ctx, jobID, 0) {
+//		if err != nil { return err }
+//		fmt.Println(ev.GetSequence(), ev.GetState())
+//	}
+func (c *Client) WatchJob(ctx context.Context, jobID string, afterSequence uint64, opts ...WatchOption) iter.Seq2[*aiprodv1.JobEvent, error] {
+	policy := c.watchRetry
+	for _, o := range opts {
+		o(&policy)
+	}
+	return func(yield func(*aiprodv1.JobEvent, error) bool) {
+		last := afterSequence
+		failures := 0
+		for {
+			err := c.watchOnce(ctx, jobID, &last, &failures, yield)
+			if err == errStop {
+				return
+			}
+			if ctx.Err() != nil {
+				yield(nil, FromError(ctx.Err()))
+				return
+			}
+			var e *Error
+			if err != nil {
+				e = FromError(err)
+				if !resumable(e) {
+					yield(nil, e)
+					return
+				}
+			}
+			failures++
+			if failures > policy.MaxAttempts {
+				if e == nil {
+					e = FromError(status.Error(codes.Unavailable, "stream ended before the terminal event"))
+				}
+				yield(nil, &Error{st: status.New(e.Code(), fmt.Sprintf(
+					"watch of %s gave up after %d reconnects (last sequence %d): %s", jobID, policy.MaxAttempts, last, e.Message()))})
+				return
+			}
+			var hint time.Duration
+			if e != nil {
+				hint, _ = e.RetryDelay()
+			}
+			t := time.NewTimer(policy.delay(failures, hint))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				yield(nil, FromError(ctx.Err()))
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+var errStop = errors.New("stop")
+
+// watchOnce runs one WatchJob stream; it returns errStop when the watch is over (terminal event
+// or the consumer stopped), nil when the stream ended early, or the stream's error.
+func (c *Client) watchOnce(ctx context.Context, jobID string, last *uint64, failures *int, yield func(*aiprodv1.JobEvent, error) bool) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.Render.WatchJob(sctx, &aiprodv1.WatchJobRequest{JobId: jobID, AfterSequence: *last})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ev := resp.GetEvent()
+		if ev.GetSequence() <= *last {
+			continue // seen before a reconnect: never yield twice
+		}
+		*last = ev.GetSequence()
+		*failures = 0
+		if !yield(ev, nil) || IsTerminal(ev.GetState()) {
+			return errStop
+		}
+	}
+}
+
+// Jobs iterates over every job matching req's filters (states, preset_id, labels), newest first,
+// following next_page_token; req may be nil. An error is yielded once, and ends the iteration.
+func (c *Client) Jobs(ctx context.Context, req *aiprodv1.ListJobsRequest) iter.Seq2[*aiprodv1.Job, error] {
+	return func(yield func(*aiprodv1.Job, error) bool) {
+		r := &aiprodv1.ListJobsRequest{}
+		if req != nil {
+			r = cloneListJobs(req)
+		}
+		for {
+			page, err := c.Render.ListJobs(ctx, r)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, j := range page.GetJobs() {
+				if !yield(j, nil) {
+					return
+				}
+			}
+			if page.GetNextPageToken() == "" {
+				return
+			}
+			r.PageToken = page.GetNextPageToken()
+		}
+	}
+}
+
+// Tenants iterates over every tenant, oldest first, following next_page_token (admin token).
+func (c *Client) Tenants(ctx context.Context, pageSize uint32) iter.Seq2[*aiprodv1.Tenant, error] {
+	return func(yield func(*aiprodv1.Tenant, error) bool) {
+		r := &aiprodv1.ListTenantsRequest{PageSize: pageSize}
+		for {
+			page, err := c.Admin.ListTenants(ctx, r)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, t := range page.GetTenants() {
+				if !yield(t, nil) {
+					return
+				}
+			}
+			if page.GetNextPageToken() == "" {
+				return
+			}
+			r.PageToken = page.GetNextPageToken()
+		}
+	}
+}
