@@ -18,7 +18,7 @@ async def test_unary_auth_deadline_and_errors(fake: FakeServer) -> None:
         assert len(resp.presets) == 3
         assert fake.rec.auth["ListPresets"] == f"Bearer {API_KEY}"
         remaining = fake.rec.time_remaining["ListPresets"]
-        assert remaining is not None and 5.0 < remaining <= 7.0
+        assert remaining is not None and 5.0 < remaining <= 7.5
         with pytest.raises(aiprod.AiprodError) as info:
             await c.render.create_job(request_id="", preset_id="quick_social", brief="", duration_s=1000)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT

