@@ -1,5 +1,17 @@
-//! AIPROD server library.
+//! AIPROD: a gRPC service that turns a brief into a short brand video across render backends,
+//! with quotes before, human approval in between, live progress, and a certified cost after.
+//!
+//! `serve` is the whole server; `main.rs` and the integration tests both call it.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod backends;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod store;
 
 /// Generated protobuf and gRPC code of `aiprod.v1`.
 pub mod pb {
@@ -7,4 +19,115 @@ pub mod pb {
     tonic::include_proto!("aiprod.v1");
     /// Encoded descriptor set of every `aiprod.v1` file, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aiprod_descriptor");
+}
+
+use api::auth::AuthLayer;
+use api::Api;
+use app::App;
+use backends::{BackendSet, Backends};
+use config::Config;
+use events::EventHub;
+use pb::admin_service_server::AdminServiceServer;
+use pb::cost_estimator_service_server::CostEstimatorServiceServer;
+use pb::icc_service_server::IccServiceServer;
+use pb::preset_service_server::PresetServiceServer;
+use pb::render_service_server::RenderServiceServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Opens the store and builds the application (no network): for the server and the admin CLI.
+pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
+    let backends = Backends { sandbox: App::sandbox_backends(&config), live: BackendSet::default() };
+    Ok(App::new(config, store, backends))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: health turns
+/// NOT_SERVING, streams end with UNAVAILABLE (clients resume with `after_sequence`), in-flight unary
+/// calls finish, pipeline tasks stop at a step boundary (each resumes on the next start).
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let app = open_app(config).await?;
+    if app.config.demo_tenant {
+        if let Some((tenant, secret)) = app.ensure_demo_tenant().await? {
+            // Printed once, on the first start with an empty database; only its hash is stored.
+            println!("Created tenant `demo` ({}) with a test-mode API key (shown only once):\n  {secret}", tenant.id);
+        }
+    }
+    let resumed = app.resume_jobs().await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, resumed, database = app.store.backend_name(), "aiprod serving");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<PresetServiceServer<Api>>().await;
+    health.set_serving::<CostEstimatorServiceServer<Api>>().await;
+    health.set_serving::<RenderServiceServer<Api>>().await;
+    health.set_serving::<IccServiceServer<Api>>().await;
+    health.set_serving::<AdminServiceServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let api = Api { app: app.clone() };
+    let max = app.config.max_message_bytes;
+    let layers = tower::ServiceBuilder::new()
+        // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(app.config.concurrency_limit))
+        // Authenticate before routing, so no aiprod.v1 RPC can be reached without a credential.
+        .layer(AuthLayer { app: app.clone() })
+        .into_inner();
+
+    let stopping = app.shutdown.clone();
+    let health_on_stop = health.clone();
+    let grace = Duration::from_secs(app.config.shutdown_grace_s);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        health_on_stop.set_not_serving::<RenderServiceServer<Api>>().await;
+        health_on_stop.set_not_serving::<PresetServiceServer<Api>>().await;
+        health_on_stop.set_not_serving::<CostEstimatorServiceServer<Api>>().await;
+        health_on_stop.set_not_serving::<IccServiceServer<Api>>().await;
+        health_on_stop.set_not_serving::<AdminServiceServer<Api>>().await;
+        stopping.cancel();
+    };
+
+    let server = tonic::transport::Server::builder()
+        // tonic's own timeout (not a tower timeout): it answers with a gRPC status and honours grpc-timeout.
+        .timeout(Duration::from_secs(app.config.request_timeout_s))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(PresetServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(CostEstimatorServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(RenderServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(AdminServiceServer::new(api).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    if let Some(path) = &app.config.ready_file {
+        std::fs::write(path, addr.to_string())?;
+    }
+    let served = server.await;
+    app.shutdown.cancel();
+    app.tasks.close();
+    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+        tracing::warn!("pipeline tasks did not stop within the grace period");
+    }
+    app.store.close().await;
+    tracing::info!("stopped");
+    served.map_err(Into::into)
 }

@@ -1,1 +1,177 @@
-fn main() {}
+//! The `aiprod` command: `serve` (the default), `migrate`, and `admin` (tenants and keys, offline).
+
+use aiprod::config::{Config, ServeArgs};
+use aiprod::domain::tenant::KeyMode;
+use aiprod::domain::{Money, Tier};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "aiprod", version, about = "AIPROD: short AI brand videos over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (the default command).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        #[arg(long, env = "AIPROD_DATABASE_URL", default_value = "sqlite://data/aiprod.db")]
+        database_url: String,
+    },
+    /// Manage tenants and API keys directly in the database.
+    Admin {
+        #[arg(long, env = "AIPROD_DATABASE_URL", default_value = "sqlite://data/aiprod.db")]
+        database_url: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create a tenant; prints its id.
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+        /// bronze, gold or platinum.
+        #[arg(long, default_value = "gold")]
+        tier: String,
+        /// Monthly budget in USD.
+        #[arg(long)]
+        monthly_budget_usd: Option<u64>,
+    },
+    /// Create an API key; prints the secret (shown only once).
+    CreateKey {
+        #[arg(long)]
+        tenant_id: String,
+        /// live or test.
+        #[arg(long, default_value = "test")]
+        mode: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Expire the key after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke an API key, effective immediately.
+    RevokeKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// List a tenant's keys (prefixes and metadata only).
+    ListKeys {
+        #[arg(long)]
+        tenant_id: String,
+    },
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AIPROD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    init_tracing(config.log_format == "json");
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr).install()?;
+        tracing::info!(%addr, "metrics on /metrics");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    aiprod::serve(config, listener, shutdown_signal()).await
+}
+
+async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> {
+    let config = Config { database_url, demo_tenant: false, ..Config::default() };
+    let app = aiprod::open_app(config).await?;
+    match action {
+        AdminAction::CreateTenant { name, tier, monthly_budget_usd } => {
+            let tier = Tier::parse(&tier).ok_or_else(|| anyhow::anyhow!("--tier must be bronze, gold or platinum"))?;
+            let tenant = app
+                .create_tenant(aiprod::app::admin::NewTenant {
+                    name,
+                    tier,
+                    monthly_budget: monthly_budget_usd.map(|usd| Money::from_micros(usd as i64 * 1_000_000)),
+                    trial: None,
+                    job_quota: None,
+                })
+                .await?;
+            println!("{}", tenant.id);
+        }
+        AdminAction::CreateKey { tenant_id, mode, name, expires_in_days } => {
+            let mode = KeyMode::parse(&mode).ok_or_else(|| anyhow::anyhow!("--mode must be live or test"))?;
+            let expires = expires_in_days.map(|d| aiprod::store::now_ms() + i64::from(d) * 86_400_000);
+            let (key, secret) = app.create_key(&tenant_id, mode, &name, expires).await?;
+            eprintln!("created {} ({}); the secret below is shown only once", key.id, key.prefix);
+            println!("{secret}");
+        }
+        AdminAction::RevokeKey { key_id } => {
+            let key = app.revoke_key(&key_id).await?;
+            println!("revoked {} ({})", key.id, key.prefix);
+        }
+        AdminAction::ListKeys { tenant_id } => {
+            for k in app.keys(&tenant_id).await? {
+                let status = if k.revoked_ms.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}\t{}", k.id, k.prefix, k.mode.as_str(), status, k.name);
+            }
+        }
+    }
+    app.store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run_server(cli.serve).await,
+        Some(Command::Serve(args)) => run_server(args).await,
+        Some(Command::Migrate { database_url }) => async {
+            let app = aiprod::open_app(Config { database_url, ..Config::default() }).await?;
+            app.store.close().await;
+            println!("database is up to date");
+            Ok(())
+        }
+        .await,
+        Some(Command::Admin { database_url, action }) => admin(database_url, action).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

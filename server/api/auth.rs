@@ -1,0 +1,79 @@
+//! Authentication as a tower layer: it runs before routing, so every `aiprod.v1` RPC is covered in
+//! one place. Tenant calls get a `Caller` in the request extensions; AdminService needs the operator
+//! credential; health and reflection pass through.
+
+use crate::app::App;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::Status;
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub app: Arc<App>,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner, app: self.app.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    app: Arc<App>,
+}
+
+/// Marker for calls authenticated with the operator credential.
+#[derive(Clone, Copy, Debug)]
+pub struct Operator;
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Auth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The ready service is the one we were polled for; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let app = self.app.clone();
+        Box::pin(async move {
+            let path = req.uri().path();
+            if path.starts_with("/aiprod.v1.") {
+                let token = bearer(req.headers()).map(str::to_owned);
+                let outcome = if path.starts_with("/aiprod.v1.AdminService/") {
+                    app.authenticate_admin(token.as_deref()).map(|()| {
+                        req.extensions_mut().insert(Operator);
+                    })
+                } else {
+                    app.authenticate(token.as_deref()).await.map(|caller| {
+                        req.extensions_mut().insert(caller);
+                    })
+                };
+                if let Err(e) = outcome {
+                    return Ok(Status::from(e).into_http());
+                }
+            }
+            inner.call(req).await
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Interactive Creative Control: manifest review, edits and approval; final review; brand markers.
+
+use super::{App, Caller};
+use crate::app::pipeline::assemble_video;
+use crate::domain::job::{EventKind, Job};
+use crate::domain::manifest::{validate_shots, AspectRatio, ManifestEdit, Markers, Shot};
+use crate::domain::pricing::{self, QuoteParams};
+use crate::domain::validate::Violations;
+use crate::domain::JobState;
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use std::sync::Arc;
+
+/// The fields an UpdateManifest changes (those named in its mask).
+#[derive(Default)]
+pub struct ManifestPatch {
+    pub shots: Option<Vec<Shot>>,
+    pub aspect_ratio: Option<AspectRatio>,
+    pub audio_style: Option<String>,
+    pub changed_fields: Vec<String>,
+}
+
+fn wrong_state(job: &Job, needed: JobState) -> Error {
+    Error::precondition(
+        "STATE",
+        format!("jobs/{}", job.id),
+        format!("the job is {}; this needs {}", job.state.as_str(), needed.as_str()),
+    )
+}
+
+fn check_etag(job: &Job, etag: &str) -> Result<()> {
+    let current = job.manifest.as_ref().map(|m| m.etag(&job.id)).unwrap_or_default();
+    if current != etag {
+        return Err(Error::Aborted(format!("the manifest changed (etag {etag} is stale; current is {current}): read it again")));
+    }
+    Ok(())
+}
+
+impl App {
+    /// The job, once it has a manifest.
+    pub async fn manifest(&self, caller: &Caller, job_id: &str) -> Result<Job> {
+        let job = self.job(caller, job_id).await?;
+        if job.manifest.is_none() {
+            return Err(Error::not_found("manifest"));
+        }
+        Ok(job)
+    }
+
+    pub async fn update_manifest(&self, caller: &Caller, job_id: &str, etag: &str, patch: ManifestPatch) -> Result<Job> {
+        let catalog = &self.config.catalog;
+        let excluded = self.unavailable_backends(caller.sandbox);
+        let ((), job) = self
+            .store
+            .update_job(Some(&caller.tenant_id), job_id, |job| {
+                if job.state != JobState::AwaitingApproval {
+                    return Err(wrong_state(job, JobState::AwaitingApproval));
+                }
+                check_etag(job, etag)?;
+                let (Some(manifest), Some(old_quote)) = (job.manifest.clone(), job.quote.clone()) else {
+                    return Err(Error::internal(anyhow::anyhow!("AWAITING_APPROVAL job without manifest")));
+                };
+                let mut manifest = manifest;
+                if let Some(mut shots) = patch.shots {
+                    let mut v = Violations::new();
+                    validate_shots(&shots, job.spec.duration_s, catalog, "manifest.", &mut v);
+                    v.finish().map_err(Error::InvalidArgument)?;
+                    // New shots get fresh ids that never collide with existing ones.
+                    let mut next = manifest.shots.len().max(shots.len()) + 1;
+                    let taken: std::collections::HashSet<String> = shots.iter().map(|s| s.shot_id.clone()).collect();
+                    for shot in shots.iter_mut().filter(|s| s.shot_id.is_empty()) {
+                        while taken.contains(&format!("shot-{next:02}")) {
+                            next += 1;
+                        }
+                        shot.shot_id = format!("shot-{next:02}");
+                        next += 1;
+                    }
+                    manifest.shots = shots;
+                }
+                if let Some(a) = patch.aspect_ratio {
+                    manifest.aspect_ratio = a;
+                }
+                if let Some(a) = patch.audio_style {
+                    manifest.audio_style = a;
+                }
+                let preset = catalog.preset(&job.spec.preset_id).ok_or_else(|| Error::internal(anyhow::anyhow!("preset vanished")))?;
+                let quote = pricing::quote(
+                    catalog,
+                    &manifest.shots,
+                    &QuoteParams {
+                        quality_floor: job.quality_floor,
+                        cost_cap: preset.cost_cap(job.spec.duration_s),
+                        budget: job.spec.budget,
+                        planner: old_quote.planner,
+                        tolerance_percent: job.tolerance_percent,
+                        excluded: &excluded,
+                    },
+                )
+                .map_err(|e| Error::precondition("BUDGET", "budget_micros", format!("the edited manifest does not fit the job's budget: {e}")))?;
+                manifest.revision += 1;
+                manifest.history.push(ManifestEdit {
+                    revision: manifest.revision,
+                    actor: caller.key_id.clone(),
+                    at_ms: now_ms(),
+                    changed_fields: patch.changed_fields.clone(),
+                });
+                job.emit(EventKind::ManifestUpdated { revision: manifest.revision, quote: quote.total, changed_fields: patch.changed_fields });
+                job.manifest = Some(manifest);
+                job.quote = Some(quote);
+                Ok(())
+            })
+            .await?;
+        Ok(job)
+    }
+
+    pub async fn approve_manifest(self: &Arc<Self>, caller: &Caller, job_id: &str, etag: &str) -> Result<Job> {
+        let ((), job) = self
+            .store
+            .update_job(Some(&caller.tenant_id), job_id, |job| {
+                if job.state != JobState::AwaitingApproval {
+                    return Err(wrong_state(job, JobState::AwaitingApproval));
+                }
+                check_etag(job, etag)?;
+                job.start_render_plan();
+                job.move_to(JobState::Rendering).map_err(Error::internal)
+            })
+            .await?;
+        tracing::info!(job_id = %job.id, "manifest approved");
+        self.drive(job.id.clone());
+        Ok(job)
+    }
+
+    pub async fn approve_delivery(&self, caller: &Caller, job_id: &str) -> Result<Job> {
+        let ((), job) = self
+            .store
+            .update_job(Some(&caller.tenant_id), job_id, |job| {
+                if job.state != JobState::AwaitingFinalApproval {
+                    return Err(wrong_state(job, JobState::AwaitingFinalApproval));
+                }
+                let video = assemble_video(job);
+                job.deliver(video).map_err(Error::internal)
+            })
+            .await?;
+        Ok(job)
+    }
+
+    pub async fn request_revision(self: &Arc<Self>, caller: &Caller, job_id: &str, shot_ids: &[String], notes: &str) -> Result<Job> {
+        let ((), job) = self
+            .store
+            .update_job(Some(&caller.tenant_id), job_id, |job| {
+                if job.state != JobState::AwaitingFinalApproval {
+                    return Err(wrong_state(job, JobState::AwaitingFinalApproval));
+                }
+                let mut v = Violations::new();
+                for (i, id) in shot_ids.iter().enumerate() {
+                    v.check(job.shots.iter().any(|s| &s.shot_id == id), format!("shot_ids[{i}]"), "is not a shot of this job");
+                }
+                v.finish().map_err(Error::InvalidArgument)?;
+                for shot in job.shots.iter_mut().filter(|s| shot_ids.contains(&s.shot_id)) {
+                    shot.needs_render = true;
+                    shot.rerender = true;
+                    shot.rerender_on = None;
+                    shot.failed.clear();
+                    shot.quality_checked = false;
+                    shot.quality_rerendered = false;
+                    shot.passed = None;
+                    if !notes.is_empty() {
+                        shot.description = format!("{} Revision notes: {notes}", shot.description);
+                    }
+                }
+                job.move_to(JobState::Rendering).map_err(Error::internal)
+            })
+            .await?;
+        self.drive(job.id.clone());
+        Ok(job)
+    }
+
+    pub async fn brand_markers(&self, caller: &Caller, brand_id: &str) -> Result<(Markers, i64)> {
+        self.store.brand_markers(&caller.tenant_id, brand_id, now_ms()).await?.ok_or_else(|| Error::not_found("brand markers"))
+    }
+
+    pub async fn put_brand_markers(&self, caller: &Caller, brand_id: &str, markers: Markers) -> Result<(Markers, i64)> {
+        let expires = now_ms() + i64::from(self.config.catalog.brand_cache_ttl_hours) * 3_600_000;
+        self.store.put_brand_markers(&caller.tenant_id, brand_id, &markers, expires).await?;
+        Ok((markers, expires))
+    }
+
+    pub async fn invalidate_brand_markers(&self, caller: &Caller, brand_id: &str) -> Result<bool> {
+        self.store.delete_brand_markers(&caller.tenant_id, brand_id, now_ms()).await
+    }
+}

@@ -1,0 +1,210 @@
+//! Jobs: create (idempotent), read, list, cancel and watch.
+
+use super::{App, Caller};
+use crate::domain::job::{Event, EventKind, Job, JobSpec};
+use crate::domain::pricing::{self, QuoteParams};
+use crate::domain::{planner, JobState};
+use crate::error::{Error, Result};
+use crate::store::{now_ms, Created, JobFilter};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A validated CreateJob.
+pub struct NewJob {
+    pub request_id: String,
+    pub spec: JobSpec,
+}
+
+/// A page of jobs.
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_page_token: String,
+}
+
+fn page_token(last_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{last_id}"))
+}
+
+/// Decodes a page token; `None` when it is not one of ours.
+pub fn parse_page_token(token: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let id = s.strip_prefix("v1:")?;
+    (!id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| id.to_string())
+}
+
+impl App {
+    pub async fn create_job(self: &Arc<Self>, caller: &Caller, new: NewJob) -> Result<Job> {
+        let now = now_ms();
+        let tenant = self.store.tenant(&caller.tenant_id).await?.ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
+        let tier = tenant.tier_at(now);
+        let tier_spec = self.config.catalog.tier(tier);
+        let catalog = &self.config.catalog;
+        let preset = catalog.preset(&new.spec.preset_id).ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
+        if !tier_spec.presets.iter().any(|p| p == &preset.id) {
+            return Err(Error::PermissionDenied {
+                reason: "PRESET_NOT_IN_TIER",
+                message: format!("preset {} is not included in the {} tier (allowed: {})", preset.id, tier.as_str(), tier_spec.presets.join(", ")),
+            });
+        }
+        let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(&new.spec).map_err(Error::internal)?));
+
+        // The quote must fit the budget: check it before accepting the job.
+        if let Some(budget) = new.spec.budget {
+            let manifest = planner::plan(
+                &planner::Brief {
+                    text: &new.spec.brief,
+                    brand_id: &new.spec.brand_id,
+                    duration_s: new.spec.duration_s,
+                    max_shot_s: catalog.max_shot_s,
+                    aspect_ratio: new.spec.aspect_ratio,
+                },
+                None,
+                now,
+            );
+            let params = QuoteParams {
+                quality_floor: preset.quality_threshold,
+                cost_cap: preset.cost_cap(new.spec.duration_s),
+                budget: Some(budget),
+                planner: catalog.planner_cost,
+                tolerance_percent: tier_spec.cost_tolerance_percent,
+                excluded: &[],
+            };
+            if let Err(e) = pricing::quote(catalog, &manifest.shots, &params) {
+                return Err(Error::precondition("BUDGET", "budget_micros", format!("the budget of {budget} cannot cover this video: {e}")));
+            }
+        }
+
+        let mut job = Job {
+            id: format!("job_{}", uuid::Uuid::now_v7().simple()),
+            tenant_id: caller.tenant_id.clone(),
+            request_id: new.request_id,
+            fingerprint: fingerprint.clone(),
+            sandbox: caller.sandbox,
+            state: JobState::Queued,
+            quality_floor: preset.quality_threshold,
+            tolerance_percent: tier_spec.cost_tolerance_percent,
+            final_review: preset.final_review,
+            fast_track: !preset.manifest_review,
+            spec: new.spec,
+            manifest: None,
+            quote: None,
+            brand_cache_hit: false,
+            shots: vec![],
+            metered: Default::default(),
+            billable: Default::default(),
+            failure: None,
+            status_message: String::new(),
+            video: None,
+            sla_met: None,
+            billed: None,
+            last_seq: 0,
+            created_ms: now,
+            updated_ms: now,
+            pending_events: vec![],
+            pending_ledger: vec![],
+        };
+        job.emit(EventKind::StateChanged { from: None, to: JobState::Queued });
+        match self.store.create_job(job).await? {
+            Created::New(job) => {
+                metrics::counter!("jobs_created_total", "preset" => job.spec.preset_id.clone()).increment(1);
+                tracing::info!(job_id = %job.id, preset = %job.spec.preset_id, "job created");
+                self.drive(job.id.clone());
+                Ok(job)
+            }
+            Created::Existing(existing) if existing.fingerprint == fingerprint => Ok(existing),
+            Created::Existing(_) => Err(Error::invalid(
+                "request_id",
+                "was already used for a different request; use a new request_id for a new job",
+            )),
+        }
+    }
+
+    pub async fn job(&self, caller: &Caller, job_id: &str) -> Result<Job> {
+        self.store.job(&caller.tenant_id, job_id).await?.ok_or_else(|| Error::not_found("job"))
+    }
+
+    pub async fn list_jobs(&self, caller: &Caller, filter: &JobFilter, page_size: u32, token: Option<String>) -> Result<JobPage> {
+        let mut jobs = self.store.jobs(&caller.tenant_id, filter, token.as_deref(), page_size + 1).await?;
+        let next_page_token = if jobs.len() > page_size as usize {
+            jobs.truncate(page_size as usize);
+            jobs.last().map(|j| page_token(&j.id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(JobPage { jobs, next_page_token })
+    }
+
+    pub async fn cancel_job(&self, caller: &Caller, job_id: &str, reason: &str) -> Result<Job> {
+        let reason = if reason.is_empty() { "cancelled by the partner" } else { reason };
+        let ((), job) = self
+            .store
+            .update_job(Some(&caller.tenant_id), job_id, |job| match job.state {
+                JobState::Cancelled => Ok(()),
+                JobState::Delivered | JobState::Failed => Err(Error::precondition(
+                    "STATE",
+                    format!("jobs/{}", job.id),
+                    format!("a {} job cannot be cancelled", job.state.as_str()),
+                )),
+                _ => job.cancel(reason).map_err(Error::internal),
+            })
+            .await?;
+        tracing::info!(job_id = %job.id, "job cancelled");
+        Ok(job)
+    }
+
+    /// Every committed event after `after`, then live events, ending after the terminal event.
+    pub async fn watch_job(&self, caller: &Caller, job_id: &str, after: u64) -> Result<ReceiverStream<Result<Event>>> {
+        let job = self.job(caller, job_id).await?;
+        if after > job.last_seq {
+            return Err(Error::invalid("after_sequence", format!("is beyond the job's last sequence {}", job.last_seq)));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        let job_id = job.id.clone();
+        tokio::spawn(async move {
+            let mut changed = store.hub().subscribe(&job_id);
+            let mut last = after;
+            loop {
+                let events = match store.events_after(&job_id, last, 256).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let caught_up = events.len() < 256;
+                for event in events {
+                    last = event.seq;
+                    let terminal = event.state.is_terminal();
+                    if tx.send(Ok(event)).await.is_err() || terminal {
+                        return; // the client went away, or the job is over
+                    }
+                }
+                if !caught_up {
+                    continue;
+                }
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    // Backstop: another replica may have committed (no in-process signal then).
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Error::Unavailable {
+                            message: format!("the server is shutting down; resume with after_sequence={last}"),
+                            retry_after: Duration::from_secs(1),
+                        })).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}

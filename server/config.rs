@@ -1,0 +1,244 @@
+//! Typed configuration, layered once at start-up: defaults → optional TOML file → `AIPROD_*`
+//! environment → command-line flags, then validated. Tests build a `Config` directly.
+
+use crate::domain::{Backend, Catalog};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// `sqlite://path` (created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// Operator credential for AdminService; the admin API is closed without one.
+    pub admin_token: Option<String>,
+    /// Create a `demo` tenant and print a test key on the first start with an empty database.
+    pub demo_tenant: bool,
+    /// Written with the bound address once the server accepts calls (for scripts and tests).
+    pub ready_file: Option<PathBuf>,
+    /// Prometheus metrics HTTP address (`GET /metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Grace period for in-flight calls on shutdown, in seconds.
+    pub shutdown_grace_s: u64,
+    /// Server-side limit for unary calls, in seconds (a client's shorter grpc-timeout wins).
+    pub request_timeout_s: u64,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Requests served at once across all connections; beyond it calls are shed (RESOURCE_EXHAUSTED).
+    pub concurrency_limit: usize,
+    /// Jobs the pipeline drives at once.
+    pub pipeline_workers: usize,
+    /// A render attempt that takes longer fails (and falls back), in seconds.
+    pub render_timeout_s: u64,
+    pub sandbox: SandboxConfig,
+    pub circuit: CircuitConfig,
+    pub catalog: Catalog,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Simulated render latency per shot, in milliseconds.
+    pub latency_ms: u64,
+    /// Probability (0..1) that a render attempt fails, for every backend.
+    pub failure_rate: f64,
+    /// Per-backend failure probability, overriding `failure_rate`.
+    pub backend_failure_rates: BTreeMap<Backend, f64>,
+    /// Seed of the deterministic simulation.
+    pub seed: u64,
+    /// A rendered shot scores its backend's quality minus up to this much.
+    pub quality_jitter: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive failures that open a backend's circuit.
+    pub failure_threshold: u32,
+    /// Seconds an open circuit waits before letting one trial call through (half-open).
+    pub cooldown_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://data/aiprod.db".into(),
+            admin_token: None,
+            demo_tenant: true,
+            ready_file: None,
+            metrics_listen: None,
+            log_format: "text".into(),
+            shutdown_grace_s: 10,
+            request_timeout_s: 30,
+            max_message_bytes: 4 * 1024 * 1024,
+            concurrency_limit: 1024,
+            pipeline_workers: 64,
+            render_timeout_s: 900,
+            sandbox: SandboxConfig::default(),
+            circuit: CircuitConfig::default(),
+            catalog: Catalog::default(),
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { latency_ms: 200, failure_rate: 0.0, backend_failure_rates: BTreeMap::new(), seed: 42, quality_jitter: 0.04 }
+    }
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig { failure_threshold: 3, cooldown_s: 30 }
+    }
+}
+
+/// Flags of `aiprod serve`; each also reads its `AIPROD_*` environment variable.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (any field of the configuration table).
+    #[arg(long, env = "AIPROD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "AIPROD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://data/aiprod.db].
+    #[arg(long, env = "AIPROD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Operator credential for AdminService.
+    #[arg(long, env = "AIPROD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Do not create the demo tenant on an empty database.
+    #[arg(long, env = "AIPROD_NO_DEMO_TENANT")]
+    pub no_demo_tenant: bool,
+    /// Write the bound address to this file once serving.
+    #[arg(long, env = "AIPROD_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Prometheus metrics address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "AIPROD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format: text or json.
+    #[arg(long, env = "AIPROD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Sandbox render latency per shot in milliseconds.
+    #[arg(long, env = "AIPROD_SANDBOX_LATENCY_MS")]
+    pub sandbox_latency_ms: Option<u64>,
+    /// Sandbox failure probability of every render attempt (0..1).
+    #[arg(long, env = "AIPROD_SANDBOX_FAILURE_RATE")]
+    pub sandbox_failure_rate: Option<f64>,
+    /// Seed of the sandbox simulation.
+    #[arg(long, env = "AIPROD_SANDBOX_SEED")]
+    pub sandbox_seed: Option<u64>,
+}
+
+impl Config {
+    /// Builds the configuration from its layers and validates it.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = args.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &args.database_url {
+            config.database_url = v.clone();
+        }
+        if let Some(v) = &args.admin_token {
+            config.admin_token = Some(v.clone());
+        }
+        if args.no_demo_tenant {
+            config.demo_tenant = false;
+        }
+        if let Some(v) = &args.ready_file {
+            config.ready_file = Some(v.clone());
+        }
+        if let Some(v) = args.metrics_listen {
+            config.metrics_listen = Some(v);
+        }
+        if let Some(v) = &args.log_format {
+            config.log_format = v.clone();
+        }
+        if let Some(v) = args.sandbox_latency_ms {
+            config.sandbox.latency_ms = v;
+        }
+        if let Some(v) = args.sandbox_failure_rate {
+            config.sandbox.failure_rate = v;
+        }
+        if let Some(v) = args.sandbox_seed {
+            config.sandbox.seed = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Checks every field once; the error lists every problem.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = self.catalog.validate();
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !rate_ok(self.sandbox.failure_rate) || !self.sandbox.backend_failure_rates.values().all(|r| rate_ok(*r)) {
+            problems.push("sandbox failure rates must be within 0..1".into());
+        }
+        if !(0.0..=1.0).contains(&self.sandbox.quality_jitter) {
+            problems.push("sandbox.quality_jitter must be within 0..1".into());
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
+            problems.push(format!("database_url must start with sqlite: or postgres: (got {:?})", self.database_url));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            problems.push("log_format must be text or json".into());
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            problems.push("admin_token must be at least 16 characters".into());
+        }
+        if self.pipeline_workers == 0 || self.concurrency_limit == 0 || self.max_message_bytes < 1024 {
+            problems.push("pipeline_workers and concurrency_limit must be > 0, max_message_bytes ≥ 1024".into());
+        }
+        if self.circuit.failure_threshold == 0 {
+            problems.push("circuit.failure_threshold must be > 0".into());
+        }
+        anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aiprod.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:6000\"\n[sandbox]\nlatency_ms = 5\nseed = 9\n").unwrap();
+        let args = ServeArgs { config: Some(file), sandbox_seed: Some(11), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.sandbox.latency_ms, 5);
+        assert_eq!(c.sandbox.seed, 11, "flags and environment win over the file");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = Config { log_format: "xml".into(), sandbox: SandboxConfig { failure_rate: 2.0, ..Default::default() }, ..Default::default() };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("log_format") && err.contains("failure rates"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}
