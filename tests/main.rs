@@ -1,1 +1,13 @@
+//! End-to-end tests: a real server on 127.0.0.1:0 with a temporary database, driven through the
+//! Rust SDK over a real socket.
 
+mod harness;
+
+mod admin;
+mod auth;
+mod estimates;
+mod isolation;
+mod jobs;
+mod manifests;
+mod postgres;
+mod reliability;

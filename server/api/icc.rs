@@ -60,7 +60,11 @@ impl IccService for Api {
                 patch.changed_fields.push(path.clone());
             }
         }
-        v.finish().map_err(Error::InvalidArgument)?;
+        // Without a job, an etag or a mask there is nothing to check against the job: answer now.
+        if r.job_id.is_empty() || r.etag.is_empty() || paths.is_empty() {
+            return Err(Error::InvalidArgument(v.into_vec()).into());
+        }
+        patch.violations = v;
         let job = self.app.update_manifest(&who, &r.job_id, &r.etag, patch).await?;
         Ok(Response::new(UpdateManifestResponse { manifest: manifest_pb(&job), quote: job.quote.as_ref().map(quote_pb) }))
     }

@@ -18,6 +18,8 @@ pub struct ManifestPatch {
     pub aspect_ratio: Option<AspectRatio>,
     pub audio_style: Option<String>,
     pub changed_fields: Vec<String>,
+    /// Problems the transport already found; reported together with the domain's.
+    pub violations: Violations,
 }
 
 fn wrong_state(job: &Job, needed: JobState) -> Error {
@@ -49,6 +51,13 @@ impl App {
     pub async fn update_manifest(&self, caller: &Caller, job_id: &str, etag: &str, patch: ManifestPatch) -> Result<Job> {
         let catalog = &self.config.catalog;
         let excluded = self.unavailable_backends(caller.sandbox);
+        // Validate everything first (the duration never changes, so no transaction is needed).
+        let duration_s = self.job(caller, job_id).await?.spec.duration_s;
+        let mut v = patch.violations;
+        if let Some(shots) = &patch.shots {
+            validate_shots(shots, duration_s, catalog, "manifest.", &mut v);
+        }
+        v.finish().map_err(Error::InvalidArgument)?;
         let ((), job) = self
             .store
             .update_job(Some(&caller.tenant_id), job_id, |job| {
@@ -61,16 +70,10 @@ impl App {
                 };
                 let mut manifest = manifest;
                 if let Some(mut shots) = patch.shots {
-                    let mut v = Violations::new();
-                    validate_shots(&shots, job.spec.duration_s, catalog, "manifest.", &mut v);
-                    v.finish().map_err(Error::InvalidArgument)?;
-                    // New shots get fresh ids that never collide with existing ones.
-                    let mut next = manifest.shots.len().max(shots.len()) + 1;
-                    let taken: std::collections::HashSet<String> = shots.iter().map(|s| s.shot_id.clone()).collect();
+                    // New shots get fresh ids, above every id the manifest has used.
+                    let number = |id: &str| id.strip_prefix("shot-").and_then(|n| n.parse::<usize>().ok());
+                    let mut next = manifest.shots.iter().chain(shots.iter()).filter_map(|s| number(&s.shot_id)).max().unwrap_or(0) + 1;
                     for shot in shots.iter_mut().filter(|s| s.shot_id.is_empty()) {
-                        while taken.contains(&format!("shot-{next:02}")) {
-                            next += 1;
-                        }
                         shot.shot_id = format!("shot-{next:02}");
                         next += 1;
                     }

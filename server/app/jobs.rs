@@ -168,6 +168,8 @@ impl App {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let job_id = job.id.clone();
+        // A finished job's stream ends once the replay is done.
+        let finished_at = job.state.is_terminal().then_some(job.last_seq);
         tokio::spawn(async move {
             let mut changed = store.hub().subscribe(&job_id);
             let mut last = after;
@@ -189,6 +191,9 @@ impl App {
                 }
                 if !caught_up {
                     continue;
+                }
+                if finished_at.is_some_and(|end| last >= end) {
+                    return;
                 }
                 tokio::select! {
                     _ = changed.changed() => {}

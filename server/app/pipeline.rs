@@ -23,6 +23,9 @@ enum Step {
     Idle,
 }
 
+/// Render attempts of one shot before the job fails (fallbacks and retry rounds included).
+const MAX_ATTEMPTS_PER_SHOT: u32 = 9;
+
 fn runnable(state: JobState) -> bool {
     matches!(state, JobState::Queued | JobState::Planning | JobState::Rendering | JobState::QualityCheck)
 }
@@ -209,6 +212,21 @@ impl App {
         Ok(Step::Continue)
     }
 
+    /// Whether a shot has candidates that are only held back by open circuits.
+    fn waiting_for_circuits(&self, job: &Job, index: usize) -> bool {
+        let shot = &job.shots[index];
+        if shot.attempts >= MAX_ATTEMPTS_PER_SHOT {
+            return false;
+        }
+        let set = self.backend_set(job.sandbox);
+        let hard_limit = job.spec.budget.map(|b| b - job.metered);
+        self.config.catalog.backends.iter().any(|b| {
+            set.get(b.backend).is_some_and(|(_, circuit)| !circuit.allows_call())
+                && b.max_shot_s >= shot.duration_s
+                && hard_limit.is_none_or(|l| b.shot_cost(shot.duration_s) <= l)
+        })
+    }
+
     /// Budget figures for a selection at render time.
     fn selection_budget(job: &Job, cap: Money) -> (Money, Option<Money>, Money) {
         let guaranteed = job.quote.as_ref().map(|q| q.guaranteed_max()).unwrap_or(cap);
@@ -242,6 +260,16 @@ impl App {
         let state = job.state;
         let shot = job.shots[index].clone();
         let Some(backend) = self.choose_backend(job, index) else {
+            if self.waiting_for_circuits(job, index) {
+                // Every able backend is cooling down after failures: wait for a half-open trial
+                // instead of failing the job on a transient outage.
+                let wait = Duration::from_secs(self.config.circuit.cooldown_s).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.shutdown.cancelled() => return Ok(Step::Idle),
+                }
+                return Ok(Step::Continue);
+            }
             let reason = if job.spec.budget.is_some() { FailureReason::BudgetExhausted } else { FailureReason::AllBackendsFailed };
             let message = format!("no backend can render shot {} any more (tried: {:?})", shot.shot_id, shot.failed);
             self.commit_if(&job.id, state, |j| j.fail(reason, message).map_err(Error::internal)).await?;
@@ -314,18 +342,22 @@ impl App {
                     tracing::warn!(backend = backend.as_str(), "circuit opened");
                 }
                 tracing::info!(job_id = %job.id, shot = %shot.shot_id, backend = backend.as_str(), error = %error, "render attempt failed");
-                let this = self.clone();
                 self.commit_if(&job.id, state, |j| {
                     let s = &mut j.shots[index];
                     if s.attempts != attempt {
                         return Ok(());
                     }
                     s.failed.push(backend);
-                    let next = this.choose_backend(j, index);
+                    let mut next = self.choose_backend(j, index);
+                    if next.is_none() && j.shots[index].attempts < MAX_ATTEMPTS_PER_SHOT {
+                        // Every candidate failed once: start another round rather than give up.
+                        j.shots[index].failed.clear();
+                        next = self.choose_backend(j, index);
+                    }
                     metrics::counter!("backend_fallback_total", "from" => backend.as_str(), "to" => next.map_or("none", Backend::as_str), "reason" => error.label())
                         .increment(1);
                     j.emit(EventKind::BackendFallback { shot_id: shot.shot_id.clone(), from: backend, to: next, reason: error.to_string() });
-                    if next.is_none() {
+                    if next.is_none() && !self.waiting_for_circuits(j, index) {
                         let reason = if j.spec.budget.is_some() { FailureReason::BudgetExhausted } else { FailureReason::AllBackendsFailed };
                         j.fail(reason, format!("every backend able to render shot {} failed", shot.shot_id)).map_err(Error::internal)?;
                     }

@@ -323,19 +323,12 @@ impl Store {
     /// Inserts a job with its first event, or returns the tenant's job with the same request id.
     pub async fn create_job(&self, mut job: Job) -> Result<Created> {
         let (_g, mut tx) = self.begin_write().await?;
-        let existing: Option<String> = sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
-            .bind(&job.tenant_id)
-            .bind(&job.request_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(doc) = existing {
-            return Ok(Created::Existing(from_json(&doc)?));
-        }
         let events = std::mem::take(&mut job.pending_events);
         job.last_seq = events.len() as u64;
-        sqlx::query(
+        // ON CONFLICT makes concurrent creates with one request id safe on PostgreSQL too.
+        let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_ms, updated_ms, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, request_id) DO NOTHING",
         )
         .bind(&job.id)
         .bind(&job.tenant_id)
@@ -347,7 +340,17 @@ impl Store {
         .bind(job.updated_ms)
         .bind(json(&job)?)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            let doc: String = sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(&job.tenant_id)
+                .bind(&job.request_id)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(Created::Existing(from_json(&doc)?));
+        }
         for (key, value) in &job.spec.labels {
             sqlx::query("INSERT INTO job_labels (job_id, label_key, label_value) VALUES ($1, $2, $3)")
                 .bind(&job.id)
