@@ -90,13 +90,22 @@ impl Default for Config {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { latency_ms: 200, failure_rate: 0.0, backend_failure_rates: BTreeMap::new(), seed: 42, quality_jitter: 0.04 }
+        SandboxConfig {
+            latency_ms: 200,
+            failure_rate: 0.0,
+            backend_failure_rates: BTreeMap::new(),
+            seed: 42,
+            quality_jitter: 0.04,
+        }
     }
 }
 
 impl Default for CircuitConfig {
     fn default() -> Self {
-        CircuitConfig { failure_threshold: 3, cooldown_s: 30 }
+        CircuitConfig {
+            failure_threshold: 3,
+            cooldown_s: 30,
+        }
     }
 }
 
@@ -180,7 +189,8 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -188,14 +198,24 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = self.catalog.validate();
         let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
-        if !rate_ok(self.sandbox.failure_rate) || !self.sandbox.backend_failure_rates.values().all(|r| rate_ok(*r)) {
+        if !rate_ok(self.sandbox.failure_rate)
+            || !self
+                .sandbox
+                .backend_failure_rates
+                .values()
+                .all(|r| rate_ok(*r))
+        {
             problems.push("sandbox failure rates must be within 0..1".into());
         }
         if !(0.0..=1.0).contains(&self.sandbox.quality_jitter) {
             problems.push("sandbox.quality_jitter must be within 0..1".into());
         }
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
-            problems.push(format!("database_url must start with sqlite: or postgres: (got {:?})", self.database_url));
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            problems.push(format!(
+                "database_url must start with sqlite: or postgres: (got {:?})",
+                self.database_url
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             problems.push("log_format must be text or json".into());
@@ -203,13 +223,23 @@ impl Config {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             problems.push("admin_token must be at least 16 characters".into());
         }
-        if self.pipeline_workers == 0 || self.concurrency_limit == 0 || self.max_message_bytes < 1024 {
-            problems.push("pipeline_workers and concurrency_limit must be > 0, max_message_bytes ≥ 1024".into());
+        if self.pipeline_workers == 0
+            || self.concurrency_limit == 0
+            || self.max_message_bytes < 1024
+        {
+            problems.push(
+                "pipeline_workers and concurrency_limit must be > 0, max_message_bytes ≥ 1024"
+                    .into(),
+            );
         }
         if self.circuit.failure_threshold == 0 {
             problems.push("circuit.failure_threshold must be > 0".into());
         }
-        anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid configuration:\n  - {}",
+            problems.join("\n  - ")
+        );
         Ok(())
     }
 }
@@ -222,19 +252,40 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("aiprod.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:6000\"\n[sandbox]\nlatency_ms = 5\nseed = 9\n").unwrap();
-        let args = ServeArgs { config: Some(file), sandbox_seed: Some(11), ..Default::default() };
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:6000\"\n[sandbox]\nlatency_ms = 5\nseed = 9\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            sandbox_seed: Some(11),
+            ..Default::default()
+        };
         let c = Config::load(&args).unwrap();
         assert_eq!(c.listen.port(), 6000);
         assert_eq!(c.sandbox.latency_ms, 5);
-        assert_eq!(c.sandbox.seed, 11, "flags and environment win over the file");
+        assert_eq!(
+            c.sandbox.seed, 11,
+            "flags and environment win over the file"
+        );
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let c = Config { log_format: "xml".into(), sandbox: SandboxConfig { failure_rate: 2.0, ..Default::default() }, ..Default::default() };
+        let c = Config {
+            log_format: "xml".into(),
+            sandbox: SandboxConfig {
+                failure_rate: 2.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("log_format") && err.contains("failure rates"), "{err}");
+        assert!(
+            err.contains("log_format") && err.contains("failure rates"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,45 +15,76 @@ pub enum Error {
     InvalidArgument(Vec<FieldViolation>),
     /// No key, a malformed key, or a revoked or expired key.
     #[error("{message}")]
-    Unauthenticated { reason: &'static str, message: String },
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
     /// A resource that does not exist or belongs to another tenant: the same answer either way.
     #[error("{kind} not found")]
     NotFound { kind: &'static str },
     /// A preset or feature outside the tenant's tier.
     #[error("{message}")]
-    PermissionDenied { reason: &'static str, message: String },
+    PermissionDenied {
+        reason: &'static str,
+        message: String,
+    },
     /// The operation is not allowed in the resource's current state.
     #[error("{message}")]
-    FailedPrecondition { kind: &'static str, subject: String, message: String },
+    FailedPrecondition {
+        kind: &'static str,
+        subject: String,
+        message: String,
+    },
     /// A stale etag or a lost optimistic-concurrency race.
     #[error("{0}")]
     Aborted(String),
     /// A limit or quota was hit.
     #[error("{message}")]
-    ResourceExhausted { subject: String, message: String, retry_after: Option<Duration> },
+    ResourceExhausted {
+        subject: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Shutting down or a dependency is unavailable.
     #[error("{message}")]
-    Unavailable { message: String, retry_after: Duration },
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
     /// A bug or an unexpected failure: logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 fn summarize(v: &[FieldViolation]) -> String {
-    v.iter().map(|f| format!("{}: {}", f.field, f.description)).collect::<Vec<_>>().join("; ")
+    v.iter()
+        .map(|f| format!("{}: {}", f.field, f.description))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Error::InvalidArgument(vec![FieldViolation { field: field.into(), description: description.into() }])
+        Error::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
     }
 
     pub fn not_found(kind: &'static str) -> Self {
         Error::NotFound { kind }
     }
 
-    pub fn precondition(kind: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::FailedPrecondition { kind, subject: subject.into(), message: message.into() }
+    pub fn precondition(
+        kind: &'static str,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::FailedPrecondition {
+            kind,
+            subject: subject.into(),
+            message: message.into(),
+        }
     }
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
@@ -90,26 +121,39 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []),
             ),
-            Error::FailedPrecondition { kind, subject, message: description } => Status::with_error_details(
+            Error::FailedPrecondition {
+                kind,
+                subject,
+                message: description,
+            } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
                 ErrorDetails::with_precondition_failure_violation(kind, subject, description),
             ),
             Error::Aborted(_) => Status::new(Code::Aborted, message),
-            Error::ResourceExhausted { subject, message: description, retry_after } => {
+            Error::ResourceExhausted {
+                subject,
+                message: description,
+                retry_after,
+            } => {
                 let mut d = ErrorDetails::with_quota_failure_violation(subject, description);
                 if let Some(delay) = retry_after {
                     d.set_retry_info(Some(delay));
                 }
                 Status::with_error_details(Code::ResourceExhausted, message, d)
             }
-            Error::Unavailable { retry_after, .. } => {
-                Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(Some(retry_after)))
-            }
+            Error::Unavailable { retry_after, .. } => Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Internal(cause) => {
                 let incident = uuid::Uuid::new_v4().simple().to_string();
                 tracing::error!(incident = %incident, error = ?cause, "internal error");
-                Status::new(Code::Internal, format!("internal error (incident {incident})"))
+                Status::new(
+                    Code::Internal,
+                    format!("internal error (incident {incident})"),
+                )
             }
         }
     }

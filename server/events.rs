@@ -16,7 +16,9 @@ impl EventHub {
     /// Subscribes to a job's commits. Subscribe before reading the store so no commit is missed.
     pub fn subscribe(&self, job_id: &str) -> watch::Receiver<u64> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.entry(job_id.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
+        jobs.entry(job_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Announces that a job committed events up to `seq`.
@@ -33,6 +35,11 @@ impl EventHub {
 
     /// Number of jobs with live subscribers (for tests and metrics).
     pub fn watched_jobs(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|tx| tx.receiver_count() > 0).count()
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|tx| tx.receiver_count() > 0)
+            .count()
     }
 }

@@ -21,8 +21,8 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aiprod_descriptor");
 }
 
-use api::auth::AuthLayer;
 use api::Api;
+use api::auth::AuthLayer;
 use app::App;
 use backends::{BackendSet, Backends};
 use config::Config;
@@ -42,20 +42,30 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Opens the store and builds the application (no network): for the server and the admin CLI.
 pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
-    let backends = Backends { sandbox: App::sandbox_backends(&config), live: BackendSet::default() };
+    let backends = Backends {
+        sandbox: App::sandbox_backends(&config),
+        live: BackendSet::default(),
+    };
     Ok(App::new(config, store, backends))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: health turns
 /// NOT_SERVING, streams end with UNAVAILABLE (clients resume with `after_sequence`), in-flight unary
 /// calls finish, pipeline tasks stop at a step boundary (each resumes on the next start).
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = open_app(config).await?;
-    if app.config.demo_tenant {
-        if let Some((tenant, secret)) = app.ensure_demo_tenant().await? {
-            // Printed once, on the first start with an empty database; only its hash is stored.
-            println!("Created tenant `demo` ({}) with a test-mode API key (shown only once):\n  {secret}", tenant.id);
-        }
+    if app.config.demo_tenant
+        && let Some((tenant, secret)) = app.ensure_demo_tenant().await?
+    {
+        // Printed once, on the first start with an empty database; only its hash is stored.
+        println!(
+            "Created tenant `demo` ({}) with a test-mode API key (shown only once):\n  {secret}",
+            tenant.id
+        );
     }
     let resumed = app.resume_jobs().await?;
     let addr = listener.local_addr()?;
@@ -63,7 +73,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PresetServiceServer<Api>>().await;
-    health.set_serving::<CostEstimatorServiceServer<Api>>().await;
+    health
+        .set_serving::<CostEstimatorServiceServer<Api>>()
+        .await;
     health.set_serving::<RenderServiceServer<Api>>().await;
     health.set_serving::<IccServiceServer<Api>>().await;
     health.set_serving::<AdminServiceServer<Api>>().await;
@@ -81,7 +93,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let layers = tower::ServiceBuilder::new()
         // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
         .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(app.config.concurrency_limit))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            app.config.concurrency_limit,
+        ))
         // Authenticate before routing, so no aiprod.v1 RPC can be reached without a credential.
         .layer(AuthLayer { app: app.clone() })
         .into_inner();
@@ -92,11 +106,21 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
-        health_on_stop.set_not_serving::<RenderServiceServer<Api>>().await;
-        health_on_stop.set_not_serving::<PresetServiceServer<Api>>().await;
-        health_on_stop.set_not_serving::<CostEstimatorServiceServer<Api>>().await;
-        health_on_stop.set_not_serving::<IccServiceServer<Api>>().await;
-        health_on_stop.set_not_serving::<AdminServiceServer<Api>>().await;
+        health_on_stop
+            .set_not_serving::<RenderServiceServer<Api>>()
+            .await;
+        health_on_stop
+            .set_not_serving::<PresetServiceServer<Api>>()
+            .await;
+        health_on_stop
+            .set_not_serving::<CostEstimatorServiceServer<Api>>()
+            .await;
+        health_on_stop
+            .set_not_serving::<IccServiceServer<Api>>()
+            .await;
+        health_on_stop
+            .set_not_serving::<AdminServiceServer<Api>>()
+            .await;
         stopping.cancel();
     };
 

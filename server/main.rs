@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "aiprod", version, about = "AIPROD: short AI brand videos over gRPC")]
+#[command(
+    name = "aiprod",
+    version,
+    about = "AIPROD: short AI brand videos over gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,12 +25,20 @@ enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate {
-        #[arg(long, env = "AIPROD_DATABASE_URL", default_value = "sqlite://data/aiprod.db")]
+        #[arg(
+            long,
+            env = "AIPROD_DATABASE_URL",
+            default_value = "sqlite://data/aiprod.db"
+        )]
         database_url: String,
     },
     /// Manage tenants and API keys directly in the database.
     Admin {
-        #[arg(long, env = "AIPROD_DATABASE_URL", default_value = "sqlite://data/aiprod.db")]
+        #[arg(
+            long,
+            env = "AIPROD_DATABASE_URL",
+            default_value = "sqlite://data/aiprod.db"
+        )]
         database_url: String,
         #[command(subcommand)]
         action: AdminAction,
@@ -73,8 +85,11 @@ enum AdminAction {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AIPROD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("AIPROD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -104,7 +119,9 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     init_tracing(config.log_format == "json");
     if let Some(addr) = config.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr).install()?;
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()?;
         tracing::info!(%addr, "metrics on /metrics");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -114,27 +131,47 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> {
-    let config = Config { database_url, demo_tenant: false, ..Config::default() };
+    let config = Config {
+        database_url,
+        demo_tenant: false,
+        ..Config::default()
+    };
     let app = aiprod::open_app(config).await?;
     match action {
-        AdminAction::CreateTenant { name, tier, monthly_budget_usd } => {
-            let tier = Tier::parse(&tier).ok_or_else(|| anyhow::anyhow!("--tier must be bronze, gold or platinum"))?;
+        AdminAction::CreateTenant {
+            name,
+            tier,
+            monthly_budget_usd,
+        } => {
+            let tier = Tier::parse(&tier)
+                .ok_or_else(|| anyhow::anyhow!("--tier must be bronze, gold or platinum"))?;
             let tenant = app
                 .create_tenant(aiprod::app::admin::NewTenant {
                     name,
                     tier,
-                    monthly_budget: monthly_budget_usd.map(|usd| Money::from_micros(usd as i64 * 1_000_000)),
+                    monthly_budget: monthly_budget_usd
+                        .map(|usd| Money::from_micros(usd as i64 * 1_000_000)),
                     trial: None,
                     job_quota: None,
                 })
                 .await?;
             println!("{}", tenant.id);
         }
-        AdminAction::CreateKey { tenant_id, mode, name, expires_in_days } => {
-            let mode = KeyMode::parse(&mode).ok_or_else(|| anyhow::anyhow!("--mode must be live or test"))?;
-            let expires = expires_in_days.map(|d| aiprod::store::now_ms() + i64::from(d) * 86_400_000);
+        AdminAction::CreateKey {
+            tenant_id,
+            mode,
+            name,
+            expires_in_days,
+        } => {
+            let mode = KeyMode::parse(&mode)
+                .ok_or_else(|| anyhow::anyhow!("--mode must be live or test"))?;
+            let expires =
+                expires_in_days.map(|d| aiprod::store::now_ms() + i64::from(d) * 86_400_000);
             let (key, secret) = app.create_key(&tenant_id, mode, &name, expires).await?;
-            eprintln!("created {} ({}); the secret below is shown only once", key.id, key.prefix);
+            eprintln!(
+                "created {} ({}); the secret below is shown only once",
+                key.id, key.prefix
+            );
             println!("{secret}");
         }
         AdminAction::RevokeKey { key_id } => {
@@ -143,8 +180,19 @@ async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> 
         }
         AdminAction::ListKeys { tenant_id } => {
             for k in app.keys(&tenant_id).await? {
-                let status = if k.revoked_ms.is_some() { "revoked" } else { "active" };
-                println!("{}\t{}\t{}\t{}\t{}", k.id, k.prefix, k.mode.as_str(), status, k.name);
+                let status = if k.revoked_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.prefix,
+                    k.mode.as_str(),
+                    status,
+                    k.name
+                );
             }
         }
     }
@@ -158,14 +206,23 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None => run_server(cli.serve).await,
         Some(Command::Serve(args)) => run_server(args).await,
-        Some(Command::Migrate { database_url }) => async {
-            let app = aiprod::open_app(Config { database_url, ..Config::default() }).await?;
-            app.store.close().await;
-            println!("database is up to date");
-            Ok(())
+        Some(Command::Migrate { database_url }) => {
+            async {
+                let app = aiprod::open_app(Config {
+                    database_url,
+                    ..Config::default()
+                })
+                .await?;
+                app.store.close().await;
+                println!("database is up to date");
+                Ok(())
+            }
+            .await
         }
-        .await,
-        Some(Command::Admin { database_url, action }) => admin(database_url, action).await,
+        Some(Command::Admin {
+            database_url,
+            action,
+        }) => admin(database_url, action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

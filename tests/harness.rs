@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use aiprod::config::Config;
-use aiprod_sdk::{pb, AdminClient, Client, Error};
+use aiprod_sdk::{AdminClient, Client, Error, pb};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-pub const BRIEF: &str = "Launch film for our new trail running shoe: dawn in the mountains, fast feet, bold colours.";
+pub const BRIEF: &str =
+    "Launch film for our new trail running shoe: dawn in the mountains, fast feet, bold colours.";
 
 /// A server running in this process on an ephemeral loopback port; stops when dropped.
 pub struct TestServer {
@@ -26,12 +27,14 @@ pub struct TestServer {
 
 /// A config for tests: SQLite in `dir`, sandbox latency `latency_ms`, an admin token.
 pub fn test_config(dir: &tempfile::TempDir, latency_ms: u64) -> Config {
-    let mut c = Config::default();
-    c.database_url = format!("sqlite://{}", dir.path().join("aiprod.db").display());
-    c.admin_token = Some(ADMIN_TOKEN.into());
-    c.demo_tenant = false;
+    let mut c = Config {
+        database_url: format!("sqlite://{}", dir.path().join("aiprod.db").display()),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        demo_tenant: false,
+        shutdown_grace_s: 5,
+        ..Config::default()
+    };
     c.sandbox.latency_ms = latency_ms;
-    c.shutdown_grace_s = 5;
     c
 }
 
@@ -44,26 +47,40 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config, dir: Arc<tempfile::TempDir>) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(aiprod::serve(config.clone(), listener, async move {
             let _ = stopped.await;
         }));
-        TestServer { endpoint: format!("http://{addr}"), config, dir, stop: Some(stop), handle: Some(handle) }
+        TestServer {
+            endpoint: format!("http://{addr}"),
+            config,
+            dir,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
     }
 
     /// Graceful shutdown; returns the config and directory to restart on the same database.
     pub async fn stop(mut self) -> (Config, Arc<tempfile::TempDir>) {
         self.stop.take().map(|s| s.send(()));
         if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), h).await.expect("server stops in time").expect("join").expect("serve ok");
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("server stops in time")
+                .expect("join")
+                .expect("serve ok");
         }
         (self.config.clone(), self.dir.clone())
     }
 
     pub async fn admin(&self) -> AdminClient {
-        AdminClient::connect(self.endpoint.clone(), ADMIN_TOKEN).await.expect("admin client")
+        AdminClient::connect(self.endpoint.clone(), ADMIN_TOKEN)
+            .await
+            .expect("admin client")
     }
 
     /// A new tenant of `tier` with a test-mode key, and a client using that key.
@@ -71,7 +88,11 @@ impl TestServer {
         let admin = self.admin().await;
         let tenant = admin
             .admin()
-            .create_tenant(pb::CreateTenantRequest { name: name.into(), tier: tier as i32, ..Default::default() })
+            .create_tenant(pb::CreateTenantRequest {
+                name: name.into(),
+                tier: tier as i32,
+                ..Default::default()
+            })
             .await
             .expect("create tenant")
             .into_inner()
@@ -88,7 +109,9 @@ impl TestServer {
             .await
             .expect("create key")
             .into_inner();
-        let client = Client::connect(self.endpoint.clone(), &key.secret).await.expect("client");
+        let client = Client::connect(self.endpoint.clone(), &key.secret)
+            .await
+            .expect("client");
         (tenant.tenant_id, key.secret, client)
     }
 
@@ -116,11 +139,23 @@ pub fn create_request(request_id: &str, preset: &str) -> pb::CreateJobRequest {
 }
 
 pub async fn create(client: &Client, req: pb::CreateJobRequest) -> pb::Job {
-    client.render().create_job(req).await.expect("create job").into_inner().job.expect("job")
+    client
+        .render()
+        .create_job(req)
+        .await
+        .expect("create job")
+        .into_inner()
+        .job
+        .expect("job")
 }
 
 /// Reads events until one satisfies `until` (inclusive) or the stream ends; panics after 60 s.
-pub async fn watch_until(client: &Client, job_id: &str, after: u64, until: impl Fn(&pb::JobEvent) -> bool) -> Vec<pb::JobEvent> {
+pub async fn watch_until(
+    client: &Client,
+    job_id: &str,
+    after: u64,
+    until: impl Fn(&pb::JobEvent) -> bool,
+) -> Vec<pb::JobEvent> {
     let mut out = Vec::new();
     let mut stream = Box::pin(client.watch_job(job_id.to_string(), after));
     let run = async {
@@ -133,7 +168,9 @@ pub async fn watch_until(client: &Client, job_id: &str, after: u64, until: impl 
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), run).await.expect("events arrive within 60 s");
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("events arrive within 60 s");
     out
 }
 
@@ -142,14 +179,26 @@ pub async fn watch_to_end(client: &Client, job_id: &str, after: u64) -> Vec<pb::
     watch_until(client, job_id, after, |e| aiprod_sdk::is_terminal(e.state)).await
 }
 
-pub async fn wait_for_state(client: &Client, job_id: &str, state: pb::JobState) -> Vec<pb::JobEvent> {
-    watch_until(client, job_id, 0, |e| e.state == state as i32 || aiprod_sdk::is_terminal(e.state)).await
+pub async fn wait_for_state(
+    client: &Client,
+    job_id: &str,
+    state: pb::JobState,
+) -> Vec<pb::JobEvent> {
+    watch_until(client, job_id, 0, |e| {
+        e.state == state as i32 || aiprod_sdk::is_terminal(e.state)
+    })
+    .await
 }
 
 /// Sequences 1..=n without gaps or duplicates.
 pub fn assert_gap_free(events: &[pb::JobEvent]) {
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.sequence, i as u64 + 1, "sequence gap or duplicate at index {i}: {:?}", events.iter().map(|e| e.sequence).collect::<Vec<_>>());
+        assert_eq!(
+            e.sequence,
+            i as u64 + 1,
+            "sequence gap or duplicate at index {i}: {:?}",
+            events.iter().map(|e| e.sequence).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -166,7 +215,10 @@ pub fn states(events: &[pb::JobEvent]) -> Vec<pb::JobState> {
 }
 
 pub fn field_names(err: &Error) -> Vec<String> {
-    err.field_violations().into_iter().map(|v| v.field).collect()
+    err.field_violations()
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
 }
 
 pub fn expect_err<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Error {
@@ -176,7 +228,9 @@ pub fn expect_err<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Statu
 pub async fn costs(client: &Client, job_id: &str) -> pb::CostReport {
     client
         .costs()
-        .get_job_costs(pb::GetJobCostsRequest { job_id: job_id.into() })
+        .get_job_costs(pb::GetJobCostsRequest {
+            job_id: job_id.into(),
+        })
         .await
         .expect("costs")
         .into_inner()
@@ -188,25 +242,49 @@ pub async fn costs(client: &Client, job_id: &str) -> pb::CostReport {
 pub fn assert_certified(report: &pb::CostReport) {
     assert!(report.certified, "report is certified");
     assert!(report.within_guarantee);
-    assert!(report.billed_micros <= report.guaranteed_max_micros, "{report:?}");
+    assert!(
+        report.billed_micros <= report.guaranteed_max_micros,
+        "{report:?}"
+    );
     let sum: i64 = report.ledger.iter().map(|l| l.amount_micros).sum();
     assert_eq!(sum, report.metered_micros, "ledger adds up to metered");
-    let billable: i64 = report.ledger.iter().filter(|l| l.succeeded).map(|l| l.amount_micros).sum();
-    assert_eq!(report.billed_micros, billable.min(report.guaranteed_max_micros));
-    assert_eq!(report.absorbed_micros, report.metered_micros - report.billed_micros);
+    let billable: i64 = report
+        .ledger
+        .iter()
+        .filter(|l| l.succeeded)
+        .map(|l| l.amount_micros)
+        .sum();
+    assert_eq!(
+        report.billed_micros,
+        billable.min(report.guaranteed_max_micros)
+    );
+    assert_eq!(
+        report.absorbed_micros,
+        report.metered_micros - report.billed_micros
+    );
 }
 
 /// No shot is billed twice for one attempt, and each shot has exactly one successful first render.
 pub fn assert_no_double_billing(report: &pb::CostReport) {
     let mut seen = std::collections::HashSet::new();
     for l in &report.ledger {
-        assert!(seen.insert((l.kind, l.shot_id.clone(), l.attempt)), "ledger line billed twice: {l:?}");
+        assert!(
+            seen.insert((l.kind, l.shot_id.clone(), l.attempt)),
+            "ledger line billed twice: {l:?}"
+        );
     }
     let mut renders = std::collections::HashMap::<String, u32>::new();
-    for l in report.ledger.iter().filter(|l| l.kind == pb::LedgerKind::Render as i32 && l.succeeded) {
+    for l in report
+        .ledger
+        .iter()
+        .filter(|l| l.kind == pb::LedgerKind::Render as i32 && l.succeeded)
+    {
         *renders.entry(l.shot_id.clone()).or_default() += 1;
     }
-    assert!(renders.values().all(|n| *n == 1), "one successful render per shot: {renders:?}");
+    assert!(
+        renders.values().all(|n| *n == 1),
+        "one successful render per shot: {renders:?}"
+    );
 }
 
 /// The `aiprod` binary built for these tests.

@@ -2,7 +2,7 @@
 //! directory on a free loopback port), started by the test itself.
 
 use crate::harness::*;
-use aiprod_sdk::{pb, Client};
+use aiprod_sdk::{Client, pb};
 use pb::JobState::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,7 +22,12 @@ fn pg_bin() -> PathBuf {
         return PathBuf::from(dir);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found.pop().expect("PostgreSQL server binaries (initdb, pg_ctl) are required: install postgresql-15 or set AIPROD_PG_BIN")
@@ -47,31 +52,74 @@ impl PgCluster {
         let data = dir.path().join("data");
         let as_postgres = nix_is_root();
         if as_postgres {
-            let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().expect("chown");
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
             assert!(status.success());
         }
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let cluster = PgCluster { url: format!("postgres://aiprod@127.0.0.1:{port}/postgres"), bin, data: data.clone(), _dir: dir, as_postgres };
-        let out = cluster.command("initdb").args(["-A", "trust", "-U", "aiprod", "--no-sync", "-D"]).arg(&data).output().expect("initdb");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let opts = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off");
+        let cluster = PgCluster {
+            url: format!("postgres://aiprod@127.0.0.1:{port}/postgres"),
+            bin,
+            data: data.clone(),
+            _dir: dir,
+            as_postgres,
+        };
+        let out = cluster
+            .command("initdb")
+            .args(["-A", "trust", "-U", "aiprod", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
+        );
         let log = data.join("server.log");
-        let out = cluster.command("pg_ctl").args(["-w", "-t", "60", "-D"]).arg(&data).arg("-l").arg(&log).args(["-o", &opts, "start"]).output().expect("pg_ctl");
-        assert!(out.status.success(), "pg_ctl start: {} {}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());
+        let out = cluster
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &opts, "start"])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         cluster
     }
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let _ = self.command("pg_ctl").args(["-D"]).arg(&self.data).args(["-m", "immediate", "stop"]).output();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
     }
 }
 
@@ -91,20 +139,38 @@ async fn the_whole_service_runs_on_postgres() {
     // Idempotency under concurrency.
     let calls = (0..20).map(|_| {
         let client = client.clone();
-        async move { create(&client, create_request("pg-same", "brand_campaign")).await.job_id }
+        async move {
+            create(&client, create_request("pg-same", "brand_campaign"))
+                .await
+                .job_id
+        }
     });
     let ids = futures::future::join_all(calls).await;
     assert!(ids.iter().all(|id| id == &ids[0]));
 
     // Review, edit, approve.
     wait_for_state(&client, &ids[0], AwaitingApproval).await;
-    let m = client.icc().get_manifest(pb::GetManifestRequest { job_id: ids[0].clone() }).await.unwrap().into_inner().manifest.unwrap();
+    let m = client
+        .icc()
+        .get_manifest(pb::GetManifestRequest {
+            job_id: ids[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .manifest
+        .unwrap();
     let m2 = client
         .icc()
         .update_manifest(pb::UpdateManifestRequest {
             job_id: ids[0].clone(),
-            manifest: Some(pb::Manifest { audio_style: "piano".into(), ..Default::default() }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["audio_style".into()] }),
+            manifest: Some(pb::Manifest {
+                audio_style: "piano".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["audio_style".into()],
+            }),
             etag: m.etag,
         })
         .await
@@ -112,14 +178,33 @@ async fn the_whole_service_runs_on_postgres() {
         .into_inner()
         .manifest
         .unwrap();
-    client.icc().approve_manifest(pb::ApproveManifestRequest { job_id: ids[0].clone(), etag: m2.etag }).await.unwrap();
+    client
+        .icc()
+        .approve_manifest(pb::ApproveManifestRequest {
+            job_id: ids[0].clone(),
+            etag: m2.etag,
+        })
+        .await
+        .unwrap();
 
     // A second job, then a restart mid-render on the same database.
-    let second = create(&client, pb::CreateJobRequest { auto_approve: true, ..create_request("pg-2", "premium_spot") }).await;
-    watch_until(&client, &second.job_id, 0, |e| matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_)))).await;
+    let second = create(
+        &client,
+        pb::CreateJobRequest {
+            auto_approve: true,
+            ..create_request("pg-2", "premium_spot")
+        },
+    )
+    .await;
+    watch_until(&client, &second.job_id, 0, |e| {
+        matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_)))
+    })
+    .await;
     let (config, dir) = server.stop().await;
     let server = TestServer::start_with(config, dir).await;
-    let client = Client::connect(server.endpoint.clone(), &secret).await.unwrap();
+    let client = Client::connect(server.endpoint.clone(), &secret)
+        .await
+        .unwrap();
     for id in [&ids[0], &second.job_id] {
         let events = watch_to_end(&client, id, 0).await;
         assert_gap_free(&events);
@@ -128,9 +213,25 @@ async fn the_whole_service_runs_on_postgres() {
         assert_certified(&report);
         assert_no_double_billing(&report);
     }
-    let listed = client.render().list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
-    assert_eq!(listed.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), [second.job_id.clone(), ids[0].clone()]);
+    let listed = client
+        .render()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        listed.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(),
+        [second.job_id.clone(), ids[0].clone()]
+    );
     let other = server.platinum("globex").await;
-    let err = expect_err(other.render().get_job(pb::GetJobRequest { job_id: ids[0].clone() }).await);
+    let err = expect_err(
+        other
+            .render()
+            .get_job(pb::GetJobRequest {
+                job_id: ids[0].clone(),
+            })
+            .await,
+    );
     assert_eq!(err.code(), tonic::Code::NotFound);
 }

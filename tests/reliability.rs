@@ -2,13 +2,16 @@
 
 use crate::harness::*;
 use aiprod::domain::Backend;
-use aiprod_sdk::{pb, Client};
+use aiprod_sdk::{Client, pb};
 use pb::JobState::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn rendered(events: &[pb::JobEvent]) -> usize {
-    events.iter().filter(|e| matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_)))).count()
+    events
+        .iter()
+        .filter(|e| matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_))))
+        .count()
 }
 
 fn fallbacks(events: &[pb::JobEvent]) -> Vec<pb::BackendFallback> {
@@ -26,17 +29,33 @@ async fn graceful_restart_mid_job_resumes_without_gaps_or_double_billing() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let server = TestServer::start_with(test_config(&dir, 60), dir).await;
     let (_, secret, client) = server.tenant("acme", pb::Tier::Platinum).await;
-    let job = create(&client, pb::CreateJobRequest { auto_approve: true, ..create_request("restart-1", "premium_spot") }).await;
-    let before = watch_until(&client, &job.job_id, 0, |e| matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_)))).await;
+    let job = create(
+        &client,
+        pb::CreateJobRequest {
+            auto_approve: true,
+            ..create_request("restart-1", "premium_spot")
+        },
+    )
+    .await;
+    let before = watch_until(&client, &job.job_id, 0, |e| {
+        matches!(e.payload, Some(pb::job_event::Payload::ShotRendered(_)))
+    })
+    .await;
     assert!(rendered(&before) >= 1);
 
     let (config, dir) = server.stop().await;
     let server = TestServer::start_with(config, dir).await;
-    let client = Client::connect(server.endpoint.clone(), &secret).await.unwrap();
+    let client = Client::connect(server.endpoint.clone(), &secret)
+        .await
+        .unwrap();
     let events = watch_to_end(&client, &job.job_id, 0).await;
     assert_gap_free(&events);
     assert_eq!(states(&events).last(), Some(&Delivered));
-    assert_eq!(&events[..before.len()], &before[..], "history is unchanged by the restart");
+    assert_eq!(
+        &events[..before.len()],
+        &before[..],
+        "history is unchanged by the restart"
+    );
     let report = costs(&client, &job.job_id).await;
     assert_certified(&report);
     assert_no_double_billing(&report);
@@ -47,16 +66,50 @@ async fn sigkill_mid_job_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("aiprod.db").display());
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(binary()).args(args).output().expect("run aiprod");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .output()
+            .expect("run aiprod");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let tenant = run(&["admin", "--database-url", &db, "create-tenant", "--name", "acme", "--tier", "platinum"]);
-    let secret = run(&["admin", "--database-url", &db, "create-key", "--tenant-id", &tenant, "--mode", "test"]);
+    let tenant = run(&[
+        "admin",
+        "--database-url",
+        &db,
+        "create-tenant",
+        "--name",
+        "acme",
+        "--tier",
+        "platinum",
+    ]);
+    let secret = run(&[
+        "admin",
+        "--database-url",
+        &db,
+        "create-key",
+        "--tenant-id",
+        &tenant,
+        "--mode",
+        "test",
+    ]);
     let start = |n: u32| {
         let ready = dir.path().join(format!("ready-{n}"));
         let child = std::process::Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db, "--no-demo-tenant", "--sandbox-latency-ms", "40"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db,
+                "--no-demo-tenant",
+                "--sandbox-latency-ms",
+                "40",
+            ])
             .arg("--ready-file")
             .arg(&ready)
             .env("AIPROD_LOG", "warn")
@@ -68,10 +121,10 @@ async fn sigkill_mid_job_loses_nothing() {
     };
     async fn endpoint(ready: &std::path::Path) -> String {
         for _ in 0..300 {
-            if let Ok(addr) = std::fs::read_to_string(ready) {
-                if !addr.is_empty() {
-                    return format!("http://{addr}");
-                }
+            if let Ok(addr) = std::fs::read_to_string(ready)
+                && !addr.is_empty()
+            {
+                return format!("http://{addr}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await; // polling a file the child writes
         }
@@ -81,10 +134,22 @@ async fn sigkill_mid_job_loses_nothing() {
     let mut last_seen = Vec::new();
     for round in 0..3u32 {
         let (mut child, ready) = start(round);
-        let client = Client::connect(endpoint(&ready).await, &secret).await.unwrap();
+        let client = Client::connect(endpoint(&ready).await, &secret)
+            .await
+            .unwrap();
         if round == 0 {
             for i in 0..3 {
-                jobs.push(create(&client, pb::CreateJobRequest { auto_approve: true, ..create_request(&format!("crash-{i}"), "brand_campaign") }).await.job_id);
+                jobs.push(
+                    create(
+                        &client,
+                        pb::CreateJobRequest {
+                            auto_approve: true,
+                            ..create_request(&format!("crash-{i}"), "brand_campaign")
+                        },
+                    )
+                    .await
+                    .job_id,
+                );
             }
         }
         // Let every job make progress, then kill -9 in the middle of rendering.
@@ -96,11 +161,17 @@ async fn sigkill_mid_job_loses_nothing() {
         child.wait().unwrap();
     }
     let (mut child, ready) = start(9);
-    let client = Client::connect(endpoint(&ready).await, &secret).await.unwrap();
+    let client = Client::connect(endpoint(&ready).await, &secret)
+        .await
+        .unwrap();
     for id in &jobs {
         let events = watch_to_end(&client, id, 0).await;
         assert_gap_free(&events);
-        assert_eq!(states(&events), [Queued, Planning, Rendering, QualityCheck, Delivered], "{id}");
+        assert_eq!(
+            states(&events),
+            [Queued, Planning, Rendering, QualityCheck, Delivered],
+            "{id}"
+        );
         assert_eq!(rendered(&events), 6, "each shot's render committed once");
         let report = costs(&client, id).await;
         assert_certified(&report);
@@ -114,19 +185,43 @@ async fn sigkill_mid_job_loses_nothing() {
 async fn a_backend_that_always_fails_falls_back_and_opens_its_circuit() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(&dir, 1);
-    config.sandbox.backend_failure_rates.insert(Backend::Runway, 1.0);
+    config
+        .sandbox
+        .backend_failure_rates
+        .insert(Backend::Runway, 1.0);
     let server = TestServer::start_with(config, dir).await;
     let client = server.platinum("acme").await;
-    let job = create(&client, pb::CreateJobRequest { auto_approve: true, ..create_request("fallback-1", "brand_campaign") }).await;
+    let job = create(
+        &client,
+        pb::CreateJobRequest {
+            auto_approve: true,
+            ..create_request("fallback-1", "brand_campaign")
+        },
+    )
+    .await;
     let events = watch_to_end(&client, &job.job_id, 0).await;
     assert_gap_free(&events);
     assert_eq!(states(&events).last(), Some(&Delivered));
     let f = fallbacks(&events);
-    assert_eq!(f.len(), 3, "three consecutive failures open runway's circuit; later shots skip it: {f:?}");
-    assert!(f.iter().all(|f| f.from_backend == pb::Backend::Runway as i32 && f.to_backend != pb::Backend::Runway as i32));
+    assert_eq!(
+        f.len(),
+        3,
+        "three consecutive failures open runway's circuit; later shots skip it: {f:?}"
+    );
+    assert!(
+        f.iter()
+            .all(|f| f.from_backend == pb::Backend::Runway as i32
+                && f.to_backend != pb::Backend::Runway as i32)
+    );
     let report = costs(&client, &job.job_id).await;
     assert_certified(&report);
-    assert!(report.ledger.iter().filter(|l| l.kind == pb::LedgerKind::Render as i32).all(|l| l.backend != pb::Backend::Runway as i32));
+    assert!(
+        report
+            .ledger
+            .iter()
+            .filter(|l| l.kind == pb::LedgerKind::Render as i32)
+            .all(|l| l.backend != pb::Backend::Runway as i32)
+    );
 }
 
 #[tokio::test]
@@ -140,8 +235,22 @@ async fn jobs_complete_when_every_backend_fails_thirty_percent_of_calls() {
     let client = server.platinum("acme").await;
     let mut ids = Vec::new();
     for i in 0..6 {
-        let preset = if i % 2 == 0 { "quick_social" } else { "brand_campaign" };
-        ids.push(create(&client, pb::CreateJobRequest { auto_approve: true, ..create_request(&format!("flaky-{i}"), preset) }).await.job_id);
+        let preset = if i % 2 == 0 {
+            "quick_social"
+        } else {
+            "brand_campaign"
+        };
+        ids.push(
+            create(
+                &client,
+                pb::CreateJobRequest {
+                    auto_approve: true,
+                    ..create_request(&format!("flaky-{i}"), preset)
+                },
+            )
+            .await
+            .job_id,
+        );
     }
     let mut total_fallbacks = 0;
     for id in &ids {
@@ -153,5 +262,8 @@ async fn jobs_complete_when_every_backend_fails_thirty_percent_of_calls() {
         assert_certified(&report);
         assert_no_double_billing(&report);
     }
-    assert!(total_fallbacks > 0, "failures are visible as fallback events");
+    assert!(
+        total_fallbacks > 0,
+        "failures are visible as fallback events"
+    );
 }

@@ -1,11 +1,11 @@
 //! AdminService (operator credential).
 
+use super::Api;
 use super::auth::Operator;
 use super::convert::{key_mode_from, key_pb, ms, require_id, tenant_pb, tier_from, trial_from};
-use super::Api;
 use crate::app::admin::{NewTenant, TenantPatch};
-use crate::domain::validate::Violations;
 use crate::domain::Money;
+use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::pb::admin_service_server::AdminService;
 use crate::pb::*;
@@ -13,7 +13,10 @@ use crate::store::now_ms;
 use tonic::{Request, Response, Status};
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {
-    req.extensions().get::<Operator>().map(|_| ()).ok_or_else(|| Status::unauthenticated("missing admin token"))
+    req.extensions()
+        .get::<Operator>()
+        .map(|_| ())
+        .ok_or_else(|| Status::unauthenticated("missing admin token"))
 }
 
 fn page_token(id: &str) -> String {
@@ -23,13 +26,21 @@ fn page_token(id: &str) -> String {
 
 fn parse_page_token(token: &str) -> Option<String> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-    String::from_utf8(raw).ok()?.strip_prefix("t1:").map(str::to_owned)
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("t1:")
+        .map(str::to_owned)
 }
 
 #[tonic::async_trait]
 impl AdminService for Api {
-    async fn create_tenant(&self, req: Request<CreateTenantRequest>) -> Result<Response<CreateTenantResponse>, Status> {
+    async fn create_tenant(
+        &self,
+        req: Request<CreateTenantRequest>,
+    ) -> Result<Response<CreateTenantResponse>, Status> {
         operator(&req)?;
         let r = req.into_inner();
         let now = now_ms();
@@ -37,8 +48,16 @@ impl AdminService for Api {
         v.text("name", r.name.trim(), 1, 200);
         let tier = tier_from(r.tier);
         v.check(tier.is_some(), "tier", "must be BRONZE, GOLD or PLATINUM");
-        v.check(r.monthly_budget_micros.is_none_or(|b| b > 0), "monthly_budget_micros", "must be positive");
-        v.check(r.job_quota.is_none_or(|q| q > 0), "job_quota", "must be positive");
+        v.check(
+            r.monthly_budget_micros.is_none_or(|b| b > 0),
+            "monthly_budget_micros",
+            "must be positive",
+        );
+        v.check(
+            r.job_quota.is_none_or(|q| q > 0),
+            "job_quota",
+            "must be positive",
+        );
         let trial = trial_from(r.trial.as_ref(), "trial", now, &mut v);
         v.finish().map_err(Error::InvalidArgument)?;
         let tenant = self
@@ -51,37 +70,69 @@ impl AdminService for Api {
                 job_quota: r.job_quota,
             })
             .await?;
-        Ok(Response::new(CreateTenantResponse { tenant: Some(tenant_pb(&tenant, now)) }))
+        Ok(Response::new(CreateTenantResponse {
+            tenant: Some(tenant_pb(&tenant, now)),
+        }))
     }
 
-    async fn get_tenant(&self, req: Request<GetTenantRequest>) -> Result<Response<GetTenantResponse>, Status> {
+    async fn get_tenant(
+        &self,
+        req: Request<GetTenantRequest>,
+    ) -> Result<Response<GetTenantResponse>, Status> {
         operator(&req)?;
         require_id("tenant_id", &req.get_ref().tenant_id)?;
         let tenant = self.app.tenant(&req.get_ref().tenant_id).await?;
-        Ok(Response::new(GetTenantResponse { tenant: Some(tenant_pb(&tenant, now_ms())) }))
+        Ok(Response::new(GetTenantResponse {
+            tenant: Some(tenant_pb(&tenant, now_ms())),
+        }))
     }
 
-    async fn list_tenants(&self, req: Request<ListTenantsRequest>) -> Result<Response<ListTenantsResponse>, Status> {
+    async fn list_tenants(
+        &self,
+        req: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
         operator(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.check(r.page_size <= 100, "page_size", "must be at most 100");
-        let after = if r.page_token.is_empty() { Some(String::new()) } else { parse_page_token(&r.page_token) };
-        v.check(after.is_some(), "page_token", "is not a token returned by ListTenants");
+        let after = if r.page_token.is_empty() {
+            Some(String::new())
+        } else {
+            parse_page_token(&r.page_token)
+        };
+        v.check(
+            after.is_some(),
+            "page_token",
+            "is not a token returned by ListTenants",
+        );
         v.finish().map_err(Error::InvalidArgument)?;
         let size = if r.page_size == 0 { 50 } else { r.page_size };
-        let mut tenants = self.app.store.tenants(&after.unwrap_or_default(), size + 1).await.map_err(Status::from)?;
+        let mut tenants = self
+            .app
+            .store
+            .tenants(&after.unwrap_or_default(), size + 1)
+            .await
+            .map_err(Status::from)?;
         let next_page_token = if tenants.len() > size as usize {
             tenants.truncate(size as usize);
-            tenants.last().map(|t| page_token(&t.id)).unwrap_or_default()
+            tenants
+                .last()
+                .map(|t| page_token(&t.id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
         let now = now_ms();
-        Ok(Response::new(ListTenantsResponse { tenants: tenants.iter().map(|t| tenant_pb(t, now)).collect(), next_page_token }))
+        Ok(Response::new(ListTenantsResponse {
+            tenants: tenants.iter().map(|t| tenant_pb(t, now)).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn update_tenant(&self, req: Request<UpdateTenantRequest>) -> Result<Response<UpdateTenantResponse>, Status> {
+    async fn update_tenant(
+        &self,
+        req: Request<UpdateTenantRequest>,
+    ) -> Result<Response<UpdateTenantResponse>, Status> {
         operator(&req)?;
         let r = req.into_inner();
         let now = now_ms();
@@ -89,7 +140,11 @@ impl AdminService for Api {
         let t = r.tenant.unwrap_or_default();
         v.identifier("tenant.tenant_id", &t.tenant_id, 128, "_-", true);
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        v.check(!paths.is_empty(), "update_mask", "must name the fields to change");
+        v.check(
+            !paths.is_empty(),
+            "update_mask",
+            "must name the fields to change",
+        );
         let mut patch = TenantPatch::default();
         for (i, p) in paths.iter().enumerate() {
             match p.as_str() {
@@ -99,27 +154,49 @@ impl AdminService for Api {
                 }
                 "tier" | "base_tier" => {
                     let tier = tier_from(if p == "tier" { t.tier } else { t.base_tier });
-                    v.check(tier.is_some(), format!("tenant.{p}"), "must be BRONZE, GOLD or PLATINUM");
+                    v.check(
+                        tier.is_some(),
+                        format!("tenant.{p}"),
+                        "must be BRONZE, GOLD or PLATINUM",
+                    );
                     patch.tier = tier;
                 }
                 "monthly_budget_micros" => {
-                    v.check(t.monthly_budget_micros.is_none_or(|b| b > 0), "tenant.monthly_budget_micros", "must be positive (unset to remove)");
+                    v.check(
+                        t.monthly_budget_micros.is_none_or(|b| b > 0),
+                        "tenant.monthly_budget_micros",
+                        "must be positive (unset to remove)",
+                    );
                     patch.monthly_budget = Some(t.monthly_budget_micros.map(Money::from_micros));
                 }
-                "trial" => patch.trial = Some(trial_from(t.trial.as_ref(), "tenant.trial", now, &mut v)),
+                "trial" => {
+                    patch.trial = Some(trial_from(t.trial.as_ref(), "tenant.trial", now, &mut v))
+                }
                 "job_quota" => {
-                    v.check(t.job_quota.is_none_or(|q| q > 0), "tenant.job_quota", "must be positive (unset to remove)");
+                    v.check(
+                        t.job_quota.is_none_or(|q| q > 0),
+                        "tenant.job_quota",
+                        "must be positive (unset to remove)",
+                    );
                     patch.job_quota = Some(t.job_quota);
                 }
-                other => v.add(format!("update_mask.paths[{i}]"), format!("unknown or read-only field {other:?}")),
+                other => v.add(
+                    format!("update_mask.paths[{i}]"),
+                    format!("unknown or read-only field {other:?}"),
+                ),
             }
         }
         v.finish().map_err(Error::InvalidArgument)?;
         let tenant = self.app.update_tenant(&t.tenant_id, patch).await?;
-        Ok(Response::new(UpdateTenantResponse { tenant: Some(tenant_pb(&tenant, now)) }))
+        Ok(Response::new(UpdateTenantResponse {
+            tenant: Some(tenant_pb(&tenant, now)),
+        }))
     }
 
-    async fn create_api_key(&self, req: Request<CreateApiKeyRequest>) -> Result<Response<CreateApiKeyResponse>, Status> {
+    async fn create_api_key(
+        &self,
+        req: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
         operator(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
@@ -128,24 +205,44 @@ impl AdminService for Api {
         v.check(mode.is_some(), "mode", "must be LIVE or TEST");
         v.text("name", &r.name, 0, 100);
         let expires = r.expire_time.as_ref().map(ms);
-        v.check(expires.is_none_or(|e| e > now_ms()), "expire_time", "must be in the future");
+        v.check(
+            expires.is_none_or(|e| e > now_ms()),
+            "expire_time",
+            "must be in the future",
+        );
         v.finish().map_err(Error::InvalidArgument)?;
         let mode = mode.ok_or_else(|| Error::invalid("mode", "is required"))?;
-        let (key, secret) = self.app.create_key(&r.tenant_id, mode, &r.name, expires).await?;
-        Ok(Response::new(CreateApiKeyResponse { api_key: Some(key_pb(&key)), secret }))
+        let (key, secret) = self
+            .app
+            .create_key(&r.tenant_id, mode, &r.name, expires)
+            .await?;
+        Ok(Response::new(CreateApiKeyResponse {
+            api_key: Some(key_pb(&key)),
+            secret,
+        }))
     }
 
-    async fn list_api_keys(&self, req: Request<ListApiKeysRequest>) -> Result<Response<ListApiKeysResponse>, Status> {
+    async fn list_api_keys(
+        &self,
+        req: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
         operator(&req)?;
         require_id("tenant_id", &req.get_ref().tenant_id)?;
         let keys = self.app.keys(&req.get_ref().tenant_id).await?;
-        Ok(Response::new(ListApiKeysResponse { api_keys: keys.iter().map(key_pb).collect() }))
+        Ok(Response::new(ListApiKeysResponse {
+            api_keys: keys.iter().map(key_pb).collect(),
+        }))
     }
 
-    async fn revoke_api_key(&self, req: Request<RevokeApiKeyRequest>) -> Result<Response<RevokeApiKeyResponse>, Status> {
+    async fn revoke_api_key(
+        &self,
+        req: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<RevokeApiKeyResponse>, Status> {
         operator(&req)?;
         require_id("key_id", &req.get_ref().key_id)?;
         let key = self.app.revoke_key(&req.get_ref().key_id).await?;
-        Ok(Response::new(RevokeApiKeyResponse { api_key: Some(key_pb(&key)) }))
+        Ok(Response::new(RevokeApiKeyResponse {
+            api_key: Some(key_pb(&key)),
+        }))
     }
 }

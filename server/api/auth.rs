@@ -16,7 +16,10 @@ pub struct AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, app: self.app.clone() }
+        Auth {
+            inner,
+            app: self.app.clone(),
+        }
     }
 }
 

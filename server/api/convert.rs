@@ -4,8 +4,12 @@
 use crate::app::estimate::{Estimate, EstimateInput};
 use crate::app::jobs::NewJob;
 use crate::domain::catalog::{Catalog, Pipeline, PresetSpec, Priority};
-use crate::domain::job::{Event, EventKind, FailureReason, Job, JobSpec, LedgerEntry, LedgerKind, Video};
-use crate::domain::manifest::{self, AspectRatio, Camera, CharacterStyle, Lighting, Markers, Mood, Shot, Style};
+use crate::domain::job::{
+    Event, EventKind, FailureReason, Job, JobSpec, LedgerEntry, LedgerKind, Video,
+};
+use crate::domain::manifest::{
+    self, AspectRatio, Camera, CharacterStyle, Lighting, Markers, Mood, Shot, Style,
+};
 use crate::domain::pricing::Quote;
 use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
 use crate::domain::validate::Violations;
@@ -21,7 +25,10 @@ pub const MIN_BRIEF_CHARS: usize = 10;
 pub const MAX_BRIEF_CHARS: usize = 10_000;
 
 pub fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn ms(t: &prost_types::Timestamp) -> i64 {
@@ -39,8 +46,12 @@ pub fn backend_pb(b: Backend) -> pb::Backend {
 }
 
 /// `Ok(None)` for UNSPECIFIED, `Err` for a number outside the enum.
-pub fn backend_from(v: i32) -> std::result::Result<Option<Backend>, ()> {
-    match pb::Backend::try_from(v).map_err(|_| ())? {
+/// An enum number outside the enum.
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownEnumValue;
+
+pub fn backend_from(v: i32) -> std::result::Result<Option<Backend>, UnknownEnumValue> {
+    match pb::Backend::try_from(v).map_err(|_| UnknownEnumValue)? {
         pb::Backend::Unspecified => Ok(None),
         pb::Backend::Runway => Ok(Some(Backend::Runway)),
         pb::Backend::Veo => Ok(Some(Backend::Veo)),
@@ -75,8 +86,8 @@ pub fn aspect_pb(a: AspectRatio) -> pb::AspectRatio {
     }
 }
 
-pub fn aspect_from(v: i32) -> std::result::Result<Option<AspectRatio>, ()> {
-    match pb::AspectRatio::try_from(v).map_err(|_| ())? {
+pub fn aspect_from(v: i32) -> std::result::Result<Option<AspectRatio>, UnknownEnumValue> {
+    match pb::AspectRatio::try_from(v).map_err(|_| UnknownEnumValue)? {
         pb::AspectRatio::Unspecified => Ok(None),
         pb::AspectRatio::AspectRatio169 => Ok(Some(AspectRatio::Landscape16x9)),
         pb::AspectRatio::AspectRatio916 => Ok(Some(AspectRatio::Portrait9x16)),
@@ -175,13 +186,22 @@ pub fn quote_pb(q: &Quote) -> pb::Quote {
             .collect(),
         guaranteed_max_micros: q.guaranteed_max().micros(),
         tolerance_percent: q.tolerance_percent,
-        expected_quality: if q.shots.is_empty() { 0.0 } else { q.expected_quality() },
+        expected_quality: if q.shots.is_empty() {
+            0.0
+        } else {
+            q.expected_quality()
+        },
         expected_render_seconds: q.expected_render_seconds,
     }
 }
 
 fn video_pb(v: &Video) -> pb::VideoArtifact {
-    pb::VideoArtifact { uri: v.uri.clone(), duration_s: v.duration_s, sha256: v.sha256.clone(), shot_count: v.shot_count }
+    pb::VideoArtifact {
+        uri: v.uri.clone(),
+        duration_s: v.duration_s,
+        sha256: v.sha256.clone(),
+        shot_count: v.shot_count,
+    }
 }
 
 pub fn job_pb(j: &Job) -> pb::Job {
@@ -239,7 +259,11 @@ pub fn markers_pb(m: &Markers) -> pb::ConsistencyMarkers {
 }
 
 /// Validates markers sent by a partner (every field required).
-pub fn markers_from(m: Option<&pb::ConsistencyMarkers>, field: &str, v: &mut Violations) -> Option<Markers> {
+pub fn markers_from(
+    m: Option<&pb::ConsistencyMarkers>,
+    field: &str,
+    v: &mut Violations,
+) -> Option<Markers> {
     let Some(m) = m else {
         v.add(field, "is required");
         return None;
@@ -268,10 +292,26 @@ pub fn markers_from(m: Option<&pb::ConsistencyMarkers>, field: &str, v: &mut Vio
         Ok(pb::CharacterStyle::Abstract) => Some(CharacterStyle::Abstract),
         _ => None,
     };
-    v.check(style.is_some(), format!("{field}.style"), "must be MODERN, CLASSIC or MINIMAL");
-    v.check(mood.is_some(), format!("{field}.mood"), "must be DYNAMIC, CALM or DRAMATIC");
-    v.check(lighting.is_some(), format!("{field}.lighting"), "must be BRIGHT, DARK or NATURAL");
-    v.check(character_style.is_some(), format!("{field}.character_style"), "must be REALISTIC, CARTOON or ABSTRACT");
+    v.check(
+        style.is_some(),
+        format!("{field}.style"),
+        "must be MODERN, CLASSIC or MINIMAL",
+    );
+    v.check(
+        mood.is_some(),
+        format!("{field}.mood"),
+        "must be DYNAMIC, CALM or DRAMATIC",
+    );
+    v.check(
+        lighting.is_some(),
+        format!("{field}.lighting"),
+        "must be BRIGHT, DARK or NATURAL",
+    );
+    v.check(
+        character_style.is_some(),
+        format!("{field}.character_style"),
+        "must be REALISTIC, CARTOON or ABSTRACT",
+    );
     manifest::validate_palette(&m.color_palette, &format!("{field}.color_palette"), v);
     Some(Markers {
         style: style?,
@@ -303,7 +343,14 @@ pub fn manifest_pb(j: &Job) -> Option<pb::Manifest> {
         audio_style: m.audio_style.clone(),
         revision: m.revision,
         etag: m.etag(&j.id),
-        editable_fields: if editable { manifest::EDITABLE_FIELDS.iter().map(|f| f.to_string()).collect() } else { vec![] },
+        editable_fields: if editable {
+            manifest::EDITABLE_FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .collect()
+        } else {
+            vec![]
+        },
         history: m
             .history
             .iter()
@@ -326,9 +373,17 @@ pub fn shots_from(shots: &[pb::Shot], prefix: &str, v: &mut Violations) -> Vec<S
         .enumerate()
         .map(|(i, s)| {
             let camera = camera_from(s.camera);
-            v.check(camera.is_some(), format!("{prefix}shots[{i}].camera"), "must be STATIC, PAN, DOLLY, ZOOM or ORBITAL");
+            v.check(
+                camera.is_some(),
+                format!("{prefix}shots[{i}].camera"),
+                "must be STATIC, PAN, DOLLY, ZOOM or ORBITAL",
+            );
             let backend = backend_from(s.backend);
-            v.check(backend.is_ok(), format!("{prefix}shots[{i}].backend"), "is not a known backend");
+            v.check(
+                backend.is_ok(),
+                format!("{prefix}shots[{i}].backend"),
+                "is not a known backend",
+            );
             Shot {
                 shot_id: s.shot_id.clone(),
                 description: s.description.clone(),
@@ -347,21 +402,43 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             from_state: from.map_or(pb::JobState::Unspecified, state_pb) as i32,
             to_state: state_pb(*to) as i32,
         }),
-        EventKind::ManifestReady { revision, shot_count, quote, brand_cache_hit } => Payload::ManifestReady(pb::ManifestReady {
+        EventKind::ManifestReady {
+            revision,
+            shot_count,
+            quote,
+            brand_cache_hit,
+        } => Payload::ManifestReady(pb::ManifestReady {
             revision: *revision,
             shot_count: *shot_count,
             quote_micros: quote.micros(),
             brand_cache_hit: *brand_cache_hit,
         }),
-        EventKind::ManifestUpdated { revision, quote, changed_fields } => Payload::ManifestUpdated(pb::ManifestUpdated {
+        EventKind::ManifestUpdated {
+            revision,
+            quote,
+            changed_fields,
+        } => Payload::ManifestUpdated(pb::ManifestUpdated {
             revision: *revision,
             quote_micros: quote.micros(),
             changed_fields: changed_fields.clone(),
         }),
-        EventKind::ShotStarted { shot_id, backend, attempt } => {
-            Payload::ShotStarted(pb::ShotStarted { shot_id: shot_id.clone(), backend: backend_pb(*backend) as i32, attempt: *attempt })
-        }
-        EventKind::ShotRendered { shot_id, backend, duration_s, cost, quality, attempt } => Payload::ShotRendered(pb::ShotRendered {
+        EventKind::ShotStarted {
+            shot_id,
+            backend,
+            attempt,
+        } => Payload::ShotStarted(pb::ShotStarted {
+            shot_id: shot_id.clone(),
+            backend: backend_pb(*backend) as i32,
+            attempt: *attempt,
+        }),
+        EventKind::ShotRendered {
+            shot_id,
+            backend,
+            duration_s,
+            cost,
+            quality,
+            attempt,
+        } => Payload::ShotRendered(pb::ShotRendered {
             shot_id: shot_id.clone(),
             backend: backend_pb(*backend) as i32,
             duration_s: *duration_s,
@@ -369,32 +446,60 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             quality: *quality,
             attempt: *attempt,
         }),
-        EventKind::BackendFallback { shot_id, from, to, reason } => Payload::BackendFallback(pb::BackendFallback {
+        EventKind::BackendFallback {
+            shot_id,
+            from,
+            to,
+            reason,
+        } => Payload::BackendFallback(pb::BackendFallback {
             shot_id: shot_id.clone(),
             from_backend: backend_pb(*from) as i32,
             to_backend: to.map_or(pb::Backend::Unspecified, backend_pb) as i32,
             reason: reason.clone(),
         }),
-        EventKind::CostUpdated { metered, quote } => {
-            Payload::CostUpdated(pb::CostUpdated { metered_micros: metered.micros(), quote_micros: quote.micros() })
-        }
-        EventKind::QualityChecked { shot_id, quality, threshold, passed, rerender } => Payload::QualityChecked(pb::QualityChecked {
+        EventKind::CostUpdated { metered, quote } => Payload::CostUpdated(pb::CostUpdated {
+            metered_micros: metered.micros(),
+            quote_micros: quote.micros(),
+        }),
+        EventKind::QualityChecked {
+            shot_id,
+            quality,
+            threshold,
+            passed,
+            rerender,
+        } => Payload::QualityChecked(pb::QualityChecked {
             shot_id: shot_id.clone(),
             quality: *quality,
             threshold: *threshold,
             passed: *passed,
             rerender: *rerender,
         }),
-        EventKind::BudgetAlert { threshold_percent, spent, budget } => Payload::BudgetAlert(pb::BudgetAlert {
+        EventKind::BudgetAlert {
+            threshold_percent,
+            spent,
+            budget,
+        } => Payload::BudgetAlert(pb::BudgetAlert {
             threshold_percent: *threshold_percent,
             spent_micros: spent.micros(),
             budget_micros: budget.micros(),
         }),
-        EventKind::Delivered { video, billed, sla_met } => {
-            Payload::Delivered(pb::Delivered { video: Some(video_pb(video)), billed_micros: billed.micros(), sla_met: *sla_met })
-        }
-        EventKind::Failed { reason, message } => Payload::Failed(pb::Failed { reason: failure_pb(*reason) as i32, message: message.clone() }),
-        EventKind::Cancelled { reason, billed } => Payload::Cancelled(pb::Cancelled { reason: reason.clone(), billed_micros: billed.micros() }),
+        EventKind::Delivered {
+            video,
+            billed,
+            sla_met,
+        } => Payload::Delivered(pb::Delivered {
+            video: Some(video_pb(video)),
+            billed_micros: billed.micros(),
+            sla_met: *sla_met,
+        }),
+        EventKind::Failed { reason, message } => Payload::Failed(pb::Failed {
+            reason: failure_pb(*reason) as i32,
+            message: message.clone(),
+        }),
+        EventKind::Cancelled { reason, billed } => Payload::Cancelled(pb::Cancelled {
+            reason: reason.clone(),
+            billed_micros: billed.micros(),
+        }),
     };
     pb::JobEvent {
         job_id: e.job_id.clone(),
@@ -411,7 +516,10 @@ pub fn cost_report_pb(j: &Job, ledger: &[LedgerEntry]) -> pb::CostReport {
     let guaranteed = quote.map_or(Money::ZERO, |q| q.guaranteed_max());
     let billed = j.billed.unwrap_or_else(|| j.current_bill());
     let variance = if quote_total.micros() > 0 {
-        ((j.metered.micros() - quote_total.micros()) as f64 * 100.0 / quote_total.micros() as f64 * 100.0).round() / 100.0
+        ((j.metered.micros() - quote_total.micros()) as f64 * 100.0 / quote_total.micros() as f64
+            * 100.0)
+            .round()
+            / 100.0
     } else {
         0.0
     };
@@ -453,7 +561,10 @@ pub fn tenant_pb(t: &Tenant, now_ms: i64) -> pb::Tenant {
         tier: tier_pb(t.tier_at(now_ms)) as i32,
         monthly_budget_micros: t.monthly_budget.map(Money::micros),
         create_time: Some(ts(t.created_ms)),
-        trial: t.trial.as_ref().map(|tr| pb::Trial { tier: tier_pb(tr.tier) as i32, end_time: Some(ts(tr.end_ms)) }),
+        trial: t.trial.as_ref().map(|tr| pb::Trial {
+            tier: tier_pb(tr.tier) as i32,
+            end_time: Some(ts(tr.end_ms)),
+        }),
         base_tier: tier_pb(t.base_tier) as i32,
         job_quota: t.job_quota,
     }
@@ -476,13 +587,29 @@ pub fn key_pb(k: &ApiKey) -> pb::ApiKey {
     }
 }
 
-pub fn trial_from(t: Option<&pb::Trial>, field: &str, now_ms: i64, v: &mut Violations) -> Option<Trial> {
+pub fn trial_from(
+    t: Option<&pb::Trial>,
+    field: &str,
+    now_ms: i64,
+    v: &mut Violations,
+) -> Option<Trial> {
     let t = t?;
     let tier = tier_from(t.tier);
-    v.check(tier.is_some(), format!("{field}.tier"), "must be BRONZE, GOLD or PLATINUM");
+    v.check(
+        tier.is_some(),
+        format!("{field}.tier"),
+        "must be BRONZE, GOLD or PLATINUM",
+    );
     let end = t.end_time.as_ref().map(ms);
-    v.check(end.is_some_and(|e| e > now_ms), format!("{field}.end_time"), "must be in the future");
-    Some(Trial { tier: tier?, end_ms: end? })
+    v.check(
+        end.is_some_and(|e| e > now_ms),
+        format!("{field}.end_time"),
+        "must be in the future",
+    );
+    Some(Trial {
+        tier: tier?,
+        end_ms: end?,
+    })
 }
 
 // ---- request validation ----
@@ -494,14 +621,27 @@ pub fn require_id(field: &str, value: &str) -> Result<()> {
     v.finish().map_err(Error::InvalidArgument)
 }
 
-fn check_preset<'c>(catalog: &'c Catalog, preset_id: &str, v: &mut Violations) -> Option<&'c PresetSpec> {
+fn check_preset<'c>(
+    catalog: &'c Catalog,
+    preset_id: &str,
+    v: &mut Violations,
+) -> Option<&'c PresetSpec> {
     if preset_id.is_empty() {
-        v.add("preset_id", format!("is required; one of: {}", catalog.preset_ids().join(", ")));
+        v.add(
+            "preset_id",
+            format!("is required; one of: {}", catalog.preset_ids().join(", ")),
+        );
         return None;
     }
     let p = catalog.preset(preset_id);
     if p.is_none() {
-        v.add("preset_id", format!("unknown preset {preset_id:?}; known presets: {}", catalog.preset_ids().join(", ")));
+        v.add(
+            "preset_id",
+            format!(
+                "unknown preset {preset_id:?}; known presets: {}",
+                catalog.preset_ids().join(", ")
+            ),
+        );
     }
     p
 }
@@ -511,17 +651,34 @@ fn check_duration(preset: Option<&PresetSpec>, duration: Option<u32>, v: &mut Vi
         return preset.map_or(0, |p| p.default_duration_s);
     };
     if !(MIN_DURATION_S..=MAX_DURATION_S).contains(&d) {
-        v.add("duration_s", format!("must be {MIN_DURATION_S}–{MAX_DURATION_S} seconds (got {d})"));
+        v.add(
+            "duration_s",
+            format!("must be {MIN_DURATION_S}–{MAX_DURATION_S} seconds (got {d})"),
+        );
     } else if let Some(p) = preset.filter(|p| d > p.max_duration_s) {
-        v.add("duration_s", format!("must be at most {} s for preset {} (got {d})", p.max_duration_s, p.id));
+        v.add(
+            "duration_s",
+            format!(
+                "must be at most {} s for preset {} (got {d})",
+                p.max_duration_s, p.id
+            ),
+        );
     }
     d
 }
 
 fn check_budget(budget: Option<i64>, v: &mut Violations) -> Option<Money> {
     let b = budget?;
-    v.check(b > 0, "budget_micros", "must be a positive amount of micro-USD");
-    v.check(b <= 1_000_000_000_000, "budget_micros", "must be at most 1,000,000 USD");
+    v.check(
+        b > 0,
+        "budget_micros",
+        "must be a positive amount of micro-USD",
+    );
+    v.check(
+        b <= 1_000_000_000_000,
+        "budget_micros",
+        "must be at most 1,000,000 USD",
+    );
     Some(Money::from_micros(b))
 }
 
@@ -533,16 +690,43 @@ pub fn create_job_input(r: pb::CreateJobRequest, catalog: &Catalog) -> Result<Ne
     v.identifier("brand_id", &r.brand_id, 128, "._-", false);
     let duration_s = check_duration(preset, r.duration_s, &mut v);
     let aspect = aspect_from(r.aspect_ratio);
-    v.check(aspect.is_ok(), "aspect_ratio", "is not a known aspect ratio");
-    let language = if r.language.is_empty() { "en".to_string() } else { r.language.to_ascii_lowercase() };
-    v.check(LANGUAGES.contains(&language.as_str()), "language", format!("must be one of {}", LANGUAGES.join(", ")));
+    v.check(
+        aspect.is_ok(),
+        "aspect_ratio",
+        "is not a known aspect ratio",
+    );
+    let language = if r.language.is_empty() {
+        "en".to_string()
+    } else {
+        r.language.to_ascii_lowercase()
+    };
+    v.check(
+        LANGUAGES.contains(&language.as_str()),
+        "language",
+        format!("must be one of {}", LANGUAGES.join(", ")),
+    );
     let budget = check_budget(r.budget_micros, &mut v);
-    v.check(r.labels.len() <= 16, "labels", "must hold at most 16 labels");
+    v.check(
+        r.labels.len() <= 16,
+        "labels",
+        "must hold at most 16 labels",
+    );
     let mut labels = BTreeMap::new();
     for (k, val) in r.labels {
-        let key_ok = !k.is_empty() && k.len() <= 63 && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        v.check(key_ok, format!("labels[{k:?}]"), "keys must be 1–63 characters of [a-z0-9_-]");
-        v.check(val.chars().count() <= 63, format!("labels[{k:?}]"), "values must be at most 63 characters");
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        v.check(
+            key_ok,
+            format!("labels[{k:?}]"),
+            "keys must be 1–63 characters of [a-z0-9_-]",
+        );
+        v.check(
+            val.chars().count() <= 63,
+            format!("labels[{k:?}]"),
+            "values must be at most 63 characters",
+        );
         labels.insert(k, val);
     }
     v.finish().map_err(Error::InvalidArgument)?;
@@ -568,15 +752,28 @@ pub fn estimate_input(r: pb::EstimateCostRequest, catalog: &Catalog) -> Result<E
     v.text("brief", &r.brief, 0, MAX_BRIEF_CHARS);
     v.identifier("brand_id", &r.brand_id, 128, "._-", false);
     let budget = check_budget(r.budget_micros, &mut v);
-    let shots = if r.shots.is_empty() { None } else { Some(shots_from(&r.shots, "", &mut v)) };
+    let shots = if r.shots.is_empty() {
+        None
+    } else {
+        Some(shots_from(&r.shots, "", &mut v))
+    };
     // With a shot list and no duration, the shot list sets the duration.
-    let duration = r.duration_s.or_else(|| shots.as_ref().map(|s| s.iter().map(|s| s.duration_s).sum()));
+    let duration = r
+        .duration_s
+        .or_else(|| shots.as_ref().map(|s| s.iter().map(|s| s.duration_s).sum()));
     let duration_s = check_duration(preset, duration, &mut v);
     if let Some(s) = &shots {
         manifest::validate_shots(s, duration_s, catalog, "", &mut v);
     }
     v.finish().map_err(Error::InvalidArgument)?;
-    Ok(EstimateInput { preset_id: r.preset_id, duration_s, brief: r.brief, brand_id: r.brand_id, budget, shots })
+    Ok(EstimateInput {
+        preset_id: r.preset_id,
+        duration_s,
+        brief: r.brief,
+        brand_id: r.brand_id,
+        budget,
+        shots,
+    })
 }
 
 pub fn estimate_pb(e: Estimate) -> pb::EstimateCostResponse {

@@ -23,7 +23,10 @@ pub struct Api {
 /// The tenant that the auth layer authenticated for this call.
 pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions().get::<Caller>().cloned().ok_or_else(|| {
-        Status::from(Error::Unauthenticated { reason: "MISSING_API_KEY", message: "missing `authorization: Bearer <api key>` metadata".into() })
+        Status::from(Error::Unauthenticated {
+            reason: "MISSING_API_KEY",
+            message: "missing `authorization: Bearer <api key>` metadata".into(),
+        })
     })
 }
 

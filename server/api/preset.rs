@@ -1,7 +1,7 @@
 //! PresetService.
 
 use super::convert::preset_pb;
-use super::{caller, Api};
+use super::{Api, caller};
 use crate::error::Error;
 use crate::pb::preset_service_server::PresetService;
 use crate::pb::*;
@@ -9,21 +9,45 @@ use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl PresetService for Api {
-    async fn list_presets(&self, req: Request<ListPresetsRequest>) -> Result<Response<ListPresetsResponse>, Status> {
+    async fn list_presets(
+        &self,
+        req: Request<ListPresetsRequest>,
+    ) -> Result<Response<ListPresetsResponse>, Status> {
         caller(&req)?;
-        Ok(Response::new(ListPresetsResponse { presets: self.app.config.catalog.presets.iter().map(preset_pb).collect() }))
+        Ok(Response::new(ListPresetsResponse {
+            presets: self
+                .app
+                .config
+                .catalog
+                .presets
+                .iter()
+                .map(preset_pb)
+                .collect(),
+        }))
     }
 
-    async fn get_preset(&self, req: Request<GetPresetRequest>) -> Result<Response<GetPresetResponse>, Status> {
+    async fn get_preset(
+        &self,
+        req: Request<GetPresetRequest>,
+    ) -> Result<Response<GetPresetResponse>, Status> {
         caller(&req)?;
         let catalog = &self.app.config.catalog;
         let id = &req.get_ref().preset_id;
         if id.is_empty() {
-            return Err(Error::invalid("preset_id", format!("is required; one of: {}", catalog.preset_ids().join(", "))).into());
+            return Err(Error::invalid(
+                "preset_id",
+                format!("is required; one of: {}", catalog.preset_ids().join(", ")),
+            )
+            .into());
         }
         match catalog.preset(id) {
-            Some(p) => Ok(Response::new(GetPresetResponse { preset: Some(preset_pb(p)) })),
-            None => Err(Status::not_found(format!("preset not found; known presets: {}", catalog.preset_ids().join(", ")))),
+            Some(p) => Ok(Response::new(GetPresetResponse {
+                preset: Some(preset_pb(p)),
+            })),
+            None => Err(Status::not_found(format!(
+                "preset not found; known presets: {}",
+                catalog.preset_ids().join(", ")
+            ))),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! RenderService.
 
 use super::convert::{create_job_input, event_pb, job_pb, require_id, state_from};
-use super::{caller, Api};
+use super::{Api, caller};
 use crate::app::jobs::parse_page_token;
 use crate::domain::validate::Violations;
 use crate::error::Error;
@@ -16,27 +16,52 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 
 #[tonic::async_trait]
 impl RenderService for Api {
-    async fn create_job(&self, req: Request<CreateJobRequest>) -> Result<Response<CreateJobResponse>, Status> {
+    async fn create_job(
+        &self,
+        req: Request<CreateJobRequest>,
+    ) -> Result<Response<CreateJobResponse>, Status> {
         let who = caller(&req)?;
         let input = create_job_input(req.into_inner(), &self.app.config.catalog)?;
         let job = self.app.create_job(&who, input).await?;
-        Ok(Response::new(CreateJobResponse { job: Some(job_pb(&job)) }))
+        Ok(Response::new(CreateJobResponse {
+            job: Some(job_pb(&job)),
+        }))
     }
 
-    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
         let who = caller(&req)?;
         require_id("job_id", &req.get_ref().job_id)?;
         let job = self.app.job(&who, &req.get_ref().job_id).await?;
-        Ok(Response::new(GetJobResponse { job: Some(job_pb(&job)) }))
+        Ok(Response::new(GetJobResponse {
+            job: Some(job_pb(&job)),
+        }))
     }
 
-    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        v.check(r.page_size <= MAX_PAGE_SIZE, "page_size", format!("must be at most {MAX_PAGE_SIZE}"));
-        let token = if r.page_token.is_empty() { None } else { parse_page_token(&r.page_token) };
-        v.check(r.page_token.is_empty() || token.is_some(), "page_token", "is not a token returned by ListJobs");
+        v.check(
+            r.page_size <= MAX_PAGE_SIZE,
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        );
+        let token = if r.page_token.is_empty() {
+            None
+        } else {
+            parse_page_token(&r.page_token)
+        };
+        v.check(
+            r.page_token.is_empty() || token.is_some(),
+            "page_token",
+            "is not a token returned by ListJobs",
+        );
         let mut states = Vec::new();
         for (i, s) in r.states.iter().enumerate() {
             match state_from(*s) {
@@ -45,7 +70,13 @@ impl RenderService for Api {
             }
         }
         if !r.preset_id.is_empty() && self.app.config.catalog.preset(&r.preset_id).is_none() {
-            v.add("preset_id", format!("unknown preset; known presets: {}", self.app.config.catalog.preset_ids().join(", ")));
+            v.add(
+                "preset_id",
+                format!(
+                    "unknown preset; known presets: {}",
+                    self.app.config.catalog.preset_ids().join(", ")
+                ),
+            );
         }
         v.check(r.labels.len() <= 16, "labels", "at most 16 label filters");
         v.finish().map_err(Error::InvalidArgument)?;
@@ -54,12 +85,22 @@ impl RenderService for Api {
             preset_id: (!r.preset_id.is_empty()).then_some(r.preset_id),
             labels: r.labels.into_iter().collect(),
         };
-        let size = if r.page_size == 0 { DEFAULT_PAGE_SIZE } else { r.page_size };
+        let size = if r.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            r.page_size
+        };
         let page = self.app.list_jobs(&who, &filter, size, token).await?;
-        Ok(Response::new(ListJobsResponse { jobs: page.jobs.iter().map(job_pb).collect(), next_page_token: page.next_page_token }))
+        Ok(Response::new(ListJobsResponse {
+            jobs: page.jobs.iter().map(job_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
-    async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<CancelJobResponse>, Status> {
+    async fn cancel_job(
+        &self,
+        req: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
@@ -67,16 +108,29 @@ impl RenderService for Api {
         v.text("reason", &r.reason, 0, 500);
         v.finish().map_err(Error::InvalidArgument)?;
         let job = self.app.cancel_job(&who, &r.job_id, &r.reason).await?;
-        Ok(Response::new(CancelJobResponse { job: Some(job_pb(&job)) }))
+        Ok(Response::new(CancelJobResponse {
+            job: Some(job_pb(&job)),
+        }))
     }
 
     type WatchJobStream = BoxStream<'static, Result<WatchJobResponse, Status>>;
 
-    async fn watch_job(&self, req: Request<WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        req: Request<WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let who = caller(&req)?;
         require_id("job_id", &req.get_ref().job_id)?;
-        let events = self.app.watch_job(&who, &req.get_ref().job_id, req.get_ref().after_sequence).await?;
-        let stream = events.map(|e| e.map(|e| WatchJobResponse { event: Some(event_pb(&e)) }).map_err(Status::from));
+        let events = self
+            .app
+            .watch_job(&who, &req.get_ref().job_id, req.get_ref().after_sequence)
+            .await?;
+        let stream = events.map(|e| {
+            e.map(|e| WatchJobResponse {
+                event: Some(event_pb(&e)),
+            })
+            .map_err(Status::from)
+        });
         Ok(Response::new(stream.boxed()))
     }
 }

@@ -1,7 +1,7 @@
 //! Operator use cases: tenants and API keys.
 
 use super::App;
-use crate::domain::tenant::{generate_key, hash_key, ApiKey, KeyMode, Tenant, Trial};
+use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial, generate_key, hash_key};
 use crate::domain::{Money, Tier};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
@@ -42,7 +42,10 @@ impl App {
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Tenant> {
-        self.store.tenant(id).await?.ok_or_else(|| Error::not_found("tenant"))
+        self.store
+            .tenant(id)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant"))
     }
 
     pub async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant> {
@@ -67,7 +70,13 @@ impl App {
     }
 
     /// Creates a key; returns its metadata and the secret (shown once, stored only as a hash).
-    pub async fn create_key(&self, tenant_id: &str, mode: KeyMode, name: &str, expires_ms: Option<i64>) -> Result<(ApiKey, String)> {
+    pub async fn create_key(
+        &self,
+        tenant_id: &str,
+        mode: KeyMode,
+        name: &str,
+        expires_ms: Option<i64>,
+    ) -> Result<(ApiKey, String)> {
         self.tenant(tenant_id).await?;
         let generated = generate_key(mode);
         let key = ApiKey {
@@ -93,20 +102,34 @@ impl App {
     }
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<ApiKey> {
-        let key = self.store.revoke_key(key_id, now_ms()).await?.ok_or_else(|| Error::not_found("api key"))?;
+        let key = self
+            .store
+            .revoke_key(key_id, now_ms())
+            .await?
+            .ok_or_else(|| Error::not_found("api key"))?;
         tracing::info!(key_id, "api key revoked");
         Ok(key)
     }
 
     /// On the first start with an empty database: a `demo` tenant and a test key, printed once.
     pub async fn ensure_demo_tenant(&self) -> Result<Option<(Tenant, String)>> {
-        if !self.store.tenants("", 1).await?.is_empty() || !self.store.claim_setting("demo_tenant_created", "1").await? {
+        if !self.store.tenants("", 1).await?.is_empty()
+            || !self.store.claim_setting("demo_tenant_created", "1").await?
+        {
             return Ok(None);
         }
         let tenant = self
-            .create_tenant(NewTenant { name: "demo".into(), tier: Tier::Platinum, monthly_budget: None, trial: None, job_quota: None })
+            .create_tenant(NewTenant {
+                name: "demo".into(),
+                tier: Tier::Platinum,
+                monthly_budget: None,
+                trial: None,
+                job_quota: None,
+            })
             .await?;
-        let (_, secret) = self.create_key(&tenant.id, KeyMode::Test, "demo", None).await?;
+        let (_, secret) = self
+            .create_key(&tenant.id, KeyMode::Test, "demo", None)
+            .await?;
         Ok(Some((tenant, secret)))
     }
 }

@@ -1,7 +1,7 @@
 //! Authentication of tenant keys and of the operator credential.
 
 use super::App;
-use crate::domain::tenant::{key_matches, parse_key, KeyMode};
+use crate::domain::tenant::{KeyMode, key_matches, parse_key};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 
@@ -15,15 +15,28 @@ pub struct Caller {
 }
 
 fn unauthenticated(reason: &'static str, message: &str) -> Error {
-    Error::Unauthenticated { reason, message: message.to_string() }
+    Error::Unauthenticated {
+        reason,
+        message: message.to_string(),
+    }
 }
 
 impl App {
     /// Checks a presented key: shape and checksum first (no lookup for a typo), then the stored
     /// hash in constant time, revocation and expiry.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller> {
-        let secret = presented.ok_or_else(|| unauthenticated("MISSING_API_KEY", "missing `authorization: Bearer <api key>` metadata"))?;
-        let parsed = parse_key(secret).ok_or_else(|| unauthenticated("MALFORMED_API_KEY", "the API key is malformed (checksum mismatch)"))?;
+        let secret = presented.ok_or_else(|| {
+            unauthenticated(
+                "MISSING_API_KEY",
+                "missing `authorization: Bearer <api key>` metadata",
+            )
+        })?;
+        let parsed = parse_key(secret).ok_or_else(|| {
+            unauthenticated(
+                "MALFORMED_API_KEY",
+                "the API key is malformed (checksum mismatch)",
+            )
+        })?;
         let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
         let key = self.store.key(&parsed.key_id).await?.ok_or_else(invalid)?;
         if !key_matches(secret, &key.secret_hash) || key.mode != parsed.mode {
@@ -31,10 +44,16 @@ impl App {
         }
         let now = now_ms();
         if key.revoked_ms.is_some() {
-            return Err(unauthenticated("API_KEY_REVOKED", "the API key was revoked"));
+            return Err(unauthenticated(
+                "API_KEY_REVOKED",
+                "the API key was revoked",
+            ));
         }
         if key.expires_ms.is_some_and(|e| e <= now) {
-            return Err(unauthenticated("API_KEY_EXPIRED", "the API key has expired"));
+            return Err(unauthenticated(
+                "API_KEY_EXPIRED",
+                "the API key has expired",
+            ));
         }
         if key.last_used_ms.is_none_or(|t| t < now - 60_000) {
             // Last-used time is best effort: never fail a call because of it.
@@ -42,20 +61,35 @@ impl App {
                 tracing::warn!(error = %e, "could not record key use");
             }
         }
-        Ok(Caller { tenant_id: key.tenant_id, key_id: key.id, sandbox: key.mode == KeyMode::Test })
+        Ok(Caller {
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            sandbox: key.mode == KeyMode::Test,
+        })
     }
 
     /// Checks the operator credential in constant time.
     pub fn authenticate_admin(&self, presented: Option<&str>) -> Result<()> {
         use subtle::ConstantTimeEq;
         let Some(expected) = self.config.admin_token.as_deref() else {
-            return Err(unauthenticated("ADMIN_API_DISABLED", "the admin API is disabled: no admin_token is configured"));
+            return Err(unauthenticated(
+                "ADMIN_API_DISABLED",
+                "the admin API is disabled: no admin_token is configured",
+            ));
         };
-        let presented = presented.ok_or_else(|| unauthenticated("MISSING_ADMIN_TOKEN", "missing `authorization: Bearer <admin token>`"))?;
+        let presented = presented.ok_or_else(|| {
+            unauthenticated(
+                "MISSING_ADMIN_TOKEN",
+                "missing `authorization: Bearer <admin token>`",
+            )
+        })?;
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
         } else {
-            Err(unauthenticated("INVALID_ADMIN_TOKEN", "the admin token is not valid"))
+            Err(unauthenticated(
+                "INVALID_ADMIN_TOKEN",
+                "the admin token is not valid",
+            ))
         }
     }
 }

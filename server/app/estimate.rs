@@ -3,8 +3,8 @@
 use super::{App, Caller};
 use crate::domain::catalog::BackendSpec;
 use crate::domain::manifest::Shot;
-use crate::domain::pricing::{self, split_duration, Quote, QuoteParams};
-use crate::domain::{planner, Backend, Money};
+use crate::domain::pricing::{self, Quote, QuoteParams, split_duration};
+use crate::domain::{Backend, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 
@@ -51,21 +51,41 @@ fn shots_of(durations: Vec<u32>) -> Vec<Shot> {
     durations
         .into_iter()
         .enumerate()
-        .map(|(i, d)| Shot { shot_id: format!("shot-{:02}", i + 1), description: String::new(), duration_s: d, camera: crate::domain::manifest::Camera::Static, backend: None })
+        .map(|(i, d)| Shot {
+            shot_id: format!("shot-{:02}", i + 1),
+            description: String::new(),
+            duration_s: d,
+            camera: crate::domain::manifest::Camera::Static,
+            backend: None,
+        })
         .collect()
 }
 
 impl App {
     pub async fn estimate(&self, caller: &Caller, input: EstimateInput) -> Result<Estimate> {
         let catalog = &self.config.catalog;
-        let preset = catalog.preset(&input.preset_id).ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
+        let preset = catalog
+            .preset(&input.preset_id)
+            .ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
         let now = now_ms();
-        let tenant = self.store.tenant(&caller.tenant_id).await?.ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
+        let tenant = self
+            .store
+            .tenant(&caller.tenant_id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
         let tolerance = catalog.tier(tenant.tier_at(now)).cost_tolerance_percent;
         let cache_hit = preset.brand_cache
             && !input.brand_id.is_empty()
-            && self.store.brand_markers(&caller.tenant_id, &input.brand_id, now).await?.is_some();
-        let planner_cost = if cache_hit { Money::ZERO } else { catalog.planner_cost };
+            && self
+                .store
+                .brand_markers(&caller.tenant_id, &input.brand_id, now)
+                .await?
+                .is_some();
+        let planner_cost = if cache_hit {
+            Money::ZERO
+        } else {
+            catalog.planner_cost
+        };
         let shots = match &input.shots {
             Some(s) => s.clone(),
             None => {
@@ -90,14 +110,25 @@ impl App {
             excluded: &excluded,
         };
         let recommended = pricing::quote(catalog, &shots, &params).map_err(|e| {
-            Error::precondition("BUDGET", "budget_micros", format!("no mix of backends fits: {e}"))
+            Error::precondition(
+                "BUDGET",
+                "budget_micros",
+                format!("no mix of backends fits: {e}"),
+            )
         })?;
         let option = |spec: &BackendSpec| {
             let option_shots = match &input.shots {
                 Some(s) => s.clone(),
-                None => shots_of(split_duration(input.duration_s, spec.max_shot_s.min(catalog.max_shot_s))),
+                None => shots_of(split_duration(
+                    input.duration_s,
+                    spec.max_shot_s.min(catalog.max_shot_s),
+                )),
             };
-            let cost = planner_cost + option_shots.iter().map(|s| spec.shot_cost(s.duration_s)).sum::<Money>();
+            let cost = planner_cost
+                + option_shots
+                    .iter()
+                    .map(|s| spec.shot_cost(s.duration_s))
+                    .sum::<Money>();
             let seconds: u32 = option_shots.iter().map(|s| s.duration_s).sum();
             BackendOption {
                 backend: spec.backend,
@@ -107,7 +138,8 @@ impl App {
                 meets_quality_floor: spec.quality >= preset.quality_threshold,
                 within_preset_cap: cost <= cap,
                 within_budget: input.budget.is_none_or(|b| cost <= b),
-                can_render: option_shots.iter().all(|s| s.duration_s <= spec.max_shot_s) && !excluded.contains(&spec.backend),
+                can_render: option_shots.iter().all(|s| s.duration_s <= spec.max_shot_s)
+                    && !excluded.contains(&spec.backend),
             }
         };
         let options = catalog.backends.iter().map(option).collect();
@@ -117,10 +149,27 @@ impl App {
             .map(|c| {
                 let cost = c.price_per_minute.scaled(input.duration_s, 60);
                 let savings = cost - recommended.total;
-                let savings_percent = if cost.micros() > 0 { savings.micros() as f64 * 100.0 / cost.micros() as f64 } else { 0.0 };
-                CompetitorQuote { name: c.name.clone(), price_per_minute: c.price_per_minute, cost, savings, savings_percent: (savings_percent * 10.0).round() / 10.0 }
+                let savings_percent = if cost.micros() > 0 {
+                    savings.micros() as f64 * 100.0 / cost.micros() as f64
+                } else {
+                    0.0
+                };
+                CompetitorQuote {
+                    name: c.name.clone(),
+                    price_per_minute: c.price_per_minute,
+                    cost,
+                    savings,
+                    savings_percent: (savings_percent * 10.0).round() / 10.0,
+                }
             })
             .collect();
-        Ok(Estimate { preset_id: preset.id.clone(), duration_s: input.duration_s, recommended, options, competitors, brand_cache_hit: cache_hit })
+        Ok(Estimate {
+            preset_id: preset.id.clone(),
+            duration_s: input.duration_s,
+            recommended,
+            options,
+            competitors,
+            brand_cache_hit: cache_hit,
+        })
     }
 }

@@ -2,11 +2,11 @@
 
 use super::{App, Caller};
 use crate::app::pipeline::assemble_video;
+use crate::domain::JobState;
 use crate::domain::job::{EventKind, Job};
-use crate::domain::manifest::{validate_shots, AspectRatio, ManifestEdit, Markers, Shot};
+use crate::domain::manifest::{AspectRatio, ManifestEdit, Markers, Shot, validate_shots};
 use crate::domain::pricing::{self, QuoteParams};
 use crate::domain::validate::Violations;
-use crate::domain::JobState;
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use std::sync::Arc;
@@ -26,14 +26,24 @@ fn wrong_state(job: &Job, needed: JobState) -> Error {
     Error::precondition(
         "STATE",
         format!("jobs/{}", job.id),
-        format!("the job is {}; this needs {}", job.state.as_str(), needed.as_str()),
+        format!(
+            "the job is {}; this needs {}",
+            job.state.as_str(),
+            needed.as_str()
+        ),
     )
 }
 
 fn check_etag(job: &Job, etag: &str) -> Result<()> {
-    let current = job.manifest.as_ref().map(|m| m.etag(&job.id)).unwrap_or_default();
+    let current = job
+        .manifest
+        .as_ref()
+        .map(|m| m.etag(&job.id))
+        .unwrap_or_default();
     if current != etag {
-        return Err(Error::Aborted(format!("the manifest changed (etag {etag} is stale; current is {current}): read it again")));
+        return Err(Error::Aborted(format!(
+            "the manifest changed (etag {etag} is stale; current is {current}): read it again"
+        )));
     }
     Ok(())
 }
@@ -48,7 +58,13 @@ impl App {
         Ok(job)
     }
 
-    pub async fn update_manifest(&self, caller: &Caller, job_id: &str, etag: &str, patch: ManifestPatch) -> Result<Job> {
+    pub async fn update_manifest(
+        &self,
+        caller: &Caller,
+        job_id: &str,
+        etag: &str,
+        patch: ManifestPatch,
+    ) -> Result<Job> {
         let catalog = &self.config.catalog;
         let excluded = self.unavailable_backends(caller.sandbox);
         // Validate everything first (the duration never changes, so no transaction is needed).
@@ -65,17 +81,31 @@ impl App {
                     return Err(wrong_state(job, JobState::AwaitingApproval));
                 }
                 check_etag(job, etag)?;
-                let (Some(manifest), Some(old_quote)) = (job.manifest.clone(), job.quote.clone()) else {
-                    return Err(Error::internal(anyhow::anyhow!("AWAITING_APPROVAL job without manifest")));
+                let (Some(manifest), Some(old_quote)) = (job.manifest.clone(), job.quote.clone())
+                else {
+                    return Err(Error::internal(anyhow::anyhow!(
+                        "AWAITING_APPROVAL job without manifest"
+                    )));
                 };
                 let mut manifest = manifest;
                 if let Some(mut shots) = patch.shots {
                     // New shots get fresh ids, above every id the manifest has used.
-                    let number = |id: &str| id.strip_prefix("shot-").and_then(|n| n.parse::<usize>().ok());
-                    let mut next = manifest.shots.iter().chain(shots.iter()).filter_map(|s| number(&s.shot_id)).max().unwrap_or(0) + 1;
-                    for shot in shots.iter_mut().filter(|s| s.shot_id.is_empty()) {
-                        shot.shot_id = format!("shot-{next:02}");
-                        next += 1;
+                    let number = |id: &str| {
+                        id.strip_prefix("shot-")
+                            .and_then(|n| n.parse::<usize>().ok())
+                    };
+                    let first = manifest
+                        .shots
+                        .iter()
+                        .chain(shots.iter())
+                        .filter_map(|s| number(&s.shot_id))
+                        .max()
+                        .unwrap_or(0)
+                        + 1;
+                    for (n, shot) in
+                        (first..).zip(shots.iter_mut().filter(|s| s.shot_id.is_empty()))
+                    {
+                        shot.shot_id = format!("shot-{n:02}");
                     }
                     manifest.shots = shots;
                 }
@@ -85,7 +115,9 @@ impl App {
                 if let Some(a) = patch.audio_style {
                     manifest.audio_style = a;
                 }
-                let preset = catalog.preset(&job.spec.preset_id).ok_or_else(|| Error::internal(anyhow::anyhow!("preset vanished")))?;
+                let preset = catalog
+                    .preset(&job.spec.preset_id)
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("preset vanished")))?;
                 let quote = pricing::quote(
                     catalog,
                     &manifest.shots,
@@ -98,7 +130,13 @@ impl App {
                         excluded: &excluded,
                     },
                 )
-                .map_err(|e| Error::precondition("BUDGET", "budget_micros", format!("the edited manifest does not fit the job's budget: {e}")))?;
+                .map_err(|e| {
+                    Error::precondition(
+                        "BUDGET",
+                        "budget_micros",
+                        format!("the edited manifest does not fit the job's budget: {e}"),
+                    )
+                })?;
                 manifest.revision += 1;
                 manifest.history.push(ManifestEdit {
                     revision: manifest.revision,
@@ -106,7 +144,11 @@ impl App {
                     at_ms: now_ms(),
                     changed_fields: patch.changed_fields.clone(),
                 });
-                job.emit(EventKind::ManifestUpdated { revision: manifest.revision, quote: quote.total, changed_fields: patch.changed_fields });
+                job.emit(EventKind::ManifestUpdated {
+                    revision: manifest.revision,
+                    quote: quote.total,
+                    changed_fields: patch.changed_fields,
+                });
                 job.manifest = Some(manifest);
                 job.quote = Some(quote);
                 Ok(())
@@ -115,7 +157,12 @@ impl App {
         Ok(job)
     }
 
-    pub async fn approve_manifest(self: &Arc<Self>, caller: &Caller, job_id: &str, etag: &str) -> Result<Job> {
+    pub async fn approve_manifest(
+        self: &Arc<Self>,
+        caller: &Caller,
+        job_id: &str,
+        etag: &str,
+    ) -> Result<Job> {
         let ((), job) = self
             .store
             .update_job(Some(&caller.tenant_id), job_id, |job| {
@@ -146,7 +193,13 @@ impl App {
         Ok(job)
     }
 
-    pub async fn request_revision(self: &Arc<Self>, caller: &Caller, job_id: &str, shot_ids: &[String], notes: &str) -> Result<Job> {
+    pub async fn request_revision(
+        self: &Arc<Self>,
+        caller: &Caller,
+        job_id: &str,
+        shot_ids: &[String],
+        notes: &str,
+    ) -> Result<Job> {
         let ((), job) = self
             .store
             .update_job(Some(&caller.tenant_id), job_id, |job| {
@@ -155,10 +208,18 @@ impl App {
                 }
                 let mut v = Violations::new();
                 for (i, id) in shot_ids.iter().enumerate() {
-                    v.check(job.shots.iter().any(|s| &s.shot_id == id), format!("shot_ids[{i}]"), "is not a shot of this job");
+                    v.check(
+                        job.shots.iter().any(|s| &s.shot_id == id),
+                        format!("shot_ids[{i}]"),
+                        "is not a shot of this job",
+                    );
                 }
                 v.finish().map_err(Error::InvalidArgument)?;
-                for shot in job.shots.iter_mut().filter(|s| shot_ids.contains(&s.shot_id)) {
+                for shot in job
+                    .shots
+                    .iter_mut()
+                    .filter(|s| shot_ids.contains(&s.shot_id))
+                {
                     shot.needs_render = true;
                     shot.rerender = true;
                     shot.rerender_on = None;
@@ -178,16 +239,28 @@ impl App {
     }
 
     pub async fn brand_markers(&self, caller: &Caller, brand_id: &str) -> Result<(Markers, i64)> {
-        self.store.brand_markers(&caller.tenant_id, brand_id, now_ms()).await?.ok_or_else(|| Error::not_found("brand markers"))
+        self.store
+            .brand_markers(&caller.tenant_id, brand_id, now_ms())
+            .await?
+            .ok_or_else(|| Error::not_found("brand markers"))
     }
 
-    pub async fn put_brand_markers(&self, caller: &Caller, brand_id: &str, markers: Markers) -> Result<(Markers, i64)> {
+    pub async fn put_brand_markers(
+        &self,
+        caller: &Caller,
+        brand_id: &str,
+        markers: Markers,
+    ) -> Result<(Markers, i64)> {
         let expires = now_ms() + i64::from(self.config.catalog.brand_cache_ttl_hours) * 3_600_000;
-        self.store.put_brand_markers(&caller.tenant_id, brand_id, &markers, expires).await?;
+        self.store
+            .put_brand_markers(&caller.tenant_id, brand_id, &markers, expires)
+            .await?;
         Ok((markers, expires))
     }
 
     pub async fn invalidate_brand_markers(&self, caller: &Caller, brand_id: &str) -> Result<bool> {
-        self.store.delete_brand_markers(&caller.tenant_id, brand_id, now_ms()).await
+        self.store
+            .delete_brand_markers(&caller.tenant_id, brand_id, now_ms())
+            .await
     }
 }

@@ -3,9 +3,9 @@
 use super::{App, Caller};
 use crate::domain::job::{Event, EventKind, Job, JobSpec};
 use crate::domain::pricing::{self, QuoteParams};
-use crate::domain::{planner, JobState};
+use crate::domain::{JobState, planner};
 use crate::error::{Error, Result};
-use crate::store::{now_ms, Created, JobFilter};
+use crate::store::{Created, JobFilter, now_ms};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,27 +32,43 @@ fn page_token(last_id: &str) -> String {
 /// Decodes a page token; `None` when it is not one of ours.
 pub fn parse_page_token(token: &str) -> Option<String> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let id = s.strip_prefix("v1:")?;
-    (!id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| id.to_string())
+    (!id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| id.to_string())
 }
 
 impl App {
     pub async fn create_job(self: &Arc<Self>, caller: &Caller, new: NewJob) -> Result<Job> {
         let now = now_ms();
-        let tenant = self.store.tenant(&caller.tenant_id).await?.ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
+        let tenant = self
+            .store
+            .tenant(&caller.tenant_id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
         let tier = tenant.tier_at(now);
         let tier_spec = self.config.catalog.tier(tier);
         let catalog = &self.config.catalog;
-        let preset = catalog.preset(&new.spec.preset_id).ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
+        let preset = catalog
+            .preset(&new.spec.preset_id)
+            .ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
         if !tier_spec.presets.iter().any(|p| p == &preset.id) {
             return Err(Error::PermissionDenied {
                 reason: "PRESET_NOT_IN_TIER",
-                message: format!("preset {} is not included in the {} tier (allowed: {})", preset.id, tier.as_str(), tier_spec.presets.join(", ")),
+                message: format!(
+                    "preset {} is not included in the {} tier (allowed: {})",
+                    preset.id,
+                    tier.as_str(),
+                    tier_spec.presets.join(", ")
+                ),
             });
         }
-        let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(&new.spec).map_err(Error::internal)?));
+        let fingerprint = hex::encode(Sha256::digest(
+            serde_json::to_vec(&new.spec).map_err(Error::internal)?,
+        ));
 
         // The quote must fit the budget: check it before accepting the job.
         if let Some(budget) = new.spec.budget {
@@ -76,7 +92,11 @@ impl App {
                 excluded: &[],
             };
             if let Err(e) = pricing::quote(catalog, &manifest.shots, &params) {
-                return Err(Error::precondition("BUDGET", "budget_micros", format!("the budget of {budget} cannot cover this video: {e}")));
+                return Err(Error::precondition(
+                    "BUDGET",
+                    "budget_micros",
+                    format!("the budget of {budget} cannot cover this video: {e}"),
+                ));
             }
         }
 
@@ -109,10 +129,14 @@ impl App {
             pending_events: vec![],
             pending_ledger: vec![],
         };
-        job.emit(EventKind::StateChanged { from: None, to: JobState::Queued });
+        job.emit(EventKind::StateChanged {
+            from: None,
+            to: JobState::Queued,
+        });
         match self.store.create_job(job).await? {
             Created::New(job) => {
-                metrics::counter!("jobs_created_total", "preset" => job.spec.preset_id.clone()).increment(1);
+                metrics::counter!("jobs_created_total", "preset" => job.spec.preset_id.clone())
+                    .increment(1);
                 tracing::info!(job_id = %job.id, preset = %job.spec.preset_id, "job created");
                 self.drive(job.id.clone());
                 Ok(job)
@@ -126,22 +150,41 @@ impl App {
     }
 
     pub async fn job(&self, caller: &Caller, job_id: &str) -> Result<Job> {
-        self.store.job(&caller.tenant_id, job_id).await?.ok_or_else(|| Error::not_found("job"))
+        self.store
+            .job(&caller.tenant_id, job_id)
+            .await?
+            .ok_or_else(|| Error::not_found("job"))
     }
 
-    pub async fn list_jobs(&self, caller: &Caller, filter: &JobFilter, page_size: u32, token: Option<String>) -> Result<JobPage> {
-        let mut jobs = self.store.jobs(&caller.tenant_id, filter, token.as_deref(), page_size + 1).await?;
+    pub async fn list_jobs(
+        &self,
+        caller: &Caller,
+        filter: &JobFilter,
+        page_size: u32,
+        token: Option<String>,
+    ) -> Result<JobPage> {
+        let mut jobs = self
+            .store
+            .jobs(&caller.tenant_id, filter, token.as_deref(), page_size + 1)
+            .await?;
         let next_page_token = if jobs.len() > page_size as usize {
             jobs.truncate(page_size as usize);
             jobs.last().map(|j| page_token(&j.id)).unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(JobPage { jobs, next_page_token })
+        Ok(JobPage {
+            jobs,
+            next_page_token,
+        })
     }
 
     pub async fn cancel_job(&self, caller: &Caller, job_id: &str, reason: &str) -> Result<Job> {
-        let reason = if reason.is_empty() { "cancelled by the partner" } else { reason };
+        let reason = if reason.is_empty() {
+            "cancelled by the partner"
+        } else {
+            reason
+        };
         let ((), job) = self
             .store
             .update_job(Some(&caller.tenant_id), job_id, |job| match job.state {
@@ -159,10 +202,18 @@ impl App {
     }
 
     /// Every committed event after `after`, then live events, ending after the terminal event.
-    pub async fn watch_job(&self, caller: &Caller, job_id: &str, after: u64) -> Result<ReceiverStream<Result<Event>>> {
+    pub async fn watch_job(
+        &self,
+        caller: &Caller,
+        job_id: &str,
+        after: u64,
+    ) -> Result<ReceiverStream<Result<Event>>> {
         let job = self.job(caller, job_id).await?;
         if after > job.last_seq {
-            return Err(Error::invalid("after_sequence", format!("is beyond the job's last sequence {}", job.last_seq)));
+            return Err(Error::invalid(
+                "after_sequence",
+                format!("is beyond the job's last sequence {}", job.last_seq),
+            ));
         }
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();

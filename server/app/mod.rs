@@ -55,8 +55,12 @@ impl App {
     pub fn sandbox_backends(config: &Config) -> BackendSet {
         let mut set = BackendSet::default();
         for spec in &config.catalog.backends {
-            let failure_rate =
-                config.sandbox.backend_failure_rates.get(&spec.backend).copied().unwrap_or(config.sandbox.failure_rate);
+            let failure_rate = config
+                .sandbox
+                .backend_failure_rates
+                .get(&spec.backend)
+                .copied()
+                .unwrap_or(config.sandbox.failure_rate);
             set.insert(
                 spec.backend,
                 Arc::new(SandboxBackend {
@@ -74,7 +78,10 @@ impl App {
     }
 
     pub fn circuit(config: &Config) -> Circuit {
-        Circuit::new(config.circuit.failure_threshold, Duration::from_secs(config.circuit.cooldown_s))
+        Circuit::new(
+            config.circuit.failure_threshold,
+            Duration::from_secs(config.circuit.cooldown_s),
+        )
     }
 
     /// The backends every job of a mode may use (for quotes before a job exists).

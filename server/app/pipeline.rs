@@ -5,9 +5,11 @@
 
 use super::App;
 use crate::backends::{RenderError, RenderRequest};
-use crate::domain::job::{EventKind, FailureReason, Job, LedgerEntry, LedgerKind, RenderResult, Video};
+use crate::domain::job::{
+    EventKind, FailureReason, Job, LedgerEntry, LedgerKind, RenderResult, Video,
+};
 use crate::domain::pricing::{self, QuoteParams, Selection};
-use crate::domain::{planner, Backend, JobState, Money};
+use crate::domain::{Backend, JobState, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use sha2::{Digest, Sha256};
@@ -27,7 +29,10 @@ enum Step {
 const MAX_ATTEMPTS_PER_SHOT: u32 = 9;
 
 fn runnable(state: JobState) -> bool {
-    matches!(state, JobState::Queued | JobState::Planning | JobState::Rendering | JobState::QualityCheck)
+    matches!(
+        state,
+        JobState::Queued | JobState::Planning | JobState::Rendering | JobState::QualityCheck
+    )
 }
 
 impl App {
@@ -77,18 +82,20 @@ impl App {
             drop(permit);
             app.undrive(&job_id);
             // A partner action may have made the job runnable while this task was finishing.
-            if !app.shutdown.is_cancelled() {
-                if let Ok(Some(job)) = app.store.job_by_id(&job_id).await {
-                    if runnable(job.state) {
-                        app.drive(job_id);
-                    }
-                }
+            if !app.shutdown.is_cancelled()
+                && let Ok(Some(job)) = app.store.job_by_id(&job_id).await
+                && runnable(job.state)
+            {
+                app.drive(job_id);
             }
         });
     }
 
     fn undrive(&self, job_id: &str) {
-        self.driving.lock().unwrap_or_else(|e| e.into_inner()).remove(job_id);
+        self.driving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job_id);
     }
 
     async fn step(self: &Arc<Self>, job_id: &str) -> Result<Step> {
@@ -99,14 +106,20 @@ impl App {
         let _enter = span.enter();
         match job.state {
             JobState::Queued => {
-                self.commit_if(job_id, JobState::Queued, |j| j.move_to(JobState::Planning).map_err(Error::internal)).await?;
+                self.commit_if(job_id, JobState::Queued, |j| {
+                    j.move_to(JobState::Planning).map_err(Error::internal)
+                })
+                .await?;
                 Ok(Step::Continue)
             }
             JobState::Planning => self.plan(job).await,
             JobState::Rendering => match job.shots.iter().position(|s| s.needs_render) {
                 Some(i) => self.render_shot(&job, i).await,
                 None => {
-                    self.commit_if(job_id, JobState::Rendering, |j| j.move_to(JobState::QualityCheck).map_err(Error::internal)).await?;
+                    self.commit_if(job_id, JobState::Rendering, |j| {
+                        j.move_to(JobState::QualityCheck).map_err(Error::internal)
+                    })
+                    .await?;
                     Ok(Step::Continue)
                 }
             },
@@ -117,7 +130,12 @@ impl App {
     }
 
     /// Commits `change` only if the job is still in `expected` (a cancel may have won the race).
-    async fn commit_if(&self, job_id: &str, expected: JobState, change: impl FnOnce(&mut Job) -> Result<()>) -> Result<bool> {
+    async fn commit_if(
+        &self,
+        job_id: &str,
+        expected: JobState,
+        change: impl FnOnce(&mut Job) -> Result<()>,
+    ) -> Result<bool> {
         let (applied, _) = self
             .store
             .update_job(None, job_id, |j| {
@@ -133,10 +151,19 @@ impl App {
 
     async fn plan(self: &Arc<Self>, job: Job) -> Result<Step> {
         let catalog = &self.config.catalog;
-        let preset = catalog.preset(&job.spec.preset_id).ok_or_else(|| Error::internal(anyhow::anyhow!("preset {} vanished", job.spec.preset_id)))?;
+        let preset = catalog.preset(&job.spec.preset_id).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("preset {} vanished", job.spec.preset_id))
+        })?;
         let now = now_ms();
         let use_cache = preset.brand_cache && !job.spec.brand_id.is_empty();
-        let cached = if use_cache { self.store.brand_markers(&job.tenant_id, &job.spec.brand_id, now).await?.map(|(m, _)| m) } else { None };
+        let cached = if use_cache {
+            self.store
+                .brand_markers(&job.tenant_id, &job.spec.brand_id, now)
+                .await?
+                .map(|(m, _)| m)
+        } else {
+            None
+        };
         let cache_hit = cached.is_some();
         if use_cache {
             if cache_hit {
@@ -158,9 +185,20 @@ impl App {
         );
         if use_cache && !cache_hit {
             let ttl = i64::from(catalog.brand_cache_ttl_hours) * 3_600_000;
-            self.store.put_brand_markers(&job.tenant_id, &job.spec.brand_id, &manifest.markers, now + ttl).await?;
+            self.store
+                .put_brand_markers(
+                    &job.tenant_id,
+                    &job.spec.brand_id,
+                    &manifest.markers,
+                    now + ttl,
+                )
+                .await?;
         }
-        let planner_cost = if cache_hit { Money::ZERO } else { catalog.planner_cost };
+        let planner_cost = if cache_hit {
+            Money::ZERO
+        } else {
+            catalog.planner_cost
+        };
         let excluded = self.unavailable_backends(job.sandbox);
         let quote = pricing::quote(
             catalog,
@@ -178,7 +216,11 @@ impl App {
             let quote = match quote {
                 Ok(q) => q,
                 Err(e) => {
-                    let reason = if j.spec.budget.is_some() { FailureReason::BudgetExhausted } else { FailureReason::AllBackendsFailed };
+                    let reason = if j.spec.budget.is_some() {
+                        FailureReason::BudgetExhausted
+                    } else {
+                        FailureReason::AllBackendsFailed
+                    };
                     return j.fail(reason, e.to_string()).map_err(Error::internal);
                 }
             };
@@ -199,12 +241,18 @@ impl App {
                     at_ms: now,
                 });
             }
-            j.emit(EventKind::ManifestReady { revision: 1, shot_count, quote: total, brand_cache_hit: cache_hit });
+            j.emit(EventKind::ManifestReady {
+                revision: 1,
+                shot_count,
+                quote: total,
+                brand_cache_hit: cache_hit,
+            });
             if j.fast_track || j.spec.auto_approve {
                 j.start_render_plan();
                 j.move_to(JobState::Rendering).map_err(Error::internal)
             } else {
-                j.move_to(JobState::AwaitingApproval).map_err(Error::internal)
+                j.move_to(JobState::AwaitingApproval)
+                    .map_err(Error::internal)
             }
         })
         .await?;
@@ -221,7 +269,8 @@ impl App {
         let set = self.backend_set(job.sandbox);
         let hard_limit = job.spec.budget.map(|b| b - job.metered);
         self.config.catalog.backends.iter().any(|b| {
-            set.get(b.backend).is_some_and(|(_, circuit)| !circuit.allows_call())
+            set.get(b.backend)
+                .is_some_and(|(_, circuit)| !circuit.allows_call())
                 && b.max_shot_s >= shot.duration_s
                 && hard_limit.is_none_or(|l| b.shot_cost(shot.duration_s) <= l)
         })
@@ -229,20 +278,35 @@ impl App {
 
     /// Budget figures for a selection at render time.
     fn selection_budget(job: &Job, cap: Money) -> (Money, Option<Money>, Money) {
-        let guaranteed = job.quote.as_ref().map(|q| q.guaranteed_max()).unwrap_or(cap);
+        let guaranteed = job
+            .quote
+            .as_ref()
+            .map(|q| q.guaranteed_max())
+            .unwrap_or(cap);
         let limit = job.spec.budget.unwrap_or(guaranteed);
-        (limit - job.metered, job.spec.budget.map(|b| b - job.metered), cap - job.metered)
+        (
+            limit - job.metered,
+            job.spec.budget.map(|b| b - job.metered),
+            cap - job.metered,
+        )
     }
 
     /// Picks the backend for a shot's next attempt: the quoted one first, then the policy.
     fn choose_backend(&self, job: &Job, shot_index: usize) -> Option<Backend> {
         let shot = &job.shots[shot_index];
         let catalog = &self.config.catalog;
-        let cap = catalog.preset(&job.spec.preset_id).map(|p| p.cost_cap(job.spec.duration_s)).unwrap_or(Money::ZERO);
+        let cap = catalog
+            .preset(&job.spec.preset_id)
+            .map(|p| p.cost_cap(job.spec.duration_s))
+            .unwrap_or(Money::ZERO);
         let mut excluded = self.unavailable_backends(job.sandbox);
         excluded.extend(shot.failed.iter().copied());
         let (remaining, hard_limit, cap_remaining) = Self::selection_budget(job, cap);
-        let quoted = job.quote.as_ref().and_then(|q| q.shots.iter().find(|l| l.shot_id == shot.shot_id)).map(|l| l.backend);
+        let quoted = job
+            .quote
+            .as_ref()
+            .and_then(|q| q.shots.iter().find(|l| l.shot_id == shot.shot_id))
+            .map(|l| l.backend);
         let preferred = shot.rerender_on.or(shot.preferred).or(quoted);
         let selection = Selection {
             shot_seconds: shot.duration_s,
@@ -263,23 +327,38 @@ impl App {
             if self.waiting_for_circuits(job, index) {
                 // Every able backend is cooling down after failures: wait for a half-open trial
                 // instead of failing the job on a transient outage.
-                let wait = Duration::from_secs(self.config.circuit.cooldown_s).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                let wait = Duration::from_secs(self.config.circuit.cooldown_s)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(1));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.shutdown.cancelled() => return Ok(Step::Idle),
                 }
                 return Ok(Step::Continue);
             }
-            let reason = if job.spec.budget.is_some() { FailureReason::BudgetExhausted } else { FailureReason::AllBackendsFailed };
-            let message = format!("no backend can render shot {} any more (tried: {:?})", shot.shot_id, shot.failed);
-            self.commit_if(&job.id, state, |j| j.fail(reason, message).map_err(Error::internal)).await?;
+            let reason = if job.spec.budget.is_some() {
+                FailureReason::BudgetExhausted
+            } else {
+                FailureReason::AllBackendsFailed
+            };
+            let message = format!(
+                "no backend can render shot {} any more (tried: {:?})",
+                shot.shot_id, shot.failed
+            );
+            self.commit_if(&job.id, state, |j| {
+                j.fail(reason, message).map_err(Error::internal)
+            })
+            .await?;
             return Ok(Step::Idle);
         };
         let attempt = shot.attempts + 1;
         let started = self
             .commit_if(&job.id, state, |j| {
                 j.shots[index].attempts = attempt;
-                j.emit(EventKind::ShotStarted { shot_id: shot.shot_id.clone(), backend, attempt });
+                j.emit(EventKind::ShotStarted {
+                    shot_id: shot.shot_id.clone(),
+                    backend,
+                    attempt,
+                });
                 Ok(())
             })
             .await?;
@@ -288,7 +367,9 @@ impl App {
         }
         metrics::counter!("backend_selection_total", "backend" => backend.as_str()).increment(1);
         let set = self.backend_set(job.sandbox);
-        let (imp, circuit) = set.get(backend).ok_or_else(|| Error::internal(anyhow::anyhow!("backend {backend:?} not configured")))?;
+        let (imp, circuit) = set.get(backend).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("backend {backend:?} not configured"))
+        })?;
         let request = RenderRequest {
             job_id: job.id.clone(),
             shot_id: shot.shot_id.clone(),
@@ -303,7 +384,12 @@ impl App {
             // Shutting down: the attempt is redone after the restart.
             _ = self.shutdown.cancelled() => return Ok(Step::Idle),
         };
-        let spec = self.config.catalog.backend(backend).ok_or_else(|| Error::internal(anyhow::anyhow!("no spec for {backend:?}")))?.clone();
+        let spec = self
+            .config
+            .catalog
+            .backend(backend)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no spec for {backend:?}")))?
+            .clone();
         let cost = spec.shot_cost(shot.duration_s);
         let now = now_ms();
         match outcome {
@@ -315,14 +401,31 @@ impl App {
                     if !s.needs_render || s.attempts != attempt {
                         return Ok(()); // superseded
                     }
-                    let kind = if s.rerender { LedgerKind::Rerender } else { LedgerKind::Render };
-                    s.result = Some(RenderResult { backend, quality: output.quality, cost, uri: output.uri, attempt });
+                    let kind = if s.rerender {
+                        LedgerKind::Rerender
+                    } else {
+                        LedgerKind::Render
+                    };
+                    s.result = Some(RenderResult {
+                        backend,
+                        quality: output.quality,
+                        cost,
+                        uri: output.uri,
+                        attempt,
+                    });
                     s.needs_render = false;
                     s.rerender = false;
                     s.rerender_on = None;
                     s.failed.clear();
                     let shot_id = s.shot_id.clone();
-                    j.emit(EventKind::ShotRendered { shot_id: shot_id.clone(), backend, duration_s: shot.duration_s, cost, quality: output.quality, attempt });
+                    j.emit(EventKind::ShotRendered {
+                        shot_id: shot_id.clone(),
+                        backend,
+                        duration_s: shot.duration_s,
+                        cost,
+                        quality: output.quality,
+                        attempt,
+                    });
                     j.charge(LedgerEntry {
                         kind,
                         shot_id: Some(shot_id),
@@ -378,7 +481,10 @@ impl App {
         };
         let shot = &job.shots[index];
         let Some(result) = shot.result.clone() else {
-            return Err(Error::internal(anyhow::anyhow!("shot {} reached quality check unrendered", shot.shot_id)));
+            return Err(Error::internal(anyhow::anyhow!(
+                "shot {} reached quality check unrendered",
+                shot.shot_id
+            )));
         };
         let threshold = job.quality_floor;
         let passed = result.quality >= threshold;
@@ -389,13 +495,19 @@ impl App {
             let catalog = &self.config.catalog;
             let unavailable = self.unavailable_backends(job.sandbox);
             let current_quality = catalog.backend(result.backend).map_or(0.0, |b| b.quality);
-            let guaranteed = job.quote.as_ref().map(|q| q.guaranteed_max()).unwrap_or_default();
+            let guaranteed = job
+                .quote
+                .as_ref()
+                .map(|q| q.guaranteed_max())
+                .unwrap_or_default();
             let remaining = job.spec.budget.unwrap_or(guaranteed) - job.metered;
             catalog
                 .backends
                 .iter()
                 .filter(|b| !unavailable.contains(&b.backend) && b.max_shot_s >= shot.duration_s)
-                .filter(|b| b.quality >= current_quality && b.shot_cost(shot.duration_s) <= remaining)
+                .filter(|b| {
+                    b.quality >= current_quality && b.shot_cost(shot.duration_s) <= remaining
+                })
                 .max_by(|a, b| a.quality.total_cmp(&b.quality))
                 .map(|b| b.backend)
         };
@@ -414,7 +526,13 @@ impl App {
                     s.passed = Some(passed);
                 }
             }
-            j.emit(EventKind::QualityChecked { shot_id, quality: result.quality, threshold, passed, rerender: better.is_some() });
+            j.emit(EventKind::QualityChecked {
+                shot_id,
+                quality: result.quality,
+                threshold,
+                passed,
+                rerender: better.is_some(),
+            });
             Ok(())
         })
         .await?;
@@ -428,7 +546,8 @@ impl App {
         self.commit_if(&job.id, JobState::QualityCheck, |j| {
             j.sla_met = Some(sla_met);
             if hold_for_review {
-                j.move_to(JobState::AwaitingFinalApproval).map_err(Error::internal)
+                j.move_to(JobState::AwaitingFinalApproval)
+                    .map_err(Error::internal)
             } else {
                 j.deliver(video).map_err(Error::internal)
             }
@@ -452,7 +571,11 @@ pub fn assemble_video(job: &Job) -> Video {
         }
     }
     let scheme = if job.sandbox { "sandbox" } else { "https" };
-    let host = if job.sandbox { "videos" } else { "videos.aiprod.dev" };
+    let host = if job.sandbox {
+        "videos"
+    } else {
+        "videos.aiprod.dev"
+    };
     Video {
         uri: format!("{scheme}://{host}/{}.mp4", job.id),
         duration_s: job.shots.iter().map(|s| s.duration_s).sum(),

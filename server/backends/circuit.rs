@@ -26,7 +26,11 @@ struct Inner {
 
 impl Circuit {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Circuit { threshold: threshold.max(1), cooldown, inner: Mutex::new(Inner::default()) }
+        Circuit {
+            threshold: threshold.max(1),
+            cooldown,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -53,7 +57,9 @@ impl Circuit {
     pub fn record_failure_at(&self, now: Instant) -> bool {
         let mut inner = self.lock();
         inner.consecutive_failures += 1;
-        let half_open = inner.opened_at.is_some_and(|t| now.duration_since(t) >= self.cooldown);
+        let half_open = inner
+            .opened_at
+            .is_some_and(|t| now.duration_since(t) >= self.cooldown);
         if half_open || inner.consecutive_failures >= self.threshold {
             inner.opened_at = Some(now);
             return true;
@@ -83,7 +89,10 @@ mod tests {
         assert_eq!(c.state_at(later), CircuitState::HalfOpen);
         // A failed trial call re-opens at once.
         assert!(c.record_failure_at(later));
-        assert_eq!(c.state_at(later + Duration::from_secs(1)), CircuitState::Open);
+        assert_eq!(
+            c.state_at(later + Duration::from_secs(1)),
+            CircuitState::Open
+        );
         c.record_success();
         assert_eq!(c.state_at(later), CircuitState::Closed);
     }

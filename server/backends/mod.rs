@@ -4,8 +4,8 @@
 pub mod circuit;
 pub mod sandbox;
 
-use crate::domain::manifest::AspectRatio;
 use crate::domain::Backend;
+use crate::domain::manifest::AspectRatio;
 use circuit::Circuit;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,7 +79,11 @@ impl BackendSet {
     pub fn unavailable(&self) -> Vec<Backend> {
         Backend::ALL
             .into_iter()
-            .filter(|b| self.backends.get(b).is_none_or(|(_, circuit)| !circuit.allows_call()))
+            .filter(|b| {
+                self.backends
+                    .get(b)
+                    .is_none_or(|(_, circuit)| !circuit.allows_call())
+            })
             .collect()
     }
 }

@@ -21,7 +21,12 @@ impl SandboxBackend {
     fn draw(&self, request: &RenderRequest, salt: &str) -> f64 {
         let mut h = Sha256::new();
         h.update(self.seed.to_le_bytes());
-        for part in [self.backend.as_str(), &request.job_id, &request.shot_id, salt] {
+        for part in [
+            self.backend.as_str(),
+            &request.job_id,
+            &request.shot_id,
+            salt,
+        ] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -39,11 +44,21 @@ impl RenderBackend for SandboxBackend {
             tokio::time::sleep(self.latency).await;
         }
         if self.draw(request, "fail") < self.failure_rate {
-            return Err(RenderError::Provider(format!("sandbox {} simulated failure", self.backend.as_str())));
+            return Err(RenderError::Provider(format!(
+                "sandbox {} simulated failure",
+                self.backend.as_str()
+            )));
         }
-        let quality = (self.quality - self.quality_jitter * self.draw(request, "quality")).clamp(0.0, 1.0);
+        let quality =
+            (self.quality - self.quality_jitter * self.draw(request, "quality")).clamp(0.0, 1.0);
         Ok(RenderOutput {
-            uri: format!("sandbox://{}/{}/{}/{}.mp4", self.backend.as_str(), request.job_id, request.shot_id, request.attempt),
+            uri: format!(
+                "sandbox://{}/{}/{}/{}.mp4",
+                self.backend.as_str(),
+                request.job_id,
+                request.shot_id,
+                request.attempt
+            ),
             quality: (quality * 1000.0).round() / 1000.0,
         })
     }
@@ -66,7 +81,14 @@ mod tests {
 
     #[tokio::test]
     async fn deterministic_and_the_failure_rate_holds() {
-        let b = SandboxBackend { backend: Backend::Runway, quality: 0.95, quality_jitter: 0.04, latency: Duration::ZERO, failure_rate: 0.3, seed: 7 };
+        let b = SandboxBackend {
+            backend: Backend::Runway,
+            quality: 0.95,
+            quality_jitter: 0.04,
+            latency: Duration::ZERO,
+            failure_rate: 0.3,
+            seed: 7,
+        };
         let mut failures = 0;
         for attempt in 0..1000 {
             let a = b.render(&req(attempt)).await;
@@ -77,6 +99,9 @@ mod tests {
                 Err(_) => failures += 1,
             }
         }
-        assert!((240..=360).contains(&failures), "{failures} failures of 1000 at 30 %");
+        assert!(
+            (240..=360).contains(&failures),
+            "{failures} failures of 1000 at 30 %"
+        );
     }
 }

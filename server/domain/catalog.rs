@@ -152,27 +152,31 @@ pub struct Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
-        let preset = |id: &str, name: &str, pipeline, dflt, max, q, cap_cents, review, cache, fin, prio| PresetSpec {
-            id: id.into(),
-            display_name: name.into(),
-            pipeline,
-            default_duration_s: dflt,
-            max_duration_s: max,
-            quality_threshold: q,
-            cost_cap_per_minute: Money::from_cents(cap_cents),
-            manifest_review: review,
-            brand_cache: cache,
-            final_review: fin,
-            priority: prio,
-        };
-        let backend = |backend, per_s_micros, per_shot_micros, quality, max_shot_s, speed| BackendSpec {
-            backend,
-            price_per_second: Money::from_micros(per_s_micros),
-            price_per_shot: Money::from_micros(per_shot_micros),
-            quality,
-            max_shot_s,
-            render_seconds_per_video_second: speed,
-        };
+        let preset =
+            |id: &str, name: &str, pipeline, dflt, max, q, cap_cents, review, cache, fin, prio| {
+                PresetSpec {
+                    id: id.into(),
+                    display_name: name.into(),
+                    pipeline,
+                    default_duration_s: dflt,
+                    max_duration_s: max,
+                    quality_threshold: q,
+                    cost_cap_per_minute: Money::from_cents(cap_cents),
+                    manifest_review: review,
+                    brand_cache: cache,
+                    final_review: fin,
+                    priority: prio,
+                }
+            };
+        let backend =
+            |backend, per_s_micros, per_shot_micros, quality, max_shot_s, speed| BackendSpec {
+                backend,
+                price_per_second: Money::from_micros(per_s_micros),
+                price_per_shot: Money::from_micros(per_shot_micros),
+                quality,
+                max_shot_s,
+                render_seconds_per_video_second: speed,
+            };
         let tier = |presets: &[&str], concurrent, rpm, sla, tol, fee: i64, minutes| TierSpec {
             presets: presets.iter().map(|p| p.to_string()).collect(),
             concurrent_jobs: concurrent,
@@ -184,9 +188,45 @@ impl Default for Catalog {
         };
         Catalog {
             presets: vec![
-                preset("quick_social", "Quick Social", Pipeline::FastTrack, 30, 30, 0.6, 50, false, false, false, Priority::Low),
-                preset("brand_campaign", "Brand Campaign", Pipeline::Full, 60, 120, 0.8, 95, true, true, false, Priority::Medium),
-                preset("premium_spot", "Premium Spot", Pipeline::Full, 120, 180, 0.9, 150, true, true, true, Priority::High),
+                preset(
+                    "quick_social",
+                    "Quick Social",
+                    Pipeline::FastTrack,
+                    30,
+                    30,
+                    0.6,
+                    50,
+                    false,
+                    false,
+                    false,
+                    Priority::Low,
+                ),
+                preset(
+                    "brand_campaign",
+                    "Brand Campaign",
+                    Pipeline::Full,
+                    60,
+                    120,
+                    0.8,
+                    95,
+                    true,
+                    true,
+                    false,
+                    Priority::Medium,
+                ),
+                preset(
+                    "premium_spot",
+                    "Premium Spot",
+                    Pipeline::Full,
+                    120,
+                    180,
+                    0.9,
+                    150,
+                    true,
+                    true,
+                    true,
+                    Priority::High,
+                ),
             ],
             backends: vec![
                 backend(Backend::Runway, 12_500, 25_000, 0.95, 10, 6),
@@ -194,15 +234,52 @@ impl Default for Catalog {
                 backend(Backend::Replicate, 6_000, 10_000, 0.75, 10, 4),
             ],
             tiers: BTreeMap::from([
-                (Tier::Bronze, tier(&["quick_social"], 2, 10, 0.6, 20, 99, 50)),
-                (Tier::Gold, tier(&["quick_social", "brand_campaign"], 10, 50, 0.8, 20, 299, 200)),
-                (Tier::Platinum, tier(&["quick_social", "brand_campaign", "premium_spot"], 50, 500, 0.9, 10, 999, 1000)),
+                (
+                    Tier::Bronze,
+                    tier(&["quick_social"], 2, 10, 0.6, 20, 99, 50),
+                ),
+                (
+                    Tier::Gold,
+                    tier(
+                        &["quick_social", "brand_campaign"],
+                        10,
+                        50,
+                        0.8,
+                        20,
+                        299,
+                        200,
+                    ),
+                ),
+                (
+                    Tier::Platinum,
+                    tier(
+                        &["quick_social", "brand_campaign", "premium_spot"],
+                        50,
+                        500,
+                        0.9,
+                        10,
+                        999,
+                        1000,
+                    ),
+                ),
             ]),
             competitors: vec![
-                Competitor { name: "Runway".into(), price_per_minute: Money::from_cents(250) },
-                Competitor { name: "Synthesia".into(), price_per_minute: Money::from_cents(200) },
-                Competitor { name: "HeyGen".into(), price_per_minute: Money::from_cents(180) },
-                Competitor { name: "Pictory".into(), price_per_minute: Money::from_cents(150) },
+                Competitor {
+                    name: "Runway".into(),
+                    price_per_minute: Money::from_cents(250),
+                },
+                Competitor {
+                    name: "Synthesia".into(),
+                    price_per_minute: Money::from_cents(200),
+                },
+                Competitor {
+                    name: "HeyGen".into(),
+                    price_per_minute: Money::from_cents(180),
+                },
+                Competitor {
+                    name: "Pictory".into(),
+                    price_per_minute: Money::from_cents(150),
+                },
             ],
             planner_cost: Money::from_cents(1),
             economy_budget: Money::from_cents(100),
@@ -242,7 +319,10 @@ impl Catalog {
                 problems.push(format!("preset {}: default duration must be 1..=max", p.id));
             }
             if !(0.0..=1.0).contains(&p.quality_threshold) {
-                problems.push(format!("preset {}: quality_threshold must be within 0..1", p.id));
+                problems.push(format!(
+                    "preset {}: quality_threshold must be within 0..1",
+                    p.id
+                ));
             }
         }
         if self.backends.is_empty() {
@@ -250,7 +330,10 @@ impl Catalog {
         }
         for b in &self.backends {
             if b.max_shot_s == 0 || !(0.0..=1.0).contains(&b.quality) {
-                problems.push(format!("backend {}: max_shot_s must be > 0 and quality within 0..1", b.backend.as_str()));
+                problems.push(format!(
+                    "backend {}: max_shot_s must be > 0 and quality within 0..1",
+                    b.backend.as_str()
+                ));
             }
         }
         for t in [Tier::Bronze, Tier::Gold, Tier::Platinum] {

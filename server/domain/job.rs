@@ -2,11 +2,11 @@
 //! and the events and ledger lines each change produces. Every mutation here is pure: the store
 //! persists the job, its new events and its new ledger lines in one transaction.
 
+use super::Money;
 use super::catalog::Backend;
 use super::manifest::{AspectRatio, Manifest};
-use super::pricing::{certified_bill, Quote};
+use super::pricing::{Quote, certified_bill};
 use super::state::{IllegalTransition, JobState};
-use super::Money;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -76,18 +76,69 @@ pub struct ShotProgress {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    StateChanged { from: Option<JobState>, to: JobState },
-    ManifestReady { revision: u32, shot_count: u32, quote: Money, brand_cache_hit: bool },
-    ManifestUpdated { revision: u32, quote: Money, changed_fields: Vec<String> },
-    ShotStarted { shot_id: String, backend: Backend, attempt: u32 },
-    ShotRendered { shot_id: String, backend: Backend, duration_s: u32, cost: Money, quality: f64, attempt: u32 },
-    BackendFallback { shot_id: String, from: Backend, to: Option<Backend>, reason: String },
-    CostUpdated { metered: Money, quote: Money },
-    QualityChecked { shot_id: String, quality: f64, threshold: f64, passed: bool, rerender: bool },
-    BudgetAlert { threshold_percent: u32, spent: Money, budget: Money },
-    Delivered { video: Video, billed: Money, sla_met: bool },
-    Failed { reason: FailureReason, message: String },
-    Cancelled { reason: String, billed: Money },
+    StateChanged {
+        from: Option<JobState>,
+        to: JobState,
+    },
+    ManifestReady {
+        revision: u32,
+        shot_count: u32,
+        quote: Money,
+        brand_cache_hit: bool,
+    },
+    ManifestUpdated {
+        revision: u32,
+        quote: Money,
+        changed_fields: Vec<String>,
+    },
+    ShotStarted {
+        shot_id: String,
+        backend: Backend,
+        attempt: u32,
+    },
+    ShotRendered {
+        shot_id: String,
+        backend: Backend,
+        duration_s: u32,
+        cost: Money,
+        quality: f64,
+        attempt: u32,
+    },
+    BackendFallback {
+        shot_id: String,
+        from: Backend,
+        to: Option<Backend>,
+        reason: String,
+    },
+    CostUpdated {
+        metered: Money,
+        quote: Money,
+    },
+    QualityChecked {
+        shot_id: String,
+        quality: f64,
+        threshold: f64,
+        passed: bool,
+        rerender: bool,
+    },
+    BudgetAlert {
+        threshold_percent: u32,
+        spent: Money,
+        budget: Money,
+    },
+    Delivered {
+        video: Video,
+        billed: Money,
+        sla_met: bool,
+    },
+    Failed {
+        reason: FailureReason,
+        message: String,
+    },
+    Cancelled {
+        reason: String,
+        billed: Money,
+    },
 }
 
 /// A committed event.
@@ -167,7 +218,10 @@ impl Job {
         let from = self.state;
         self.state = from.move_to(to)?;
         if !to.is_terminal() {
-            self.emit(EventKind::StateChanged { from: Some(from), to });
+            self.emit(EventKind::StateChanged {
+                from: Some(from),
+                to,
+            });
         }
         Ok(())
     }
@@ -180,7 +234,10 @@ impl Job {
         }
         self.pending_ledger.push(entry);
         let quote = self.quote.as_ref().map(|q| q.total).unwrap_or_default();
-        self.emit(EventKind::CostUpdated { metered: self.metered, quote });
+        self.emit(EventKind::CostUpdated {
+            metered: self.metered,
+            quote,
+        });
     }
 
     /// What the partner is billed now: the billable metered amount capped by the guarantee.
@@ -191,7 +248,11 @@ impl Job {
         }
     }
 
-    pub fn fail(&mut self, reason: FailureReason, message: impl Into<String>) -> Result<(), IllegalTransition> {
+    pub fn fail(
+        &mut self,
+        reason: FailureReason,
+        message: impl Into<String>,
+    ) -> Result<(), IllegalTransition> {
         self.state = self.state.move_to(JobState::Failed)?;
         let message = message.into();
         self.failure = Some(reason);
@@ -217,12 +278,19 @@ impl Job {
         let sla_met = self.sla_met.unwrap_or(true);
         self.billed = Some(billed);
         self.video = Some(video.clone());
-        self.emit(EventKind::Delivered { video, billed, sla_met });
+        self.emit(EventKind::Delivered {
+            video,
+            billed,
+            sla_met,
+        });
         Ok(())
     }
 
     pub fn shots_rendered(&self) -> u32 {
-        self.shots.iter().filter(|s| s.result.is_some() && !s.needs_render).count() as u32
+        self.shots
+            .iter()
+            .filter(|s| s.result.is_some() && !s.needs_render)
+            .count() as u32
     }
 
     /// Freezes the approved manifest into the render plan.

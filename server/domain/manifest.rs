@@ -15,7 +15,13 @@ pub enum Camera {
 }
 
 impl Camera {
-    pub const ALL: [Camera; 5] = [Camera::Static, Camera::Pan, Camera::Dolly, Camera::Zoom, Camera::Orbital];
+    pub const ALL: [Camera; 5] = [
+        Camera::Static,
+        Camera::Pan,
+        Camera::Dolly,
+        Camera::Zoom,
+        Camera::Orbital,
+    ];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -100,7 +106,14 @@ pub struct Manifest {
 /// The manifest fields a partner may edit.
 pub const EDITABLE_FIELDS: [&str; 3] = ["shots", "aspect_ratio", "audio_style"];
 /// Manifest fields that exist but are read-only for partners.
-pub const READ_ONLY_FIELDS: [&str; 6] = ["consistency_markers", "job_id", "revision", "etag", "editable_fields", "history"];
+pub const READ_ONLY_FIELDS: [&str; 6] = [
+    "consistency_markers",
+    "job_id",
+    "revision",
+    "etag",
+    "editable_fields",
+    "history",
+];
 
 impl Manifest {
     /// An opaque tag naming this revision of this job's manifest.
@@ -121,13 +134,22 @@ pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
 pub const MAX_SHOTS: usize = 60;
 
 /// Validates a shot list against the job's duration; violations are named `{prefix}shots[i].field`.
-pub fn validate_shots(shots: &[Shot], job_duration_s: u32, catalog: &Catalog, prefix: &str, v: &mut Violations) {
+pub fn validate_shots(
+    shots: &[Shot],
+    job_duration_s: u32,
+    catalog: &Catalog,
+    prefix: &str,
+    v: &mut Violations,
+) {
     if shots.is_empty() {
         v.add(format!("{prefix}shots"), "must contain at least one shot");
         return;
     }
     if shots.len() > MAX_SHOTS {
-        v.add(format!("{prefix}shots"), format!("must contain at most {MAX_SHOTS} shots"));
+        v.add(
+            format!("{prefix}shots"),
+            format!("must contain at most {MAX_SHOTS} shots"),
+        );
         return;
     }
     let mut seen = std::collections::HashSet::new();
@@ -137,16 +159,32 @@ pub fn validate_shots(shots: &[Shot], job_duration_s: u32, catalog: &Catalog, pr
         if !shot.shot_id.is_empty() && !seen.insert(shot.shot_id.as_str()) {
             v.add(f("shot_id"), "duplicates another shot's id");
         }
-        v.text(&f("description"), &shot.description, 1, MAX_DESCRIPTION_CHARS);
+        v.text(
+            &f("description"),
+            &shot.description,
+            1,
+            MAX_DESCRIPTION_CHARS,
+        );
         if shot.duration_s == 0 || shot.duration_s > catalog.max_shot_s {
-            v.add(f("duration_s"), format!("must be 1–{} seconds (got {})", catalog.max_shot_s, shot.duration_s));
-        } else if let Some(b) = shot.backend.and_then(|b| catalog.backend(b)) {
-            if shot.duration_s > b.max_shot_s {
-                v.add(
-                    f("backend"),
-                    format!("{} renders shots of at most {} s; this shot is {} s", b.backend.as_str(), b.max_shot_s, shot.duration_s),
-                );
-            }
+            v.add(
+                f("duration_s"),
+                format!(
+                    "must be 1–{} seconds (got {})",
+                    catalog.max_shot_s, shot.duration_s
+                ),
+            );
+        } else if let Some(b) = shot.backend.and_then(|b| catalog.backend(b))
+            && shot.duration_s > b.max_shot_s
+        {
+            v.add(
+                f("backend"),
+                format!(
+                    "{} renders shots of at most {} s; this shot is {} s",
+                    b.backend.as_str(),
+                    b.max_shot_s,
+                    shot.duration_s
+                ),
+            );
         }
     }
     let total: u32 = shots.iter().map(|s| s.duration_s).sum();
@@ -164,8 +202,13 @@ pub fn validate_palette(palette: &[String], field: &str, v: &mut Violations) {
         v.add(field, "must hold 1–8 colours");
     }
     for (i, c) in palette.iter().enumerate() {
-        let ok = c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|ch| ch.is_ascii_hexdigit());
-        v.check(ok, format!("{field}[{i}]"), "must be a hex colour like #1A2B3C");
+        let ok =
+            c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|ch| ch.is_ascii_hexdigit());
+        v.check(
+            ok,
+            format!("{field}[{i}]"),
+            "must be a hex colour like #1A2B3C",
+        );
     }
 }
 
@@ -175,7 +218,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn shot(id: &str, d: u32) -> Shot {
-        Shot { shot_id: id.into(), description: "a shot".into(), duration_s: d, camera: Camera::Pan, backend: None }
+        Shot {
+            shot_id: id.into(),
+            description: "a shot".into(),
+            duration_s: d,
+            camera: Camera::Pan,
+            backend: None,
+        }
     }
 
     #[test]
@@ -183,16 +232,34 @@ mod tests {
         let catalog = Catalog::default();
         let shots = vec![
             shot("a", 0),
-            Shot { description: String::new(), ..shot("a", 10) },
-            Shot { backend: Some(Backend::Veo), ..shot("c", 10) },
+            Shot {
+                description: String::new(),
+                ..shot("a", 10)
+            },
+            Shot {
+                backend: Some(Backend::Veo),
+                ..shot("c", 10)
+            },
         ];
         let mut v = Violations::new();
         validate_shots(&shots, 60, &catalog, "manifest.", &mut v);
         let fields: Vec<_> = v.into_vec().into_iter().map(|f| f.field).collect();
-        assert!(fields.contains(&"manifest.shots[0].duration_s".to_string()), "{fields:?}");
-        assert!(fields.contains(&"manifest.shots[1].shot_id".to_string()), "{fields:?}");
-        assert!(fields.contains(&"manifest.shots[1].description".to_string()), "{fields:?}");
-        assert!(fields.contains(&"manifest.shots[2].backend".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"manifest.shots[0].duration_s".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"manifest.shots[1].shot_id".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"manifest.shots[1].description".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"manifest.shots[2].backend".to_string()),
+            "{fields:?}"
+        );
         assert!(fields.contains(&"manifest.shots".to_string()), "{fields:?}");
     }
 

@@ -6,7 +6,9 @@ use std::iter::Sum;
 use std::ops::{Add, AddAssign, Sub};
 
 /// An amount of micro-USD (1 USD = 1_000_000). Signed so that variances and savings can be negative.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Money(i64);
 
@@ -100,8 +102,14 @@ mod tests {
 
     #[test]
     fn tolerance_rounds_down() {
-        assert_eq!(Money::from_micros(910_000).plus_percent(20), Money::from_micros(1_092_000));
-        assert_eq!(Money::from_micros(7).plus_percent(10), Money::from_micros(7));
+        assert_eq!(
+            Money::from_micros(910_000).plus_percent(20),
+            Money::from_micros(1_092_000)
+        );
+        assert_eq!(
+            Money::from_micros(7).plus_percent(10),
+            Money::from_micros(7)
+        );
     }
 
     proptest! {

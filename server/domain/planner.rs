@@ -1,7 +1,10 @@
 //! The built-in creative director: a deterministic planner that needs no network.
 //! The same brief, duration and markers always give the same manifest.
 
-use super::manifest::{AspectRatio, Camera, CharacterStyle, Lighting, Manifest, ManifestEdit, Markers, Mood, Shot, Style};
+use super::manifest::{
+    AspectRatio, Camera, CharacterStyle, Lighting, Manifest, ManifestEdit, Markers, Mood, Shot,
+    Style,
+};
 use super::pricing::split_duration;
 use sha2::{Digest, Sha256};
 
@@ -43,14 +46,24 @@ fn seed(parts: &[&str]) -> [u8; 32] {
 
 /// Markers derived from the brand (or, without one, the brief), so a brand keeps its look.
 pub fn plan_markers(brand_id: &str, brief: &str) -> Markers {
-    let s = seed(&["markers", if brand_id.is_empty() { brief } else { brand_id }]);
+    let s = seed(&[
+        "markers",
+        if brand_id.is_empty() { brief } else { brand_id },
+    ]);
     let pick = |i: usize, n: usize| usize::from(s[i]) % n;
     Markers {
         style: [Style::Modern, Style::Classic, Style::Minimal][pick(0, 3)],
-        color_palette: PALETTES[pick(1, PALETTES.len())].iter().map(|c| c.to_string()).collect(),
+        color_palette: PALETTES[pick(1, PALETTES.len())]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         mood: [Mood::Dynamic, Mood::Calm, Mood::Dramatic][pick(2, 3)],
         lighting: [Lighting::Bright, Lighting::Dark, Lighting::Natural][pick(3, 3)],
-        character_style: [CharacterStyle::Realistic, CharacterStyle::Cartoon, CharacterStyle::Abstract][pick(4, 3)],
+        character_style: [
+            CharacterStyle::Realistic,
+            CharacterStyle::Cartoon,
+            CharacterStyle::Abstract,
+        ][pick(4, 3)],
     }
 }
 
@@ -58,7 +71,12 @@ pub fn plan_markers(brand_id: &str, brief: &str) -> Markers {
 pub fn plan(brief: &Brief<'_>, cached: Option<Markers>, now_ms: i64) -> Manifest {
     let markers = cached.unwrap_or_else(|| plan_markers(brief.brand_id, brief.text));
     let s = seed(&["shots", brief.text, &brief.duration_s.to_string()]);
-    let summary: String = brief.text.split_whitespace().take(24).collect::<Vec<_>>().join(" ");
+    let summary: String = brief
+        .text
+        .split_whitespace()
+        .take(24)
+        .collect::<Vec<_>>()
+        .join(" ");
     let durations = split_duration(brief.duration_s, brief.max_shot_s);
     let n = durations.len();
     let shots = durations
@@ -87,7 +105,12 @@ pub fn plan(brief: &Brief<'_>, cached: Option<Markers>, now_ms: i64) -> Manifest
         aspect_ratio: brief.aspect_ratio,
         audio_style: String::new(),
         revision: 1,
-        history: vec![ManifestEdit { revision: 1, actor: "planner".into(), at_ms: now_ms, changed_fields: vec![] }],
+        history: vec![ManifestEdit {
+            revision: 1,
+            actor: "planner".into(),
+            at_ms: now_ms,
+            changed_fields: vec![],
+        }],
         approved: false,
     }
 }
@@ -97,7 +120,13 @@ mod tests {
     use super::*;
 
     fn brief(text: &str, d: u32) -> Brief<'_> {
-        Brief { text, brand_id: "acme", duration_s: d, max_shot_s: 10, aspect_ratio: AspectRatio::Landscape16x9 }
+        Brief {
+            text,
+            brand_id: "acme",
+            duration_s: d,
+            max_shot_s: 10,
+            aspect_ratio: AspectRatio::Landscape16x9,
+        }
     }
 
     #[test]
@@ -113,7 +142,11 @@ mod tests {
     #[test]
     fn cached_markers_are_kept() {
         let cached = plan_markers("other-brand", "");
-        let m = plan(&brief("Summer launch of our running shoes", 30), Some(cached.clone()), 0);
+        let m = plan(
+            &brief("Summer launch of our running shoes", 30),
+            Some(cached.clone()),
+            0,
+        );
         assert_eq!(m.markers, cached);
     }
 }

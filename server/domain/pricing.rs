@@ -1,8 +1,8 @@
 //! Pricing: shot costs, the per-shot backend selection policy, and quotes.
 
+use super::Money;
 use super::catalog::{Backend, BackendSpec, Catalog};
 use super::manifest::Shot;
-use super::Money;
 use serde::{Deserialize, Serialize};
 
 /// What the selection policy needs to know about one shot's situation.
@@ -34,14 +34,26 @@ pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c
         .iter()
         .filter(|b| !s.excluded.contains(&b.backend))
         .filter(|b| b.max_shot_s >= s.shot_seconds)
-        .filter(|b| s.hard_limit.is_none_or(|limit| b.shot_cost(s.shot_seconds) <= limit))
+        .filter(|b| {
+            s.hard_limit
+                .is_none_or(|limit| b.shot_cost(s.shot_seconds) <= limit)
+        })
         .collect();
-    if let Some(p) = s.preferred.and_then(|p| candidates.iter().find(|b| b.backend == p)) {
+    if let Some(p) = s
+        .preferred
+        .and_then(|p| candidates.iter().find(|b| b.backend == p))
+    {
         return Some(p);
     }
     let cost = |b: &BackendSpec| b.shot_cost(s.shot_seconds);
     let meets = |b: &BackendSpec| b.quality >= s.quality_floor;
-    let cheapest_meeting = || candidates.iter().copied().filter(|b| meets(b)).min_by_key(|b| cost(b));
+    let cheapest_meeting = || {
+        candidates
+            .iter()
+            .copied()
+            .filter(|b| meets(b))
+            .min_by_key(|b| cost(b))
+    };
     let best_quality = |within: Money| {
         candidates
             .iter()
@@ -54,9 +66,14 @@ pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c
     } else if s.remaining >= catalog.premium_budget {
         best_quality(s.remaining)
     } else {
-        candidates.iter().copied().find(|b| meets(b) && cost(b) <= s.cap_remaining && cost(b) <= s.remaining)
+        candidates
+            .iter()
+            .copied()
+            .find(|b| meets(b) && cost(b) <= s.cap_remaining && cost(b) <= s.remaining)
     };
-    branch.or_else(cheapest_meeting).or_else(|| best_quality(Money::from_micros(i64::MAX)))
+    branch
+        .or_else(cheapest_meeting)
+        .or_else(|| best_quality(Money::from_micros(i64::MAX)))
 }
 
 /// One shot's line in a quote.
@@ -86,7 +103,11 @@ impl Quote {
     }
 
     pub fn expected_quality(&self) -> f64 {
-        self.shots.iter().map(|s| s.quality).fold(f64::INFINITY, f64::min).min(1.0)
+        self.shots
+            .iter()
+            .map(|s| s.quality)
+            .fold(f64::INFINITY, f64::min)
+            .min(1.0)
     }
 }
 
@@ -126,8 +147,11 @@ pub fn quote(catalog: &Catalog, shots: &[Shot], p: &QuoteParams<'_>) -> Result<Q
             excluded: p.excluded,
             preferred: shot.backend,
         };
-        let chosen = select_backend(catalog, &selection)
-            .ok_or_else(|| QuoteError::NoBackendFits { shot_id: shot.shot_id.clone(), seconds: shot.duration_s })?;
+        let chosen =
+            select_backend(catalog, &selection).ok_or_else(|| QuoteError::NoBackendFits {
+                shot_id: shot.shot_id.clone(),
+                seconds: shot.duration_s,
+            })?;
         let cost = chosen.shot_cost(shot.duration_s);
         spent += cost;
         render_seconds += shot.duration_s * chosen.render_seconds_per_video_second;
@@ -139,7 +163,13 @@ pub fn quote(catalog: &Catalog, shots: &[Shot], p: &QuoteParams<'_>) -> Result<Q
             quality: chosen.quality,
         });
     }
-    Ok(Quote { planner: p.planner, shots: lines, total: spent, tolerance_percent: p.tolerance_percent, expected_render_seconds: render_seconds })
+    Ok(Quote {
+        planner: p.planner,
+        shots: lines,
+        total: spent,
+        tolerance_percent: p.tolerance_percent,
+        expected_render_seconds: render_seconds,
+    })
 }
 
 /// Splits a duration into the fewest shots of at most `max_shot_s`, as evenly as possible
@@ -153,7 +183,9 @@ pub fn split_duration(duration_s: u32, max_shot_s: u32) -> Vec<u32> {
 
 /// What the partner is billed: the billable metered amount, capped by the guarantee.
 pub fn certified_bill(billable_metered: Money, quote: &Quote) -> Money {
-    billable_metered.min(quote.guaranteed_max()).max(Money::ZERO)
+    billable_metered
+        .min(quote.guaranteed_max())
+        .max(Money::ZERO)
 }
 
 #[cfg(test)]
@@ -165,7 +197,13 @@ mod tests {
     fn shots(durs: &[u32]) -> Vec<Shot> {
         durs.iter()
             .enumerate()
-            .map(|(i, d)| Shot { shot_id: format!("shot-{i:02}"), description: "x".into(), duration_s: *d, camera: Camera::Static, backend: None })
+            .map(|(i, d)| Shot {
+                shot_id: format!("shot-{i:02}"),
+                description: "x".into(),
+                duration_s: *d,
+                camera: Camera::Static,
+                backend: None,
+            })
             .collect()
     }
 
@@ -186,11 +224,20 @@ mod tests {
     #[test]
     fn reference_quotes_of_domain_md() {
         let q = default_quote("quick_social", 30);
-        assert_eq!((q.shots.len(), q.shots[0].backend, q.total.micros()), (3, Backend::Replicate, 220_000));
+        assert_eq!(
+            (q.shots.len(), q.shots[0].backend, q.total.micros()),
+            (3, Backend::Replicate, 220_000)
+        );
         let q = default_quote("brand_campaign", 60);
-        assert_eq!((q.shots.len(), q.shots[0].backend, q.total.micros()), (6, Backend::Runway, 910_000));
+        assert_eq!(
+            (q.shots.len(), q.shots[0].backend, q.total.micros()),
+            (6, Backend::Runway, 910_000)
+        );
         let q = default_quote("premium_spot", 120);
-        assert_eq!((q.shots.len(), q.shots[0].backend, q.total.micros()), (12, Backend::Runway, 1_810_000));
+        assert_eq!(
+            (q.shots.len(), q.shots[0].backend, q.total.micros()),
+            (12, Backend::Runway, 1_810_000)
+        );
     }
 
     #[test]
@@ -206,9 +253,18 @@ mod tests {
             preferred: None,
         };
         assert_eq!(select_backend(&c, &base).unwrap().backend, Backend::Veo);
-        let poor = Selection { hard_limit: Some(Money::from_cents(50)), ..base.clone() };
-        assert_eq!(select_backend(&c, &poor).unwrap().backend, Backend::Replicate);
-        let broke = Selection { hard_limit: Some(Money::from_cents(1)), ..base };
+        let poor = Selection {
+            hard_limit: Some(Money::from_cents(50)),
+            ..base.clone()
+        };
+        assert_eq!(
+            select_backend(&c, &poor).unwrap().backend,
+            Backend::Replicate
+        );
+        let broke = Selection {
+            hard_limit: Some(Money::from_cents(1)),
+            ..base
+        };
         assert!(select_backend(&c, &broke).is_none());
     }
 

@@ -45,7 +45,10 @@ impl JobState {
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Delivered | JobState::Cancelled | JobState::Failed)
+        matches!(
+            self,
+            JobState::Delivered | JobState::Cancelled | JobState::Failed
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -72,21 +75,25 @@ impl JobState {
         if self.is_terminal() {
             return false;
         }
-        match (self, to) {
-            (_, Cancelled | Failed) => true,
-            (Queued, Planning)
-            | (Planning, AwaitingApproval | Rendering)
-            | (AwaitingApproval, Rendering)
-            | (Rendering, QualityCheck)
-            | (QualityCheck, AwaitingFinalApproval | Delivered)
-            | (AwaitingFinalApproval, Rendering | Delivered) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (_, Cancelled | Failed)
+                | (Queued, Planning)
+                | (Planning, AwaitingApproval | Rendering)
+                | (AwaitingApproval, Rendering)
+                | (Rendering, QualityCheck)
+                | (QualityCheck, AwaitingFinalApproval | Delivered)
+                | (AwaitingFinalApproval, Rendering | Delivered)
+        )
     }
 
     /// The checked transition.
     pub fn move_to(self, to: JobState) -> Result<JobState, IllegalTransition> {
-        if self.can_move_to(to) { Ok(to) } else { Err(IllegalTransition { from: self, to }) }
+        if self.can_move_to(to) {
+            Ok(to)
+        } else {
+            Err(IllegalTransition { from: self, to })
+        }
     }
 }
 
@@ -99,8 +106,25 @@ mod tests {
     fn the_happy_paths_are_edges() {
         use JobState::*;
         for path in [
-            &[Queued, Planning, AwaitingApproval, Rendering, QualityCheck, Delivered][..],
-            &[Queued, Planning, Rendering, QualityCheck, AwaitingFinalApproval, Rendering, QualityCheck, AwaitingFinalApproval, Delivered][..],
+            &[
+                Queued,
+                Planning,
+                AwaitingApproval,
+                Rendering,
+                QualityCheck,
+                Delivered,
+            ][..],
+            &[
+                Queued,
+                Planning,
+                Rendering,
+                QualityCheck,
+                AwaitingFinalApproval,
+                Rendering,
+                QualityCheck,
+                AwaitingFinalApproval,
+                Delivered,
+            ][..],
         ] {
             let mut state = path[0];
             for &next in &path[1..] {

@@ -2,8 +2,8 @@
 //! (CRC-32 in base62) lets a typo or a leaked-key scanner recognise a key without a database lookup,
 //! and only a SHA-256 hash of the whole key is ever stored.
 
-use super::catalog::Tier;
 use super::Money;
+use super::catalog::Tier;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -87,7 +87,9 @@ fn base62_fixed(mut n: u64, width: usize) -> String {
 
 fn random_base62(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| BASE62[rng.random_range(0..62)] as char).collect()
+    (0..len)
+        .map(|_| BASE62[rng.random_range(0..62)] as char)
+        .collect()
 }
 
 fn checksum(body: &str) -> String {
@@ -110,7 +112,11 @@ pub fn generate_key(mode: KeyMode) -> NewKey {
     let id = random_base62(ID_LEN);
     let body = format!("aiprod_{}_{id}{}", mode.as_str(), random_base62(SECRET_LEN));
     let secret = format!("{body}{}", checksum(&body));
-    NewKey { id: format!("key_{id}"), prefix: format!("aiprod_{}_{id}", mode.as_str()), secret }
+    NewKey {
+        id: format!("key_{id}"),
+        prefix: format!("aiprod_{}_{id}", mode.as_str()),
+        secret,
+    }
 }
 
 /// A key that passed the format and checksum check (no database lookup yet).
@@ -125,20 +131,28 @@ pub fn parse_key(secret: &str) -> Option<ParsedKey> {
     let rest = secret.strip_prefix("aiprod_")?;
     let (mode, rest) = rest.split_once('_')?;
     let mode = KeyMode::parse(mode)?;
-    if rest.len() != ID_LEN + SECRET_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if rest.len() != ID_LEN + SECRET_LEN + CHECKSUM_LEN
+        || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return None;
     }
     let (body, sum) = secret.split_at(secret.len() - CHECKSUM_LEN);
     if checksum(body) != sum {
         return None;
     }
-    Some(ParsedKey { key_id: format!("key_{}", &rest[..ID_LEN]), mode })
+    Some(ParsedKey {
+        key_id: format!("key_{}", &rest[..ID_LEN]),
+        mode,
+    })
 }
 
 /// Constant-time comparison of a presented key against a stored hash.
 pub fn key_matches(secret: &str, stored_hash: &str) -> bool {
     use subtle::ConstantTimeEq;
-    hash_key(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_key(secret)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 #[cfg(test)]
@@ -150,7 +164,13 @@ mod tests {
         for mode in [KeyMode::Live, KeyMode::Test] {
             let k = generate_key(mode);
             let parsed = parse_key(&k.secret).expect("valid key");
-            assert_eq!(parsed, ParsedKey { key_id: k.id.clone(), mode });
+            assert_eq!(
+                parsed,
+                ParsedKey {
+                    key_id: k.id.clone(),
+                    mode
+                }
+            );
             assert!(k.secret.starts_with(&k.prefix));
             assert!(key_matches(&k.secret, &hash_key(&k.secret)));
         }
@@ -177,7 +197,10 @@ mod tests {
             name: "n".into(),
             base_tier: Tier::Bronze,
             monthly_budget: None,
-            trial: Some(Trial { tier: Tier::Platinum, end_ms: 100 }),
+            trial: Some(Trial {
+                tier: Tier::Platinum,
+                end_ms: 100,
+            }),
             job_quota: None,
             created_ms: 0,
         };

@@ -17,7 +17,10 @@ impl Violations {
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation { field: field.into(), description: description.into() });
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
     }
 
     /// Adds a violation when `ok` is false.
@@ -37,11 +40,22 @@ impl Violations {
 
     /// `Ok(())` when nothing was found, else every violation.
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 
     /// Checks an identifier: 1..=max characters of ASCII letters, digits and `extra`.
-    pub fn identifier(&mut self, field: &str, value: &str, max: usize, extra: &str, required: bool) {
+    pub fn identifier(
+        &mut self,
+        field: &str,
+        value: &str,
+        max: usize,
+        extra: &str,
+        required: bool,
+    ) {
         if value.is_empty() {
             if required {
                 self.add(field, "is required");
@@ -50,8 +64,14 @@ impl Violations {
         }
         if value.len() > max {
             self.add(field, format!("must be at most {max} characters"));
-        } else if !value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c)) {
-            self.add(field, format!("may contain only ASCII letters, digits and any of {extra:?}"));
+        } else if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        {
+            self.add(
+                field,
+                format!("may contain only ASCII letters, digits and any of {extra:?}"),
+            );
         }
     }
 

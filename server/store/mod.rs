@@ -46,7 +46,10 @@ pub struct JobFilter {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -61,12 +64,23 @@ impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs the migrations.
     pub async fn connect(url: &str, hub: Arc<EventHub>) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let (backend, url) = if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             let file = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            if let Some(parent) = std::path::Path::new(file)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
-            let url = if path.contains('?') { format!("sqlite://{path}") } else { format!("sqlite://{path}?mode=rwc") };
+            let url = if path.contains('?') {
+                format!("sqlite://{path}")
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else {
             (Backend::Postgres, url.to_string())
@@ -91,13 +105,21 @@ impl Store {
         } else {
             options
         };
-        let pool = options.connect(&url).await.with_context(|| format!("connecting to {}", redact(&url)))?;
+        let pool = options
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to {}", redact(&url)))?;
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
         };
         migrator.run(&pool).await.context("running migrations")?;
-        Ok(Store { pool, backend, write_lock: Arc::new(tokio::sync::Mutex::new(())), hub })
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            hub,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -117,13 +139,20 @@ impl Store {
 
     pub async fn close(&self) {
         if self.backend == Backend::Sqlite {
-            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await;
         }
         self.pool.close().await;
     }
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` under the writer lock on SQLite.
-    async fn begin_write(&self) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, sqlx::Transaction<'static, sqlx::Any>)> {
+    async fn begin_write(
+        &self,
+    ) -> Result<(
+        Option<tokio::sync::MutexGuard<'_, ()>>,
+        sqlx::Transaction<'static, sqlx::Any>,
+    )> {
         match self.backend {
             Backend::Sqlite => {
                 let guard = self.write_lock.lock().await;
@@ -143,17 +172,24 @@ impl Store {
     // ---- settings ----
 
     pub async fn setting(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Sets a setting only if it is not set yet; true when this call set it.
     pub async fn claim_setting(&self, name: &str, value: &str) -> Result<bool> {
         let (_g, mut tx) = self.begin_write().await?;
-        let r = sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
@@ -202,37 +238,58 @@ impl Store {
         Ok(())
     }
 
-    const TENANT_COLUMNS: &'static str = "id, name, base_tier, monthly_budget, trial_tier, trial_end_ms, job_quota, created_ms";
+    const TENANT_COLUMNS: &'static str =
+        "id, name, base_tier, monthly_budget, trial_tier, trial_end_ms, job_quota, created_ms";
 
     fn tenant_from(row: &AnyRow) -> Result<Tenant> {
-        let tier = |s: String| Tier::parse(&s).ok_or_else(|| Error::internal(anyhow::anyhow!("bad tier {s:?} in database")));
+        let tier = |s: String| {
+            Tier::parse(&s)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("bad tier {s:?} in database")))
+        };
         let trial_tier: Option<String> = row.try_get("trial_tier")?;
         let trial_end: Option<i64> = row.try_get("trial_end_ms")?;
         let trial = match (trial_tier, trial_end) {
-            (Some(t), Some(end_ms)) => Some(Trial { tier: tier(t)?, end_ms }),
+            (Some(t), Some(end_ms)) => Some(Trial {
+                tier: tier(t)?,
+                end_ms,
+            }),
             _ => None,
         };
         Ok(Tenant {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             base_tier: tier(row.try_get("base_tier")?)?,
-            monthly_budget: row.try_get::<Option<i64>, _>("monthly_budget")?.map(Money::from_micros),
+            monthly_budget: row
+                .try_get::<Option<i64>, _>("monthly_budget")?
+                .map(Money::from_micros),
             trial,
-            job_quota: row.try_get::<Option<i64>, _>("job_quota")?.map(|q| q as u32),
+            job_quota: row
+                .try_get::<Option<i64>, _>("job_quota")?
+                .map(|q| q as u32),
             created_ms: row.try_get("created_ms")?,
         })
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        let sql = AssertSqlSafe(format!("SELECT {} FROM tenants WHERE id = $1", Self::TENANT_COLUMNS));
+        let sql = AssertSqlSafe(format!(
+            "SELECT {} FROM tenants WHERE id = $1",
+            Self::TENANT_COLUMNS
+        ));
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(Self::tenant_from).transpose()
     }
 
     /// Tenants ordered by id (ids are time-ordered), after `after_id`.
     pub async fn tenants(&self, after_id: &str, limit: u32) -> Result<Vec<Tenant>> {
-        let sql = AssertSqlSafe(format!("SELECT {} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2", Self::TENANT_COLUMNS));
-        let rows = sqlx::query(sql).bind(after_id).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let sql = AssertSqlSafe(format!(
+            "SELECT {} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+            Self::TENANT_COLUMNS
+        ));
+        let rows = sqlx::query(sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::tenant_from).collect()
     }
 
@@ -260,8 +317,7 @@ impl Store {
         Ok(())
     }
 
-    const KEY_COLUMNS: &'static str =
-        "id, tenant_id, name, mode, prefix, secret_hash, created_ms, expires_ms, revoked_ms, last_used_ms";
+    const KEY_COLUMNS: &'static str = "id, tenant_id, name, mode, prefix, secret_hash, created_ms, expires_ms, revoked_ms, last_used_ms";
 
     fn key_from(row: &AnyRow) -> Result<ApiKey> {
         let mode: String = row.try_get("mode")?;
@@ -269,7 +325,8 @@ impl Store {
             id: row.try_get("id")?,
             tenant_id: row.try_get("tenant_id")?,
             name: row.try_get("name")?,
-            mode: KeyMode::parse(&mode).ok_or_else(|| Error::internal(anyhow::anyhow!("bad key mode {mode:?}")))?,
+            mode: KeyMode::parse(&mode)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("bad key mode {mode:?}")))?,
             prefix: row.try_get("prefix")?,
             secret_hash: row.try_get("secret_hash")?,
             created_ms: row.try_get("created_ms")?,
@@ -280,14 +337,23 @@ impl Store {
     }
 
     pub async fn key(&self, id: &str) -> Result<Option<ApiKey>> {
-        let sql = AssertSqlSafe(format!("SELECT {} FROM api_keys WHERE id = $1", Self::KEY_COLUMNS));
+        let sql = AssertSqlSafe(format!(
+            "SELECT {} FROM api_keys WHERE id = $1",
+            Self::KEY_COLUMNS
+        ));
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(Self::key_from).transpose()
     }
 
     pub async fn keys_of(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
-        let sql = AssertSqlSafe(format!("SELECT {} FROM api_keys WHERE tenant_id = $1 ORDER BY created_ms, id", Self::KEY_COLUMNS));
-        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&self.pool).await?;
+        let sql = AssertSqlSafe(format!(
+            "SELECT {} FROM api_keys WHERE tenant_id = $1 ORDER BY created_ms, id",
+            Self::KEY_COLUMNS
+        ));
+        let rows = sqlx::query(sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::key_from).collect()
     }
 
@@ -344,23 +410,32 @@ impl Store {
         .rows_affected();
         if inserted == 0 {
             tx.rollback().await?;
-            let doc: String = sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
-                .bind(&job.tenant_id)
-                .bind(&job.request_id)
-                .fetch_one(&self.pool)
-                .await?;
+            let doc: String =
+                sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                    .bind(&job.tenant_id)
+                    .bind(&job.request_id)
+                    .fetch_one(&self.pool)
+                    .await?;
             return Ok(Created::Existing(from_json(&doc)?));
         }
         for (key, value) in &job.spec.labels {
-            sqlx::query("INSERT INTO job_labels (job_id, label_key, label_value) VALUES ($1, $2, $3)")
-                .bind(&job.id)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO job_labels (job_id, label_key, label_value) VALUES ($1, $2, $3)",
+            )
+            .bind(&job.id)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
         }
         for (i, (state, kind)) in events.into_iter().enumerate() {
-            let event = Event { job_id: job.id.clone(), seq: i as u64 + 1, at_ms: job.created_ms, state, kind };
+            let event = Event {
+                job_id: job.id.clone(),
+                seq: i as u64 + 1,
+                at_ms: job.created_ms,
+                state,
+                kind,
+            };
             insert_event(&mut tx, &event).await?;
         }
         tx.commit().await?;
@@ -370,18 +445,21 @@ impl Store {
 
     /// A job of a tenant (`None` for a missing job and for another tenant's job alike).
     pub async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>> {
-        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1 AND tenant_id = $2")
-            .bind(id)
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let doc: Option<String> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
         doc.as_deref().map(from_json).transpose()
     }
 
     /// A job by id alone, for the pipeline.
     pub async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
-        let doc: Option<String> =
-            sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         doc.as_deref().map(from_json).transpose()
     }
 
@@ -404,7 +482,13 @@ impl Store {
     }
 
     /// A page of a tenant's jobs, newest first (ids are time-ordered UUIDv7), strictly before `before_id`.
-    pub async fn jobs(&self, tenant_id: &str, filter: &JobFilter, before_id: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+    pub async fn jobs(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
         let mut sql = String::from("SELECT doc FROM jobs j WHERE j.tenant_id = $1");
         let mut n = 1;
         let mut next = || {
@@ -423,7 +507,9 @@ impl Store {
         }
         for _ in &filter.labels {
             let (k, v) = (next(), next());
-            sql += &format!(" AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = j.id AND l.label_key = {k} AND l.label_value = {v})");
+            sql += &format!(
+                " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = j.id AND l.label_key = {k} AND l.label_value = {v})"
+            );
         }
         sql += &format!(" ORDER BY j.id DESC LIMIT {}", next());
         let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(tenant_id);
@@ -453,10 +539,11 @@ impl Store {
         change: impl FnOnce(&mut Job) -> Result<T>,
     ) -> Result<(T, Job)> {
         let (_g, mut tx) = self.begin_write().await?;
-        let doc: Option<String> = sqlx::query_scalar(self.for_update("SELECT doc FROM jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let doc: Option<String> =
+            sqlx::query_scalar(self.for_update("SELECT doc FROM jobs WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let mut job: Job = match doc {
             Some(d) => from_json(&d)?,
             None => return Err(Error::not_found("job")),
@@ -476,11 +563,20 @@ impl Store {
         let first_seq = job.last_seq + 1;
         job.last_seq += events.len() as u64;
         for (i, (state, kind)) in events.into_iter().enumerate() {
-            let event = Event { job_id: job.id.clone(), seq: first_seq + i as u64, at_ms: now, state, kind };
+            let event = Event {
+                job_id: job.id.clone(),
+                seq: first_seq + i as u64,
+                at_ms: now,
+                state,
+                kind,
+            };
             insert_event(&mut tx, &event).await?;
         }
         if !ledger.is_empty() {
-            let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1").bind(id).fetch_one(&mut *tx).await?;
+            let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
             for (i, entry) in ledger.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_ms, doc)
@@ -498,14 +594,16 @@ impl Store {
                 .await?;
             }
         }
-        sqlx::query("UPDATE jobs SET state = $2, last_seq = $3, updated_ms = $4, doc = $5 WHERE id = $1")
-            .bind(id)
-            .bind(job.state.as_str())
-            .bind(job.last_seq as i64)
-            .bind(now)
-            .bind(json(&job)?)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $2, last_seq = $3, updated_ms = $4, doc = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(job.state.as_str())
+        .bind(job.last_seq as i64)
+        .bind(now)
+        .bind(json(&job)?)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.hub.publish(id, job.last_seq);
         Ok((out, job))
@@ -513,27 +611,35 @@ impl Store {
 
     /// Committed events of a job with `seq > after`, in order.
     pub async fn events_after(&self, job_id: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
-        let docs: Vec<String> = sqlx::query_scalar("SELECT doc FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-            .bind(job_id)
-            .bind(after as i64)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT doc FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         docs.iter().map(|d| from_json(d)).collect()
     }
 
     /// A job's ledger, in order.
     pub async fn ledger(&self, job_id: &str) -> Result<Vec<LedgerEntry>> {
-        let docs: Vec<String> = sqlx::query_scalar("SELECT doc FROM ledger WHERE job_id = $1 ORDER BY line_no")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT doc FROM ledger WHERE job_id = $1 ORDER BY line_no")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
         docs.iter().map(|d| from_json(d)).collect()
     }
 
     // ---- brand markers ----
 
-    pub async fn brand_markers(&self, tenant_id: &str, brand_id: &str, now: i64) -> Result<Option<(Markers, i64)>> {
+    pub async fn brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<Option<(Markers, i64)>> {
         let row = sqlx::query("SELECT doc, expires_ms FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 AND expires_ms > $3")
             .bind(tenant_id)
             .bind(brand_id)
@@ -541,12 +647,21 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(r) => Ok(Some((from_json(&r.try_get::<String, _>("doc")?)?, r.try_get("expires_ms")?))),
+            Some(r) => Ok(Some((
+                from_json(&r.try_get::<String, _>("doc")?)?,
+                r.try_get("expires_ms")?,
+            ))),
             None => Ok(None),
         }
     }
 
-    pub async fn put_brand_markers(&self, tenant_id: &str, brand_id: &str, markers: &Markers, expires_ms: i64) -> Result<()> {
+    pub async fn put_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        markers: &Markers,
+        expires_ms: i64,
+    ) -> Result<()> {
         let (_g, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO brand_markers (tenant_id, brand_id, doc, expires_ms) VALUES ($1, $2, $3, $4)
@@ -563,7 +678,12 @@ impl Store {
     }
 
     /// Drops a brand's markers; true if live markers existed.
-    pub async fn delete_brand_markers(&self, tenant_id: &str, brand_id: &str, now: i64) -> Result<bool> {
+    pub async fn delete_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<bool> {
         let (_g, mut tx) = self.begin_write().await?;
         let live: Option<i64> =
             sqlx::query_scalar("SELECT expires_ms FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 AND expires_ms > $3")

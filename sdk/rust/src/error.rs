@@ -22,7 +22,9 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn transport(message: impl Into<String>) -> Self {
-        Error { status: tonic::Status::unavailable(message.into()) }
+        Error {
+            status: tonic::Status::unavailable(message.into()),
+        }
     }
 
     /// The gRPC status code.
@@ -39,7 +41,15 @@ impl Error {
     pub fn field_violations(&self) -> Vec<FieldViolation> {
         self.status
             .get_details_bad_request()
-            .map(|b| b.field_violations.into_iter().map(|v| FieldViolation { field: v.field, description: v.description }).collect())
+            .map(|b| {
+                b.field_violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -50,7 +60,9 @@ impl Error {
 
     /// How long the server asks to wait before retrying (`google.rpc.RetryInfo`), if it said.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.status.get_details_retry_info().and_then(|r| r.retry_delay)
+        self.status
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
     }
 
     /// Every decoded `google.rpc` detail.
@@ -65,15 +77,22 @@ impl Error {
 
     /// Whether retrying the same call later can succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted) || is_connection_reset(&self.status)
+        matches!(
+            self.code(),
+            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+        ) || is_connection_reset(&self.status)
     }
 }
 
 fn is_connection_reset(status: &tonic::Status) -> bool {
     // A dropped connection mid-stream surfaces as UNKNOWN/INTERNAL with an h2 or transport cause.
-    matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled)
-        && (status.message().contains("h2") || status.message().contains("transport") || status.message().contains("connection")
-            || status.message().contains("stream"))
+    matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::Cancelled
+    ) && (status.message().contains("h2")
+        || status.message().contains("transport")
+        || status.message().contains("connection")
+        || status.message().contains("stream"))
 }
 
 impl From<tonic::Status> for Error {

@@ -52,11 +52,12 @@ pub struct Auth {
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.bearer.clone());
-        if let Some(t) = self.timeout {
-            if req.metadata().get("grpc-timeout").is_none() {
-                req.set_timeout(t);
-            }
+        req.metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        if let Some(t) = self.timeout
+            && req.metadata().get("grpc-timeout").is_none()
+        {
+            req.set_timeout(t);
         }
         Ok(req)
     }
@@ -92,11 +93,16 @@ impl ClientBuilder {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
-        endpoint.connect().await.map_err(|e| Error::transport(format!("cannot connect to {}: {e}", self.endpoint)))
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::transport(format!("cannot connect to {}: {e}", self.endpoint)))
     }
 
     fn auth(secret: &str, timeout: Option<Duration>) -> Result<Auth, Error> {
-        let bearer = format!("Bearer {secret}").parse().map_err(|_| Error::transport("the credential contains invalid characters"))?;
+        let bearer = format!("Bearer {secret}")
+            .parse()
+            .map_err(|_| Error::transport("the credential contains invalid characters"))?;
         Ok(Auth { bearer, timeout })
     }
 
@@ -104,7 +110,10 @@ impl ClientBuilder {
     pub async fn connect(self, api_key: &str) -> Result<Client, Error> {
         let channel = self.channel().await?;
         Ok(Client {
-            unary: InterceptedService::new(channel.clone(), Self::auth(api_key, Some(self.timeout))?),
+            unary: InterceptedService::new(
+                channel.clone(),
+                Self::auth(api_key, Some(self.timeout))?,
+            ),
             streaming: InterceptedService::new(channel, Self::auth(api_key, None)?),
         })
     }
@@ -112,7 +121,9 @@ impl ClientBuilder {
     /// Connects with the operator credential.
     pub async fn connect_admin(self, admin_token: &str) -> Result<AdminClient, Error> {
         let channel = self.channel().await?;
-        Ok(AdminClient { inner: InterceptedService::new(channel, Self::auth(admin_token, Some(self.timeout))?) })
+        Ok(AdminClient {
+            inner: InterceptedService::new(channel, Self::auth(admin_token, Some(self.timeout))?),
+        })
     }
 }
 
@@ -126,7 +137,11 @@ pub struct Client {
 impl Client {
     /// Starts building a client for `endpoint` (e.g. `http://127.0.0.1:50051`).
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
-        ClientBuilder { endpoint: endpoint.into(), timeout: DEFAULT_TIMEOUT, connect_timeout: Duration::from_secs(10) }
+        ClientBuilder {
+            endpoint: endpoint.into(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 
     /// Connects with the defaults.
@@ -158,7 +173,11 @@ impl Client {
     /// Streams a job's events after `after_sequence` (0 = from the start) until its terminal event,
     /// reconnecting on transient failures and resuming after the last event it yielded: no event is
     /// skipped or repeated.
-    pub fn watch_job(&self, job_id: impl Into<String>, after_sequence: u64) -> impl Stream<Item = Result<pb::JobEvent, Error>> + Send + 'static {
+    pub fn watch_job(
+        &self,
+        job_id: impl Into<String>,
+        after_sequence: u64,
+    ) -> impl Stream<Item = Result<pb::JobEvent, Error>> + Send + 'static {
         self.watch_job_with(job_id, after_sequence, WatchOptions::default())
     }
 
@@ -169,17 +188,33 @@ impl Client {
         after_sequence: u64,
         options: WatchOptions,
     ) -> impl Stream<Item = Result<pb::JobEvent, Error>> + Send + 'static {
-        watch::watch(RenderServiceClient::new(self.streaming.clone()), job_id.into(), after_sequence, options)
+        watch::watch(
+            RenderServiceClient::new(self.streaming.clone()),
+            job_id.into(),
+            after_sequence,
+            options,
+        )
     }
 
     /// Every job matching `request`'s filters, newest first, fetching pages as needed.
-    pub fn list_all_jobs(&self, request: pb::ListJobsRequest) -> impl Stream<Item = Result<pb::Job, Error>> + Send + 'static {
+    pub fn list_all_jobs(
+        &self,
+        request: pb::ListJobsRequest,
+    ) -> impl Stream<Item = Result<pb::Job, Error>> + Send + 'static {
         let client = self.render();
         futures::stream::try_unfold((client, Some(request)), |(mut client, next)| async move {
-            let Some(request) = next else { return Ok::<_, Error>(None) };
+            let Some(request) = next else {
+                return Ok::<_, Error>(None);
+            };
             let page = client.list_jobs(request.clone()).await?.into_inner();
-            let next = (!page.next_page_token.is_empty()).then(|| pb::ListJobsRequest { page_token: page.next_page_token.clone(), ..request });
-            Ok(Some((futures::stream::iter(page.jobs.into_iter().map(Ok::<_, Error>)), (client, next))))
+            let next = (!page.next_page_token.is_empty()).then(|| pb::ListJobsRequest {
+                page_token: page.next_page_token.clone(),
+                ..request
+            });
+            Ok(Some((
+                futures::stream::iter(page.jobs.into_iter().map(Ok::<_, Error>)),
+                (client, next),
+            )))
         })
         .try_flatten()
     }
@@ -195,7 +230,10 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// Connects with the operator credential and the defaults.
-    pub async fn connect(endpoint: impl Into<String>, admin_token: &str) -> Result<AdminClient, Error> {
+    pub async fn connect(
+        endpoint: impl Into<String>,
+        admin_token: &str,
+    ) -> Result<AdminClient, Error> {
         Client::builder(endpoint).connect_admin(admin_token).await
     }
 
@@ -207,5 +245,8 @@ impl AdminClient {
 
 /// Whether a job state is terminal (DELIVERED, CANCELLED, FAILED).
 pub fn is_terminal(state: i32) -> bool {
-    matches!(pb::JobState::try_from(state), Ok(pb::JobState::Delivered | pb::JobState::Cancelled | pb::JobState::Failed))
+    matches!(
+        pb::JobState::try_from(state),
+        Ok(pb::JobState::Delivered | pb::JobState::Cancelled | pb::JobState::Failed)
+    )
 }

@@ -2,7 +2,7 @@
 
 use crate::pb::render_service_client::RenderServiceClient;
 use crate::pb::{JobEvent, WatchJobRequest};
-use crate::{is_terminal, AuthChannel, Error};
+use crate::{AuthChannel, Error, is_terminal};
 use futures::Stream;
 use std::time::Duration;
 
@@ -18,7 +18,11 @@ pub struct WatchOptions {
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { max_retries: 8, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5) }
+        WatchOptions {
+            max_retries: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 }
 
@@ -38,14 +42,25 @@ pub(crate) fn watch(
     after: u64,
     options: WatchOptions,
 ) -> impl Stream<Item = Result<JobEvent, Error>> + Send + 'static {
-    let state = State { client, job_id, last: after, stream: None, failures: 0, done: false, options };
+    let state = State {
+        client,
+        job_id,
+        last: after,
+        stream: None,
+        failures: 0,
+        done: false,
+        options,
+    };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if s.done {
                 return None;
             }
             if s.stream.is_none() {
-                let request = WatchJobRequest { job_id: s.job_id.clone(), after_sequence: s.last };
+                let request = WatchJobRequest {
+                    job_id: s.job_id.clone(),
+                    after_sequence: s.last,
+                };
                 match s.client.watch_job(request).await {
                     Ok(resp) => s.stream = Some(resp.into_inner()),
                     Err(status) => {
@@ -74,7 +89,10 @@ pub(crate) fn watch(
                 // The server ended the stream without a terminal event (e.g. shutting down): resume.
                 Ok(None) => {
                     s.stream = None;
-                    if let Some(e) = s.retry_or_fail(Error::transport("stream ended before the terminal event")).await {
+                    if let Some(e) = s
+                        .retry_or_fail(Error::transport("stream ended before the terminal event"))
+                        .await
+                    {
                         return Some((Err(e), s));
                     }
                 }
@@ -96,8 +114,14 @@ impl State {
             self.done = true;
             return Some(err);
         }
-        let delay = self.options.initial_backoff.saturating_mul(1 << self.failures.min(16)).min(self.options.max_backoff);
-        let delay = err.retry_after().map_or(delay, |d| d.max(delay).min(self.options.max_backoff));
+        let delay = self
+            .options
+            .initial_backoff
+            .saturating_mul(1 << self.failures.min(16))
+            .min(self.options.max_backoff);
+        let delay = err
+            .retry_after()
+            .map_or(delay, |d| d.max(delay).min(self.options.max_backoff));
         self.failures += 1;
         tokio::time::sleep(delay).await;
         None
