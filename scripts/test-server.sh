@@ -33,10 +33,10 @@ mkdir -p "$dir"
 db="sqlite://$dir/aiprod.db"
 admin_token="admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 "$bin" migrate --database-url "$db" >/dev/null
-acme=$("$bin" admin --database-url "$db" create-tenant --name acme --tier platinum)
-globex=$("$bin" admin --database-url "$db" create-tenant --name globex --tier platinum)
-key=$("$bin" admin --database-url "$db" create-key --tenant-id "$acme" --mode test --name sdk-tests)
-other=$("$bin" admin --database-url "$db" create-key --tenant-id "$globex" --mode test --name sdk-tests)
+acme=$("$bin" admin --database-url "$db" create-tenant --name acme --tier platinum 2>>"$dir/admin.log")
+globex=$("$bin" admin --database-url "$db" create-tenant --name globex --tier platinum 2>>"$dir/admin.log")
+key=$("$bin" admin --database-url "$db" create-key --tenant-id "$acme" --mode test --name sdk-tests 2>>"$dir/admin.log")
+other=$("$bin" admin --database-url "$db" create-key --tenant-id "$globex" --mode test --name sdk-tests 2>>"$dir/admin.log")
 rm -f "$dir/ready"
 AIPROD_ADMIN_TOKEN="$admin_token" "$bin" serve --listen 127.0.0.1:0 --database-url "$db" \
   --ready-file "$dir/ready" --no-demo-tenant --sandbox-latency-ms "${AIPROD_SANDBOX_LATENCY_MS:-20}" \
