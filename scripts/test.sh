@@ -25,12 +25,13 @@ step "rust: cargo test --workspace"
 cargo test --workspace
 passed+=("rust")
 
-step "sdk: generated code is fresh"
+step "sdk: generated code and README snippets are fresh"
 scripts/codegen.sh
 if ! git diff --exit-code --stat -- sdk/ || [ -n "$(git status --porcelain --untracked-files=all -- sdk/*/gen sdk/*/src/gen sdk/python/src/aiprod/v1 2>/dev/null)" ]; then
   echo "generated SDK code is stale: run scripts/codegen.sh and commit the result" >&2
   exit 1
 fi
+python3 scripts/readme_snippets.py --check
 passed+=("codegen")
 
 for lang in rust python typescript go; do
