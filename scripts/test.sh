@@ -27,7 +27,8 @@ passed+=("rust")
 
 step "sdk: generated code and README snippets are fresh"
 scripts/codegen.sh
-if ! git diff --exit-code --stat -- sdk/ || [ -n "$(git status --porcelain --untracked-files=all -- sdk/*/gen sdk/*/src/gen sdk/python/src/aiprod/v1 2>/dev/null)" ]; then
+generated=(sdk/python/src/aiprod/v1 sdk/typescript/src/gen sdk/go/gen)
+if ! git diff --exit-code --stat -- "${generated[@]}" || [ -n "$(git status --porcelain --untracked-files=all -- "${generated[@]}")" ]; then
   echo "generated SDK code is stale: run scripts/codegen.sh and commit the result" >&2
   exit 1
 fi
