@@ -34,7 +34,7 @@ export async function quickstart(): Promise<void> {
 
   // Follow the job live; watchJob reconnects and resumes by itself and ends after the terminal event.
   let approved = false;
-  for await (const event of client.watchJob(jobId)) {
+  for await (const event of client.watchJob(jobId, { signal: AbortSignal.timeout(120_000) })) {
     console.log(`#${event.sequence} ${JobState[event.state]} ${event.payload.case ?? ""}`);
     if (event.state === JobState.AWAITING_APPROVAL && !approved) {
       const { manifest } = await client.icc.getManifest({ jobId }); // review the shot list…
@@ -63,7 +63,8 @@ async function expectError(code: Code, call: () => Promise<unknown>): Promise<Ai
 }
 
 /** Runs the scenario's ten steps; returns the one-line summary. */
-export async function runConformance(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function runConformance(env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): Promise<string> {
+  const deadline = AbortSignal.timeout(timeoutMs); // bounds the watches: a stuck job fails the run
   const endpoint = env.AIPROD_ENDPOINT;
   const apiKey = env.AIPROD_API_KEY;
   const otherKey = env.AIPROD_OTHER_API_KEY;
@@ -99,7 +100,7 @@ export async function runConformance(env: NodeJS.ProcessEnv = process.env): Prom
     assert.equal(again.job!.jobId, jobId, "same request_id → same job");
 
     // 4. Watch until AWAITING_APPROVAL, then read the manifest.
-    for await (const event of client.watchJob(jobId, { afterSequence: 0 })) {
+    for await (const event of client.watchJob(jobId, { afterSequence: 0, signal: deadline })) {
       events.push(event);
       if (event.state === JobState.AWAITING_APPROVAL) break;
     }
@@ -138,6 +139,7 @@ export async function runConformance(env: NodeJS.ProcessEnv = process.env): Prom
     let received = 0;
     const watch = client.watchJob(jobId, {
       afterSequence: remembered,
+      signal: deadline,
       initialBackoffMs: 50,
       onReconnect: () => reconnects++,
     });

@@ -197,7 +197,7 @@ export class AiprodError extends Error {
   /**
    * Converts anything thrown by a call into an AiprodError: a ConnectError keeps its code,
    * message, metadata and decoded details; an AiprodError is returned as is; anything else
-   * becomes UNKNOWN (or CANCELLED for an AbortError).
+   * becomes UNKNOWN (CANCELLED for an AbortError, DEADLINE_EXCEEDED for a TimeoutError).
    */
   static from(reason: unknown): AiprodError {
     if (reason instanceof AiprodError) return reason;
@@ -216,6 +216,9 @@ export class AiprodError extends Error {
     }
     if (reason instanceof Error && reason.name === "AbortError") {
       return new AiprodError(Code.Canceled, reason.message, { cause: reason });
+    }
+    if (reason instanceof Error && reason.name === "TimeoutError") {
+      return new AiprodError(Code.DeadlineExceeded, reason.message, { cause: reason });
     }
     const ce = ConnectError.from(reason);
     return new AiprodError(ce.code, ce.rawMessage, { metadata: ce.metadata, cause: reason });

@@ -6,7 +6,10 @@ import { JobState, type JobEvent } from "./gen/aiprod/v1/job_pb.js";
 export interface WatchJobOptions {
   /** Yield only events with a sequence greater than this (0, the default, replays from the start). */
   afterSequence?: bigint | number;
-  /** Stops the watch; the iterator then throws a CANCELLED AiprodError. */
+  /**
+   * Stops the watch; the iterator then throws a CANCELLED AiprodError (DEADLINE_EXCEEDED for
+   * `AbortSignal.timeout(ms)`).
+   */
   signal?: AbortSignal;
   /** Consecutive failed attempts (without a new event in between) before giving up. Default 8. */
   maxRetries?: number;
@@ -95,7 +98,8 @@ function cancelled(signal: AbortSignal): AiprodError {
   const reason: unknown = signal.reason;
   if (reason instanceof AiprodError) return reason;
   const message = reason instanceof Error ? reason.message : "watch cancelled";
-  return new AiprodError(Code.Canceled, message, { cause: reason });
+  const code = reason instanceof Error && reason.name === "TimeoutError" ? Code.DeadlineExceeded : Code.Canceled;
+  return new AiprodError(code, message, { cause: reason });
 }
 
 /**

@@ -5,7 +5,7 @@ import { quickstart, runConformance } from "../examples/conformance.js";
 
 const skip = process.env.AIPROD_ENDPOINT ? false : "AIPROD_ENDPOINT is not set (run sdk/typescript/test.sh)";
 
-describe("conformance against the real server", { skip, timeout: 120_000 }, () => {
+describe("conformance against the real server", { skip, timeout: 300_000 }, () => {
   it("runs the quickstart", async () => {
     await quickstart();
   });

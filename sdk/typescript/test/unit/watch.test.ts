@@ -187,4 +187,26 @@ describe("watchJobEvents", () => {
     setTimeout(() => controller.abort(), 10);
     await assert.rejects(watch.next(), { code: Code.Canceled });
   });
+
+  it("stops with DEADLINE_EXCEEDED when an AbortSignal.timeout fires", async () => {
+    const stalled: OpenWatchStream = (_req, signal) =>
+      (async function* () {
+        yield { event: events()[0] };
+        await new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+      })();
+    const seen: bigint[] = [];
+    // AbortSignal.timeout's timer is unref'd: a real stream keeps the process alive, this fake one does not.
+    const keepAlive = setTimeout(() => {}, 5000);
+    try {
+      await assert.rejects(
+        (async () => {
+          for await (const e of watchJobEvents(stalled, "job_1", { signal: AbortSignal.timeout(30) })) seen.push(e.sequence);
+        })(),
+        { code: Code.DeadlineExceeded },
+      );
+    } finally {
+      clearTimeout(keepAlive);
+    }
+    assert.deepEqual(seen, [1n]);
+  });
 });
