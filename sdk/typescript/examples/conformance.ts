@@ -34,7 +34,7 @@ export async function quickstart(): Promise<void> {
 
   // Follow the job live; watchJob reconnects and resumes by itself and ends after the terminal event.
   let approved = false;
-  for await (const event of client.watchJob(jobId, { signal: AbortSignal.timeout(120_000) })) {
+  for await (const event of client.watchJob(jobId)) {
     console.log(`#${event.sequence} ${JobState[event.state]} ${event.payload.case ?? ""}`);
     if (event.state === JobState.AWAITING_APPROVAL && !approved) {
       const { manifest } = await client.icc.getManifest({ jobId }); // review the shot list…
@@ -182,8 +182,17 @@ export async function runConformance(env: NodeJS.ProcessEnv = process.env, timeo
   }
 }
 
+/** Fails the process if the run is stuck (e.g. a job that never reaches its terminal event). */
+export function exitAfter(ms: number): void {
+  setTimeout(() => {
+    console.error(`typescript conformance: FAILED: not finished after ${ms} ms`);
+    process.exit(1);
+  }, ms).unref();
+}
+
 // Run on its own: node dist/examples/conformance.js
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  exitAfter(240_000);
   try {
     await quickstart();
     console.log(await runConformance());
