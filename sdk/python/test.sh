@@ -15,7 +15,17 @@ mypy
 
 echo "== python: starting a test server"
 srv=$(mktemp -d)
-trap '"$root/scripts/test-server.sh" stop "$srv"; rm -rf "$srv"' EXIT
+cleanup() {
+  rc=$?
+  if [ "$rc" -ne 0 ] && [ -f "$srv/server.log" ]; then
+    echo "== python: last lines of the server log" >&2
+    tail -n 40 "$srv/server.log" >&2
+  fi
+  "$root/scripts/test-server.sh" stop "$srv"
+  rm -rf "$srv"
+  exit "$rc"
+}
+trap cleanup EXIT
 "$root/scripts/test-server.sh" start "$srv" >/dev/null
 export AIPROD_ENV_FILE="$srv/env" AIPROD_REQUIRE_CONFORMANCE=1
 

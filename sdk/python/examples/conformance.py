@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -132,7 +133,7 @@ def scenario() -> str:
         check(again.job_id == job.job_id, f"same request_id, same job: {again.job_id} != {job.job_id}")
 
         # 4. watch until AWAITING_APPROVAL, then read the manifest
-        watch = client.watch_job(job.job_id, 0)
+        watch = client.watch_job(job.job_id, 0, timeout=120)
         for ev in watch:
             events.append(ev)
             if ev.state == JOB_STATE_AWAITING_APPROVAL:
@@ -169,7 +170,7 @@ def scenario() -> str:
 
         # 7. resume the watch; after 2 events cut the connection: watch_job reconnects by itself
         connections, received = proxy.accepted, 0
-        for ev in client.watch_job(job.job_id, last_seen):
+        for ev in client.watch_job(job.job_id, last_seen, timeout=120):
             events.append(ev)
             received += 1
             if received == 2:
@@ -227,6 +228,7 @@ def main() -> int:
         print("== scenario")
         summary = scenario()
     except (CheckFailed, aiprod.AiprodError) as err:
+        traceback.print_exc()
         print(f"conformance (python): FAILED: {err}", file=sys.stderr)
         return 1
     print(f"conformance (python): 10 steps passed: {summary}")

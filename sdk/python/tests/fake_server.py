@@ -210,6 +210,11 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
                 yield render_service_pb2.WatchJobResponse(event=event(job, after))
                 yield render_service_pb2.WatchJobResponse(event=event(job, after + 1))
                 return
+        if job == "hang":
+            yield render_service_pb2.WatchJobResponse(event=event(job, 1))
+            while context.is_active():
+                time.sleep(0.05)
+            return
         if job == "slow":
             for s in range(after + 1, 7):
                 time.sleep(0.05)

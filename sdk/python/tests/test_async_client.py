@@ -66,3 +66,13 @@ async def test_async_watch_resumes_after_real_connection_drop(fake: FakeServer) 
                     assert proxy.drop_connections() >= 1
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert fake.rec.watch_after[:2] == [0, 2]
+
+
+async def test_async_watch_timeout(fake: FakeServer) -> None:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY) as c:
+        seqs = []
+        with pytest.raises(aiprod.AiprodError) as info:
+            async for ev in c.watch_job("hang", timeout=0.5):
+                seqs.append(ev.sequence)
+    assert seqs == [1]
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -151,3 +151,13 @@ def test_parse_endpoint() -> None:
     assert aiprod.parse_endpoint("localhost:50051", tls=True) == ("localhost:50051", True)
     with pytest.raises(ValueError):
         aiprod.parse_endpoint("ftp://x")
+
+
+def test_watch_timeout_bounds_the_whole_watch(fake: FakeServer) -> None:
+    with client(fake) as c:
+        seqs = []
+        with pytest.raises(aiprod.AiprodError) as info:
+            for ev in c.watch_job("hang", timeout=0.5):
+                seqs.append(ev.sequence)
+    assert seqs == [1]
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -255,7 +255,7 @@ func run(envFile string) (summary string, err error) {
 			return "", err
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {

@@ -137,10 +137,16 @@ class Client:
         return cls(**kwargs)
 
     def watch_job(
-        self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
     ) -> Generator[job_pb2.JobEvent, None, None]:
         """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
-        return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
+        return self.render.watch_job(job_id, after_sequence, retry=retry, timeout=timeout, metadata=metadata)
 
     def iter_jobs(
         self,
@@ -220,10 +226,16 @@ class AsyncClient:
             self.render._watch_retry = watch_retry
 
     def watch_job(
-        self, job_id: str, after_sequence: int = 0, *, retry: WatchRetry | None = None, metadata: Metadata = ()
+        self,
+        job_id: str,
+        after_sequence: int = 0,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
     ) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Same as ``client.render.watch_job``: resuming event stream until the terminal event."""
-        return self.render.watch_job(job_id, after_sequence, retry=retry, metadata=metadata)
+        return self.render.watch_job(job_id, after_sequence, retry=retry, timeout=timeout, metadata=metadata)
 
     def iter_jobs(
         self,

@@ -68,13 +68,20 @@ def _resumable(err: AiprodError) -> bool:
 class _Resume:
     """The bookkeeping shared by the sync and async watchers."""
 
-    def __init__(self, job_id: str, after_sequence: int, retry: WatchRetry) -> None:
+    def __init__(self, job_id: str, after_sequence: int, retry: WatchRetry, timeout: float | None) -> None:
         if not job_id:
             raise ValueError("job_id is required")
         self.job_id = job_id
         self.last = after_sequence
         self.retry = retry
         self.failures = 0
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left of the whole watch's deadline (None: no deadline)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
 
     def request(self) -> render_service_pb2.WatchJobRequest:
         return render_service_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last)
@@ -100,7 +107,14 @@ class _Resume:
                 f"(last sequence {self.last}): {why}",
                 err.details if err is not None else (),
             )
-        return self.retry.delay(self.failures, err.retry_delay if err is not None else None)
+        delay = self.retry.delay(self.failures, err.retry_delay if err is not None else None)
+        left = self.remaining()
+        if left is not None and delay >= left:
+            raise AiprodError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"watch of {self.job_id} ran out of time before reconnecting (last sequence {self.last})",
+            )
+        return delay
 
 
 class RenderServiceMixin:
@@ -127,6 +141,7 @@ class RenderServiceMixin:
         after_sequence: int = 0,
         *,
         retry: WatchRetry | None = None,
+        timeout: float | None = None,
         metadata: Metadata = (),
     ) -> Generator[job_pb2.JobEvent, None, None]:
         """Yields the job's events with a sequence > after_sequence, until the terminal event.
@@ -134,12 +149,15 @@ class RenderServiceMixin:
         Reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming
         after the last sequence it yielded: no event is skipped or yielded twice. Gives up with
         AiprodError after ``retry.max_attempts`` reconnects in a row without a new event; any other
-        error (NOT_FOUND, INVALID_ARGUMENT, ...) is raised at once as AiprodError. The stream has no
-        deadline. Closing the iterator cancels the underlying call.
+        error (NOT_FOUND, INVALID_ARGUMENT, ...) is raised at once as AiprodError. ``timeout`` bounds
+        the whole watch, reconnects included (DEADLINE_EXCEEDED when it runs out); by default there is
+        none. Closing the iterator cancels the underlying call.
         """
-        state = _Resume(job_id, after_sequence, retry or self._watch_retry)
+        state = _Resume(job_id, after_sequence, retry or self._watch_retry, timeout)
         while True:
-            call = self._stub.WatchJob(state.request(), metadata=self._caller.metadata(metadata))
+            call = self._stub.WatchJob(
+                state.request(), timeout=state.remaining(), metadata=self._caller.metadata(metadata)
+            )
             err: AiprodError | None = None
             try:
                 for response in call:
@@ -202,6 +220,7 @@ class AsyncRenderServiceMixin:
         after_sequence: int = 0,
         *,
         retry: WatchRetry | None = None,
+        timeout: float | None = None,
         metadata: Metadata = (),
     ) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Yields the job's events with a sequence > after_sequence, until the terminal event.
@@ -209,9 +228,11 @@ class AsyncRenderServiceMixin:
         Same contract as the sync RenderService.watch_job: transparent, gap-free and duplicate-free
         resumption on UNAVAILABLE, lost connections and reset streams, with bounded retries.
         """
-        state = _Resume(job_id, after_sequence, retry or self._watch_retry)
+        state = _Resume(job_id, after_sequence, retry or self._watch_retry, timeout)
         while True:
-            call = self._stub.WatchJob(state.request(), metadata=self._caller.metadata(metadata))
+            call = self._stub.WatchJob(
+                state.request(), timeout=state.remaining(), metadata=self._caller.metadata(metadata)
+            )
             err: AiprodError | None = None
             try:
                 async for response in call:
