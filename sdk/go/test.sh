@@ -24,7 +24,18 @@ fi
 
 echo "== go: starting a test server"
 srv=$(mktemp -d)
-trap '"$root/scripts/test-server.sh" stop "$srv"; rm -rf "$srv"' EXIT
+cleanup() {
+  rc=$?
+  if [ "$rc" -ne 0 ] && [ -f "$srv/server.log" ]; then
+    echo "== go: server log (panics and last lines)" >&2
+    grep -A3 'panicked' "$srv/server.log" >&2 || true
+    tail -n 20 "$srv/server.log" >&2
+  fi
+  "$root/scripts/test-server.sh" stop "$srv"
+  rm -rf "$srv"
+  exit "$rc"
+}
+trap cleanup EXIT
 "$root/scripts/test-server.sh" start "$srv" >/dev/null
 export AIPROD_ENV_FILE="$srv/env" AIPROD_REQUIRE_CONFORMANCE=1
 

@@ -18,8 +18,9 @@ srv=$(mktemp -d)
 cleanup() {
   rc=$?
   if [ "$rc" -ne 0 ] && [ -f "$srv/server.log" ]; then
-    echo "== python: last lines of the server log" >&2
-    tail -n 40 "$srv/server.log" >&2
+    echo "== python: server log (panics and last lines)" >&2
+    grep -A3 'panicked' "$srv/server.log" >&2 || true
+    tail -n 20 "$srv/server.log" >&2
   fi
   "$root/scripts/test-server.sh" stop "$srv"
   rm -rf "$srv"
