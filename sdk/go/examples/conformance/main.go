@@ -91,6 +91,9 @@ func check(ok bool, format string, args ...any) {
 
 type checkFailed string
 
+// step names the scenario step running, for the failure message.
+var step = "quickstart"
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
@@ -114,6 +117,7 @@ func scenario(ctx context.Context) string {
 	var events []*aiprodv1.JobEvent
 
 	// 1. presets
+	step = "step 1: presets"
 	presets := must(client.Presets.ListPresets(ctx, &aiprodv1.ListPresetsRequest{})).Presets
 	var ids []string
 	for _, p := range presets {
@@ -123,6 +127,7 @@ func scenario(ctx context.Context) string {
 	check(slices.Equal(ids, []string{"brand_campaign", "premium_spot", "quick_social"}), "3 presets, got %v", ids)
 
 	// 2. estimate
+	step = "step 2: estimate"
 	est := must(client.CostEstimator.EstimateCost(ctx, &aiprodv1.EstimateCostRequest{PresetId: "brand_campaign", DurationS: proto.Uint32(60)}))
 	check(est.Recommended.GetTotalMicros() > 0, "recommended.total_micros > 0")
 	check(est.Recommended.GetGuaranteedMaxMicros() >= est.Recommended.GetTotalMicros(), "guaranteed max >= total")
@@ -133,6 +138,7 @@ func scenario(ctx context.Context) string {
 	check(len(est.Options) == 3 && len(backends) == 3, "3 options, one per backend: %v", est.Options)
 
 	// 3. create, idempotently
+	step = "step 3: create, idempotently"
 	req := &aiprodv1.CreateJobRequest{
 		RequestId: "conformance-go-" + rand.Text(),
 		PresetId:  "brand_campaign",
@@ -147,6 +153,7 @@ func scenario(ctx context.Context) string {
 	check(again.JobId == job.JobId, "same request_id, same job: %s != %s", again.JobId, job.JobId)
 
 	// 4. watch until AWAITING_APPROVAL, then read the manifest
+	step = "step 4: watch until AWAITING_APPROVAL, then read the manifest"
 	for ev, err := range client.WatchJob(ctx, job.JobId, 0) {
 		must(0, err)
 		events = append(events, ev)
@@ -161,6 +168,7 @@ func scenario(ctx context.Context) string {
 	check(manifest.Etag != "" && manifest.Revision == 1, "etag set and revision 1, got %d", manifest.Revision)
 
 	// 5. edit the manifest, then try again with the stale etag
+	step = "step 5: edit the manifest, then try again with the stale etag"
 	edit := &aiprodv1.Manifest{AudioStyle: "upbeat acoustic", Shots: manifest.Shots}
 	edit.Shots[0].Description = "Close-up of the new sole hitting wet asphalt at sunrise, slow motion."
 	mask := &fieldmaskpb.FieldMask{Paths: []string{"audio_style", "shots"}}
@@ -174,10 +182,12 @@ func scenario(ctx context.Context) string {
 	expectCode(err, codes.Aborted)
 
 	// 6. approve
+	step = "step 6: approve"
 	approved := must(client.Icc.ApproveManifest(ctx, &aiprodv1.ApproveManifestRequest{JobId: job.JobId, Etag: updated.Manifest.Etag})).Job
 	check(approved.State == aiprodv1.JobState_JOB_STATE_RENDERING, "RENDERING after approval, got %s", approved.State)
 
 	// 7. resume the watch; after 2 events cut the connection: WatchJob reconnects by itself
+	step = "step 7: resume the watch; after 2 events cut the connection: WatchJob reconnects by itself"
 	dials, received := dialer.Dials(), 0
 	for ev, err := range client.WatchJob(ctx, job.JobId, lastSeen) {
 		must(0, err)
@@ -205,12 +215,14 @@ func scenario(ctx context.Context) string {
 	check(events[len(events)-1].State == aiprodv1.JobState_JOB_STATE_DELIVERED, "last event DELIVERED")
 
 	// 8. certified costs
+	step = "step 8: certified costs"
 	report := must(client.CostEstimator.GetJobCosts(ctx, &aiprodv1.GetJobCostsRequest{JobId: job.JobId})).Report
 	check(report.Certified && report.WithinGuarantee, "report certified and within guarantee")
 	check(report.BilledMicros <= report.GuaranteedMaxMicros, "billed <= guaranteed max")
 	check(report.MeteredMicros > 0, "metered > 0")
 
 	// 9. validation errors carry field violations
+	step = "step 9: validation errors carry field violations"
 	_, err = client.Render.CreateJob(ctx, &aiprodv1.CreateJobRequest{PresetId: "quick_social", Brief: "", DurationS: proto.Uint32(1000)})
 	fields := map[string]bool{}
 	for _, v := range expectCode(err, codes.InvalidArgument).FieldViolations() {
@@ -219,6 +231,7 @@ func scenario(ctx context.Context) string {
 	check(fields["request_id"] && fields["brief"] && fields["duration_s"], "violations on request_id, brief, duration_s: %v", fields)
 
 	// 10. unknown and foreign jobs are NOT_FOUND alike
+	step = "step 10: unknown and foreign jobs are NOT_FOUND alike"
 	_, err = client.Render.GetJob(ctx, &aiprodv1.GetJobRequest{JobId: "job_does_not_exist"})
 	expectCode(err, codes.NotFound)
 	other := must(aiprod.New(endpoint, os.Getenv("AIPROD_OTHER_API_KEY")))
@@ -259,18 +272,15 @@ func run(envFile string) (summary string, err error) {
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
+			err = fmt.Errorf("%s: %v", step, r)
 		}
 	}()
 	fmt.Println("== quickstart")
 	if err := quickstart(ctx); err != nil {
-		return "", err
+		return "", fmt.Errorf("quickstart: %w", err)
 	}
 	fmt.Println("== scenario")
+	step = "step 1"
 	return scenario(ctx), nil
 }
 
