@@ -284,3 +284,17 @@ func TestParseEndpoint(t *testing.T) {
 		t.Error("ftp accepted")
 	}
 }
+
+func TestWatchAfterTheTerminalEventEndsAtOnce(t *testing.T) {
+	ep, rec := startFake(t)
+	c := newClient(t, ep)
+	for _, job := range []string{"done", "ok"} {
+		got, err := collect(t, c.WatchJob(context.Background(), job, 6))
+		if err != nil || len(got) != 0 {
+			t.Fatalf("%s: %v %v", job, got, err)
+		}
+	}
+	if w := rec.watches(); !slices.Equal(w, []uint64{6, 6}) {
+		t.Fatalf("watches %v", w)
+	}
+}

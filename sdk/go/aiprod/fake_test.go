@@ -141,6 +141,10 @@ func (f *fakeRender) CreateJob(ctx context.Context, req *aiprodv1.CreateJobReque
 
 func (f *fakeRender) GetJob(ctx context.Context, req *aiprodv1.GetJobRequest) (*aiprodv1.GetJobResponse, error) {
 	switch req.GetJobId() {
+	case "flaky":
+		return &aiprodv1.GetJobResponse{Job: &aiprodv1.Job{JobId: "flaky", State: aiprodv1.JobState_JOB_STATE_RENDERING, LastSequence: 4}}, nil
+	case "done", "ok":
+		return &aiprodv1.GetJobResponse{Job: &aiprodv1.Job{JobId: req.GetJobId(), State: aiprodv1.JobState_JOB_STATE_DELIVERED, LastSequence: 6}}, nil
 	case "busy":
 		st, _ := status.New(codes.ResourceExhausted, "rate limited").WithDetails(
 			&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "tenant:acme", Description: "rps"}}},
@@ -184,6 +188,8 @@ func (f *fakeRender) WatchJob(req *aiprodv1.WatchJobRequest, stream grpc.ServerS
 	n := f.n[job]
 	f.mu.Unlock()
 	switch job {
+	case "done":
+		return nil // delivered long ago: nothing after after_sequence=6
 	case "gone":
 		return status.Error(codes.NotFound, "job gone not found")
 	case "down":

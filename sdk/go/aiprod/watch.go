@@ -75,7 +75,9 @@ func WithRetry(p RetryPolicy) WatchOption { return func(r *RetryPolicy) { *r = p
 // terminal event (DELIVERED, CANCELLED or FAILED), then ends.
 //
 // It reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming after
-// the last sequence it yielded, so no event is skipped or yielded twice. After the retry policy's
+// the last sequence it yielded, so no event is skipped or yielded twice. If a stream ends cleanly
+// before a terminal event, it asks GetJob: a terminal job whose events were all seen ends the watch
+// (e.g. afterSequence was already past the terminal event); otherwise it resumes. After the retry policy's
 // MaxAttempts reconnects in a row without a new event it yields the last error and ends. Any other
 // error (NOT_FOUND, INVALID_ARGUMENT, ctx cancelled...) is yielded at once as *Error. The stream
 // has no default deadline: bound it with ctx. Breaking out of the loop cancels the stream.
@@ -100,6 +102,14 @@ func (c *Client) WatchJob(ctx context.Context, jobID string, afterSequence uint6
 			if ctx.Err() != nil {
 				yield(nil, FromError(ctx.Err()))
 				return
+			}
+			if err == nil {
+				// A clean end without a terminal event: the watch may have started after it.
+				job, gerr := c.Render.GetJob(ctx, &aiprodv1.GetJobRequest{JobId: jobID})
+				if gerr == nil && IsTerminal(job.GetJob().GetState()) && last >= job.GetJob().GetLastSequence() {
+					return
+				}
+				err = gerr
 			}
 			var e *Error
 			if err != nil {

@@ -174,6 +174,14 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
                     )
                 )
             )
+        if request.job_id == "flaky":
+            return render_service_pb2.GetJobResponse(
+                job=job_pb2.Job(job_id="flaky", state=job_pb2.JOB_STATE_RENDERING, last_sequence=4)
+            )
+        if request.job_id in ("done", "ok"):
+            return render_service_pb2.GetJobResponse(
+                job=job_pb2.Job(job_id=request.job_id, state=job_pb2.JOB_STATE_DELIVERED, last_sequence=6)
+            )
         for j in self.jobs:
             if j.job_id == request.job_id:
                 return render_service_pb2.GetJobResponse(job=j)
@@ -210,6 +218,8 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
                 yield render_service_pb2.WatchJobResponse(event=event(job, after))
                 yield render_service_pb2.WatchJobResponse(event=event(job, after + 1))
                 return
+        if job == "done":
+            return  # delivered long ago: nothing after after_sequence=6, the stream ends at once
         if job == "hang":
             yield render_service_pb2.WatchJobResponse(event=event(job, 1))
             while context.is_active():

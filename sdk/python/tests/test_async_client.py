@@ -76,3 +76,9 @@ async def test_async_watch_timeout(fake: FakeServer) -> None:
                 seqs.append(ev.sequence)
     assert seqs == [1]
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_async_watch_after_the_terminal_event_ends_at_once(fake: FakeServer) -> None:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+        assert [e async for e in c.watch_job("done", 6)] == []
+    assert fake.rec.watch_after == [6]

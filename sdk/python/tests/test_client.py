@@ -161,3 +161,10 @@ def test_watch_timeout_bounds_the_whole_watch(fake: FakeServer) -> None:
                 seqs.append(ev.sequence)
     assert seqs == [1]
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_watch_after_the_terminal_event_ends_at_once(fake: FakeServer) -> None:
+    with client(fake, watch_retry=FAST) as c:
+        assert list(c.watch_job("done", 6)) == []
+        assert list(c.watch_job("ok", 6)) == []
+    assert fake.rec.watch_after == [6, 6]

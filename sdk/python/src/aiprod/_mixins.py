@@ -83,6 +83,15 @@ class _Resume:
             return None
         return max(0.0, self.deadline - time.monotonic())
 
+    def call_timeout(self) -> Timeout:
+        """The deadline of a unary call made by the watch: the client's default, or what is left."""
+        left = self.remaining()
+        return DEFAULT_TIMEOUT if left is None else left
+
+    def finished(self, job: job_pb2.Job) -> bool:
+        """Whether the job is terminal and every one of its events was seen (nothing to resume)."""
+        return job.state in TERMINAL_STATES and self.last >= job.last_sequence
+
     def request(self) -> render_service_pb2.WatchJobRequest:
         return render_service_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last)
 
@@ -124,6 +133,17 @@ class RenderServiceMixin:
     _stub: render_service_pb2_grpc.RenderServiceStub
     _watch_retry: WatchRetry = WatchRetry()
 
+    def get_job(
+        self,
+        request: render_service_pb2.GetJobRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> render_service_pb2.GetJobResponse:
+        raise NotImplementedError  # generated
+
     def list_jobs(
         self,
         request: render_service_pb2.ListJobsRequest | None = None,
@@ -147,7 +167,9 @@ class RenderServiceMixin:
         """Yields the job's events with a sequence > after_sequence, until the terminal event.
 
         Reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming
-        after the last sequence it yielded: no event is skipped or yielded twice. Gives up with
+        after the last sequence it yielded: no event is skipped or yielded twice. If the stream ends
+        cleanly before a terminal event, it asks GetJob: a terminal job whose events were all seen
+        ends the watch (e.g. after_sequence was already past the terminal event), else it resumes. Gives up with
         AiprodError after ``retry.max_attempts`` reconnects in a row without a new event; any other
         error (NOT_FOUND, INVALID_ARGUMENT, ...) is raised at once as AiprodError. ``timeout`` bounds
         the whole watch, reconnects included (DEADLINE_EXCEEDED when it runs out); by default there is
@@ -171,6 +193,15 @@ class RenderServiceMixin:
                 err = from_rpc_error(raw)
             finally:
                 call.cancel()
+            if err is None:
+                # A clean end without a terminal event: the watch may have started after it.
+                try:
+                    job = self.get_job(job_id=job_id, timeout=state.call_timeout(), metadata=metadata).job
+                except AiprodError as e:
+                    err = e
+                else:
+                    if state.finished(job):
+                        return
             time.sleep(state.failed(err))
 
     def iter_jobs(
@@ -202,6 +233,17 @@ class AsyncRenderServiceMixin:
     _caller: AsyncCaller
     _stub: render_service_pb2_grpc.RenderServiceAsyncStub
     _watch_retry: WatchRetry = WatchRetry()
+
+    async def get_job(
+        self,
+        request: render_service_pb2.GetJobRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> render_service_pb2.GetJobResponse:
+        raise NotImplementedError  # generated
 
     async def list_jobs(
         self,
@@ -246,6 +288,15 @@ class AsyncRenderServiceMixin:
                 err = from_rpc_error(raw)
             finally:
                 call.cancel()
+            if err is None:
+                # A clean end without a terminal event: the watch may have started after it.
+                try:
+                    job = (await self.get_job(job_id=job_id, timeout=state.call_timeout(), metadata=metadata)).job
+                except AiprodError as e:
+                    err = e
+                else:
+                    if state.finished(job):
+                        return
             await asyncio.sleep(state.failed(err))
 
     async def iter_jobs(
