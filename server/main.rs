@@ -76,6 +76,17 @@ enum AdminAction {
         #[arg(long)]
         key_id: String,
     },
+    /// Onboard a beta partner: Platinum free for 90 days, a 500-job quota, a $3,000 monthly budget;
+    /// prints its live key once.
+    OnboardBeta {
+        #[arg(long)]
+        name: String,
+    },
+    /// Replace a key with a new one (same tenant, mode and name) and revoke the old one; prints the new key once.
+    RotateKey {
+        #[arg(long)]
+        key_id: String,
+    },
     /// List a tenant's keys (prefixes and metadata only).
     ListKeys {
         #[arg(long)]
@@ -177,6 +188,22 @@ async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> 
         AdminAction::RevokeKey { key_id } => {
             let key = app.revoke_key(&key_id).await?;
             println!("revoked {} ({})", key.id, key.prefix);
+        }
+        AdminAction::OnboardBeta { name } => {
+            let (tenant, key, secret) = app.onboard_beta(&name).await?;
+            eprintln!(
+                "onboarded {} ({}): Platinum trial for 90 days, 500-job quota, $3,000 monthly budget; key {} shown only once",
+                tenant.name, tenant.id, key.prefix
+            );
+            println!("{secret}");
+        }
+        AdminAction::RotateKey { key_id } => {
+            let (key, secret, old) = app.rotate_key(&key_id, None).await?;
+            eprintln!(
+                "revoked {}; new key {} ({}) shown only once",
+                old.id, key.id, key.prefix
+            );
+            println!("{secret}");
         }
         AdminAction::ListKeys { tenant_id } => {
             for k in app.keys(&tenant_id).await? {

@@ -8,6 +8,8 @@ mod auth;
 mod estimates;
 mod isolation;
 mod jobs;
+mod limits;
 mod manifests;
 mod postgres;
+mod providers;
 mod reliability;

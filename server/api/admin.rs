@@ -245,4 +245,27 @@ impl AdminService for Api {
             api_key: Some(key_pb(&key)),
         }))
     }
+
+    async fn rotate_api_key(
+        &self,
+        req: Request<RotateApiKeyRequest>,
+    ) -> Result<Response<RotateApiKeyResponse>, Status> {
+        operator(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.identifier("key_id", &r.key_id, 128, "_-", true);
+        let expires = r.expire_time.as_ref().map(ms);
+        v.check(
+            expires.is_none_or(|e| e > now_ms()),
+            "expire_time",
+            "must be in the future",
+        );
+        v.finish().map_err(Error::InvalidArgument)?;
+        let (key, secret, old) = self.app.rotate_key(&r.key_id, expires).await?;
+        Ok(Response::new(RotateApiKeyResponse {
+            api_key: Some(key_pb(&key)),
+            secret,
+            revoked_api_key: Some(key_pb(&old)),
+        }))
+    }
 }

@@ -68,8 +68,11 @@ where
                         req.extensions_mut().insert(Operator);
                     })
                 } else {
-                    app.authenticate(token.as_deref()).await.map(|caller| {
+                    // Rate limiting sits after authentication: the bucket is the tenant's, sized by its tier.
+                    app.authenticate(token.as_deref()).await.and_then(|caller| {
+                        app.rate_limit(&caller)?;
                         req.extensions_mut().insert(caller);
+                        Ok(())
                     })
                 };
                 if let Err(e) = outcome {

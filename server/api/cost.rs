@@ -1,6 +1,6 @@
 //! CostEstimatorService.
 
-use super::convert::{cost_report_pb, estimate_input, estimate_pb, require_id};
+use super::convert::{cost_report_pb, estimate_input, estimate_pb, require_id, tier_pb, ts};
 use super::{Api, caller};
 use crate::pb::cost_estimator_service_server::CostEstimatorService;
 use crate::pb::*;
@@ -28,6 +28,31 @@ impl CostEstimatorService for Api {
         let ledger = self.app.store.ledger(&job.id).await.map_err(Status::from)?;
         Ok(Response::new(GetJobCostsResponse {
             report: Some(cost_report_pb(&job, &ledger)),
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        req: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let who = caller(&req)?;
+        let u = self.app.usage(&who).await?;
+        Ok(Response::new(GetUsageResponse {
+            period_start_time: Some(ts(u.period_start_ms)),
+            tier: tier_pb(u.tier) as i32,
+            jobs: u.jobs,
+            active_jobs: u.active_jobs,
+            concurrent_job_limit: u.concurrent_job_limit,
+            video_minutes: u.video_seconds as f64 / 60.0,
+            included_minutes: u.included_minutes,
+            monthly_fee_micros: u.monthly_fee.micros(),
+            metered_micros: u.metered.micros(),
+            billed_micros: u.billed.micros(),
+            monthly_budget_micros: u.monthly_budget.map(|b| b.micros()),
+            budget_used_percent: u.budget_used_percent,
+            job_quota: u.job_quota,
+            jobs_total: u.jobs_total,
+            requests_per_minute: u.requests_per_minute,
         }))
     }
 }

@@ -111,6 +111,52 @@ impl App {
         Ok(key)
     }
 
+    /// Replaces a key: a new one with the same tenant, mode and name, and the old one revoked at once.
+    pub async fn rotate_key(
+        &self,
+        key_id: &str,
+        expires_ms: Option<i64>,
+    ) -> Result<(ApiKey, String, ApiKey)> {
+        let old = self
+            .store
+            .key(key_id)
+            .await?
+            .ok_or_else(|| Error::not_found("api key"))?;
+        if old.revoked_ms.is_some() {
+            return Err(Error::precondition(
+                "STATE",
+                format!("api_keys/{key_id}"),
+                "the key is already revoked; create a new key instead",
+            ));
+        }
+        let (new, secret) = self
+            .create_key(&old.tenant_id, old.mode, &old.name, expires_ms)
+            .await?;
+        let revoked = self.revoke_key(key_id).await?;
+        Ok((new, secret, revoked))
+    }
+
+    /// A beta partner: Platinum free for 90 days (on a Gold base), a 500-job quota and a $3,000
+    /// monthly budget, with a live key.
+    pub async fn onboard_beta(&self, name: &str) -> Result<(Tenant, ApiKey, String)> {
+        let tenant = self
+            .create_tenant(NewTenant {
+                name: name.to_string(),
+                tier: Tier::Gold,
+                monthly_budget: Some(Money::from_micros(3_000 * 1_000_000)),
+                trial: Some(Trial {
+                    tier: Tier::Platinum,
+                    end_ms: now_ms() + 90 * 86_400_000,
+                }),
+                job_quota: Some(500),
+            })
+            .await?;
+        let (key, secret) = self
+            .create_key(&tenant.id, KeyMode::Live, "beta", None)
+            .await?;
+        Ok((tenant, key, secret))
+    }
+
     /// On the first start with an empty database: a `demo` tenant and a test key, printed once.
     pub async fn ensure_demo_tenant(&self) -> Result<Option<(Tenant, String)>> {
         if !self.store.tenants("", 1).await?.is_empty()

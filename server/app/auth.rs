@@ -1,6 +1,7 @@
 //! Authentication of tenant keys and of the operator credential.
 
 use super::App;
+use crate::domain::Tier;
 use crate::domain::tenant::{KeyMode, key_matches, parse_key};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
@@ -12,6 +13,8 @@ pub struct Caller {
     pub key_id: String,
     /// Test-mode key: sandbox backends and a separate ledger.
     pub sandbox: bool,
+    /// The tenant's tier in force for this call (a trial's while it runs).
+    pub tier: Tier,
 }
 
 fn unauthenticated(reason: &'static str, message: &str) -> Error {
@@ -61,11 +64,33 @@ impl App {
                 tracing::warn!(error = %e, "could not record key use");
             }
         }
+        let tenant = self
+            .store
+            .tenant(&key.tenant_id)
+            .await?
+            .ok_or_else(invalid)?;
         Ok(Caller {
             tenant_id: key.tenant_id,
             key_id: key.id,
             sandbox: key.mode == KeyMode::Test,
+            tier: tenant.tier_at(now),
         })
+    }
+
+    /// Takes one request from the tenant's per-minute allowance (its tier's `requests_per_minute`).
+    pub fn rate_limit(&self, caller: &Caller) -> Result<()> {
+        let per_minute = self.config.catalog.tier(caller.tier).requests_per_minute;
+        self.rate_limiter
+            .check(&caller.tenant_id, per_minute)
+            .map_err(|wait| Error::ResourceExhausted {
+                subject: format!("tenants/{}/requests_per_minute", caller.tenant_id),
+                message: format!(
+                    "the {} tier allows {per_minute} requests per minute; retry in {} ms",
+                    caller.tier.as_str(),
+                    wait.as_millis()
+                ),
+                retry_after: Some(wait),
+            })
     }
 
     /// Checks the operator credential in constant time.

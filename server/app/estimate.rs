@@ -108,6 +108,7 @@ impl App {
             planner: planner_cost,
             tolerance_percent: tolerance,
             excluded: &excluded,
+            economy: false,
         };
         let recommended = pricing::quote(catalog, &shots, &params).map_err(|e| {
             Error::precondition(

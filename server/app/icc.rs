@@ -128,6 +128,7 @@ impl App {
                         planner: old_quote.planner,
                         tolerance_percent: job.tolerance_percent,
                         excluded: &excluded,
+                        economy: job.economy,
                     },
                 )
                 .map_err(|e| {

@@ -1,11 +1,11 @@
 //! Jobs: create (idempotent), read, list, cancel and watch.
 
-use super::{App, Caller};
+use super::{App, Caller, limits};
 use crate::domain::job::{Event, EventKind, Job, JobSpec};
 use crate::domain::pricing::{self, QuoteParams};
 use crate::domain::{JobState, planner};
 use crate::error::{Error, Result};
-use crate::store::{Created, JobFilter, now_ms};
+use crate::store::{Created, JobFilter, JobLimits, now_ms};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,7 @@ impl App {
                 planner: catalog.planner_cost,
                 tolerance_percent: tier_spec.cost_tolerance_percent,
                 excluded: &[],
+                economy: false,
             };
             if let Err(e) = pricing::quote(catalog, &manifest.shots, &params) {
                 return Err(Error::precondition(
@@ -98,6 +99,36 @@ impl App {
                     format!("the budget of {budget} cannot cover this video: {e}"),
                 ));
             }
+        }
+
+        // The monthly budget: refuse at 100 %, steer to economy backends from 90 %. A replayed
+        // request_id still returns its job.
+        let mut economy = false;
+        if let Some(budget) = tenant.monthly_budget
+            && !self
+                .store
+                .request_exists(&caller.tenant_id, &new.request_id)
+                .await?
+        {
+            let (spent, _) = self
+                .store
+                .spend_since(
+                    &caller.tenant_id,
+                    caller.sandbox,
+                    limits::month_start_ms(now),
+                )
+                .await?;
+            if spent >= budget {
+                return Err(Error::ResourceExhausted {
+                    subject: format!("tenants/{}/monthly_budget", caller.tenant_id),
+                    message: format!(
+                        "the monthly budget of {budget} is spent ({spent} this month); new jobs resume next month or with a larger budget"
+                    ),
+                    retry_after: None,
+                });
+            }
+            economy = i128::from(spent.micros()) * 100
+                >= i128::from(budget.micros()) * i128::from(limits::ECONOMY_AT_PERCENT);
         }
 
         let mut job = Job {
@@ -111,6 +142,7 @@ impl App {
             tolerance_percent: tier_spec.cost_tolerance_percent,
             final_review: preset.final_review,
             fast_track: !preset.manifest_review,
+            economy,
             spec: new.spec,
             manifest: None,
             quote: None,
@@ -133,7 +165,11 @@ impl App {
             from: None,
             to: JobState::Queued,
         });
-        match self.store.create_job(job).await? {
+        let limits = JobLimits {
+            max_active: tier_spec.concurrent_jobs,
+            job_quota: tenant.job_quota,
+        };
+        match self.store.create_job(job, limits).await? {
             Created::New(job) => {
                 metrics::counter!("jobs_created_total", "preset" => job.spec.preset_id.clone())
                     .increment(1);

@@ -6,7 +6,9 @@ pub mod auth;
 pub mod estimate;
 pub mod icc;
 pub mod jobs;
+pub mod limits;
 pub mod pipeline;
+pub mod usage;
 
 use crate::backends::circuit::Circuit;
 use crate::backends::sandbox::SandboxBackend;
@@ -35,6 +37,7 @@ pub struct App {
     /// Jobs with a pipeline task right now.
     driving: Mutex<HashSet<String>>,
     workers: Arc<Semaphore>,
+    pub rate_limiter: limits::RateLimiter,
 }
 
 impl App {
@@ -48,6 +51,7 @@ impl App {
             tasks: TaskTracker::new(),
             driving: Mutex::new(HashSet::new()),
             workers,
+            rate_limiter: limits::RateLimiter::default(),
         })
     }
 

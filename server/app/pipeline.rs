@@ -3,7 +3,7 @@
 //! lines in one transaction. A crash or restart loses at most the step in flight, which is redone:
 //! nothing is billed twice because a render is billed in the same commit that records it.
 
-use super::App;
+use super::{App, limits};
 use crate::backends::{RenderError, RenderRequest};
 use crate::domain::job::{
     EventKind, FailureReason, Job, LedgerEntry, LedgerKind, RenderResult, Video,
@@ -210,8 +210,10 @@ impl App {
                 planner: planner_cost,
                 tolerance_percent: job.tolerance_percent,
                 excluded: &excluded,
+                economy: job.economy,
             },
         );
+        let budget = self.monthly_budget_position(&job).await?;
         self.commit_if(&job.id, JobState::Planning, move |j| {
             let quote = match quote {
                 Ok(q) => q,
@@ -240,6 +242,7 @@ impl App {
                     succeeded: true,
                     at_ms: now,
                 });
+                alert_budget(j, budget, planner_cost);
             }
             j.emit(EventKind::ManifestReady {
                 revision: 1,
@@ -274,6 +277,27 @@ impl App {
                 && b.max_shot_s >= shot.duration_s
                 && hard_limit.is_none_or(|l| b.shot_cost(shot.duration_s) <= l)
         })
+    }
+
+    /// The tenant's month-to-date spend and monthly budget, if it has one (for budget alerts).
+    async fn monthly_budget_position(&self, job: &Job) -> Result<Option<(Money, Money)>> {
+        let Some(budget) = self
+            .store
+            .tenant(&job.tenant_id)
+            .await?
+            .and_then(|t| t.monthly_budget)
+        else {
+            return Ok(None);
+        };
+        let (spent, _) = self
+            .store
+            .spend_since(
+                &job.tenant_id,
+                job.sandbox,
+                limits::month_start_ms(now_ms()),
+            )
+            .await?;
+        Ok(Some((spent, budget)))
     }
 
     /// Budget figures for a selection at render time.
@@ -315,6 +339,7 @@ impl App {
             hard_limit,
             cap_remaining,
             excluded: &excluded,
+            economy: job.economy,
             preferred,
         };
         pricing::select_backend(catalog, &selection).map(|b| b.backend)
@@ -392,6 +417,7 @@ impl App {
             .clone();
         let cost = spec.shot_cost(shot.duration_s);
         let now = now_ms();
+        let budget = self.monthly_budget_position(job).await?;
         match outcome {
             Ok(output) => {
                 circuit.record_success();
@@ -436,6 +462,7 @@ impl App {
                         succeeded: true,
                         at_ms: now,
                     });
+                    alert_budget(j, budget, cost);
                     Ok(())
                 })
                 .await?;
@@ -558,6 +585,22 @@ impl App {
             tracing::info!(job_id = %job.id, sla_met, "job delivered");
         }
         Ok(Step::Idle)
+    }
+}
+
+/// Emits a BudgetAlert for each monthly-budget threshold that a charge of `amount` crosses.
+fn alert_budget(job: &mut Job, position: Option<(Money, Money)>, amount: Money) {
+    let Some((spent, budget)) = position else {
+        return;
+    };
+    for threshold_percent in
+        limits::crossed(spent.micros(), (spent + amount).micros(), budget.micros())
+    {
+        job.emit(EventKind::BudgetAlert {
+            threshold_percent,
+            spent: spent + amount,
+            budget,
+        });
     }
 }
 

@@ -186,6 +186,9 @@ pub struct Job {
     pub tolerance_percent: u32,
     pub final_review: bool,
     pub fast_track: bool,
+    /// Steered to economy backends: the tenant had spent 90 % of its monthly budget at creation.
+    #[serde(default)]
+    pub economy: bool,
     pub manifest: Option<Manifest>,
     pub quote: Option<Quote>,
     pub brand_cache_hit: bool,

@@ -20,6 +20,8 @@ pub struct Selection<'a> {
     pub excluded: &'a [Backend],
     /// The shot's own backend preference, honoured when it is a candidate.
     pub preferred: Option<Backend>,
+    /// Steer to the cheapest backend (the tenant has spent 90 % of its monthly budget).
+    pub economy: bool,
 }
 
 /// The selection policy: one pure function (domain.md, "Selection per shot").
@@ -41,6 +43,7 @@ pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c
         .collect();
     if let Some(p) = s
         .preferred
+        .filter(|_| !s.economy)
         .and_then(|p| candidates.iter().find(|b| b.backend == p))
     {
         return Some(p);
@@ -61,7 +64,10 @@ pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c
             .filter(|b| cost(b) <= within)
             .max_by(|a, b| a.quality.total_cmp(&b.quality).then(cost(b).cmp(&cost(a))))
     };
-    let branch = if s.remaining <= catalog.economy_budget {
+    let branch = if s.economy {
+        // Near the monthly budget: the cheapest backend, even below the quality floor.
+        candidates.iter().copied().min_by_key(|b| cost(b))
+    } else if s.remaining <= catalog.economy_budget {
         cheapest_meeting()
     } else if s.remaining >= catalog.premium_budget {
         best_quality(s.remaining)
@@ -129,6 +135,8 @@ pub struct QuoteParams<'a> {
     pub planner: Money,
     pub tolerance_percent: u32,
     pub excluded: &'a [Backend],
+    /// Steer every shot to economy backends.
+    pub economy: bool,
 }
 
 /// Quotes a shot list by running the selection policy shot by shot.
@@ -146,6 +154,7 @@ pub fn quote(catalog: &Catalog, shots: &[Shot], p: &QuoteParams<'_>) -> Result<Q
             cap_remaining: p.cost_cap - spent,
             excluded: p.excluded,
             preferred: shot.backend,
+            economy: p.economy,
         };
         let chosen =
             select_backend(catalog, &selection).ok_or_else(|| QuoteError::NoBackendFits {
@@ -217,6 +226,7 @@ mod tests {
             planner: c.planner_cost,
             tolerance_percent: 20,
             excluded: &[],
+            economy: false,
         };
         quote(&c, &shots(&split_duration(duration, c.max_shot_s)), &params).unwrap()
     }
@@ -251,6 +261,7 @@ mod tests {
             cap_remaining: Money::from_cents(300),
             excluded: &[Backend::Runway],
             preferred: None,
+            economy: false,
         };
         assert_eq!(select_backend(&c, &base).unwrap().backend, Backend::Veo);
         let poor = Selection {
@@ -292,6 +303,7 @@ mod tests {
                 planner: c.planner_cost,
                 tolerance_percent: 10,
                 excluded: &excluded,
+                economy: false,
             };
             match quote(&c, &shots(&durs), &params) {
                 Ok(q) => {

@@ -37,6 +37,15 @@ pub enum Created {
     Existing(Job),
 }
 
+/// Tenant limits checked atomically with the insert of a new job.
+#[derive(Clone, Copy, Debug)]
+pub struct JobLimits {
+    /// Jobs not yet terminal.
+    pub max_active: u32,
+    /// Jobs ever created.
+    pub job_quota: Option<u32>,
+}
+
 /// Filters of ListJobs.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -387,8 +396,46 @@ impl Store {
     // ---- jobs ----
 
     /// Inserts a job with its first event, or returns the tenant's job with the same request id.
-    pub async fn create_job(&self, mut job: Job) -> Result<Created> {
+    pub async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
         let (_g, mut tx) = self.begin_write().await?;
+        // Serialise creates per tenant (a no-op lock on SQLite, whose writers are serialised anyway).
+        sqlx::query(self.for_update("SELECT id FROM tenants WHERE id = $1"))
+            .bind(&job.tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(&job.tenant_id)
+                .bind(&job.request_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(doc) = existing {
+            return Ok(Created::Existing(from_json(&doc)?));
+        }
+        let (active, total): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
+             FROM jobs WHERE tenant_id = $1",
+        )
+        .bind(&job.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= i64::from(limits.max_active) {
+            return Err(Error::ResourceExhausted {
+                subject: format!("tenants/{}/concurrent_jobs", job.tenant_id),
+                message: format!(
+                    "the tier allows {} jobs in progress at once; wait for one to finish",
+                    limits.max_active
+                ),
+                retry_after: Some(std::time::Duration::from_secs(10)),
+            });
+        }
+        if let Some(quota) = limits.job_quota.filter(|q| total >= i64::from(*q)) {
+            return Err(Error::ResourceExhausted {
+                subject: format!("tenants/{}/job_quota", job.tenant_id),
+                message: format!("the job quota of {quota} jobs is used up"),
+                retry_after: None,
+            });
+        }
         let events = std::mem::take(&mut job.pending_events);
         job.last_seq = events.len() as u64;
         // ON CONFLICT makes concurrent creates with one request id safe on PostgreSQL too.
@@ -443,6 +490,18 @@ impl Store {
         Ok(Created::New(job))
     }
 
+    /// Whether a tenant already used a request id.
+    pub async fn request_exists(&self, tenant_id: &str, request_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND request_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(request_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
     /// A job of a tenant (`None` for a missing job and for another tenant's job alike).
     pub async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>> {
         let doc: Option<String> =
@@ -470,15 +529,46 @@ impl Store {
             .await?)
     }
 
-    /// Jobs that are neither terminal nor missing, per tenant (the concurrent-jobs limit).
-    pub async fn active_job_count(&self, tenant_id: &str) -> Result<u32> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED')",
+    /// (jobs not yet terminal, jobs ever created) of a tenant.
+    pub async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
+        let (active, total): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
+             FROM jobs WHERE tenant_id = $1",
         )
         .bind(tenant_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(n as u32)
+        Ok((active as u32, total as u32))
+    }
+
+    /// A tenant's spend since `since_ms` on one ledger (live or sandbox): (billable, metered).
+    pub async fn spend_since(
+        &self,
+        tenant_id: &str,
+        sandbox: bool,
+        since_ms: i64,
+    ) -> Result<(Money, Money)> {
+        let (billable, metered): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN succeeded = 1 THEN amount ELSE 0 END), 0), COALESCE(SUM(amount), 0)
+             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_ms >= $3",
+        )
+        .bind(tenant_id)
+        .bind(i64::from(sandbox))
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((Money::from_micros(billable), Money::from_micros(metered)))
+    }
+
+    /// A tenant's jobs created since `since_ms`.
+    pub async fn jobs_since(&self, tenant_id: &str, since_ms: i64) -> Result<Vec<Job>> {
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND created_ms >= $2")
+                .bind(tenant_id)
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?;
+        docs.iter().map(|d| from_json(d)).collect()
     }
 
     /// A page of a tenant's jobs, newest first (ids are time-ordered UUIDv7), strictly before `before_id`.
