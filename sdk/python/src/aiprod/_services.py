@@ -177,9 +177,33 @@ class AdminService(AdminServiceMixin):
             self._stub.RevokeApiKey, build_request(_admin_service_pb2.RevokeApiKeyRequest, request, fields), timeout, metadata
         )
 
+    def rotate_api_key(
+        self,
+        request: _admin_service_pb2.RotateApiKeyRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> _admin_service_pb2.RotateApiKeyResponse:
+        """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+        revokes the old one at once. Returns the new secret, shown only this once.
+        Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+        key is already revoked), UNAUTHENTICATED.
+
+        Pass the request message, or its fields as keyword arguments.
+        Raises AiprodError on any non-OK status.
+        """
+        return self._caller.unary(
+            self._stub.RotateApiKey, build_request(_admin_service_pb2.RotateApiKeyRequest, request, fields), timeout, metadata
+        )
+
 
 class CostEstimatorService:
-    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`."""
+    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     _stub: _cost_estimator_service_pb2_grpc.CostEstimatorServiceStub
 
@@ -228,10 +252,32 @@ class CostEstimatorService:
             self._stub.GetJobCosts, build_request(_cost_estimator_service_pb2.GetJobCostsRequest, request, fields), timeout, metadata
         )
 
+    def get_usage(
+        self,
+        request: _cost_estimator_service_pb2.GetUsageRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> _cost_estimator_service_pb2.GetUsageResponse:
+        """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+        keys see the live ledger, test keys the sandbox ledger.
+        Errors: UNAUTHENTICATED.
+
+        Pass the request message, or its fields as keyword arguments.
+        Raises AiprodError on any non-OK status.
+        """
+        return self._caller.unary(
+            self._stub.GetUsage, build_request(_cost_estimator_service_pb2.GetUsageRequest, request, fields), timeout, metadata
+        )
+
 
 class IccService:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     _stub: _icc_service_pb2_grpc.IccServiceStub
@@ -401,7 +447,10 @@ class IccService:
 
 
 class PresetService:
-    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`."""
+    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     _stub: _preset_service_pb2_grpc.PresetServiceStub
 
@@ -451,6 +500,8 @@ class PresetService:
 
 class RenderService(RenderServiceMixin):
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -473,8 +524,10 @@ class RenderService(RenderServiceMixin):
         Idempotent by request_id: the same request_id with the same request returns the same job (also
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-        duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-        budget), UNAUTHENTICATED.
+        duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+        UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments.
         Raises AiprodError on any non-OK status.
@@ -689,9 +742,33 @@ class AsyncAdminService(AsyncAdminServiceMixin):
             self._stub.RevokeApiKey, build_request(_admin_service_pb2.RevokeApiKeyRequest, request, fields), timeout, metadata
         )
 
+    async def rotate_api_key(
+        self,
+        request: _admin_service_pb2.RotateApiKeyRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> _admin_service_pb2.RotateApiKeyResponse:
+        """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+        revokes the old one at once. Returns the new secret, shown only this once.
+        Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+        key is already revoked), UNAUTHENTICATED.
+
+        Pass the request message, or its fields as keyword arguments.
+        Raises AiprodError on any non-OK status.
+        """
+        return await self._caller.unary(
+            self._stub.RotateApiKey, build_request(_admin_service_pb2.RotateApiKeyRequest, request, fields), timeout, metadata
+        )
+
 
 class AsyncCostEstimatorService:
-    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`."""
+    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     _stub: _cost_estimator_service_pb2_grpc.CostEstimatorServiceAsyncStub
 
@@ -740,10 +817,32 @@ class AsyncCostEstimatorService:
             self._stub.GetJobCosts, build_request(_cost_estimator_service_pb2.GetJobCostsRequest, request, fields), timeout, metadata
         )
 
+    async def get_usage(
+        self,
+        request: _cost_estimator_service_pb2.GetUsageRequest | None = None,
+        /,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+        **fields: Any,
+    ) -> _cost_estimator_service_pb2.GetUsageResponse:
+        """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+        keys see the live ledger, test keys the sandbox ledger.
+        Errors: UNAUTHENTICATED.
+
+        Pass the request message, or its fields as keyword arguments.
+        Raises AiprodError on any non-OK status.
+        """
+        return await self._caller.unary(
+            self._stub.GetUsage, build_request(_cost_estimator_service_pb2.GetUsageRequest, request, fields), timeout, metadata
+        )
+
 
 class AsyncIccService:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     _stub: _icc_service_pb2_grpc.IccServiceAsyncStub
@@ -913,7 +1012,10 @@ class AsyncIccService:
 
 
 class AsyncPresetService:
-    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`."""
+    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     _stub: _preset_service_pb2_grpc.PresetServiceAsyncStub
 
@@ -963,6 +1065,8 @@ class AsyncPresetService:
 
 class AsyncRenderService(AsyncRenderServiceMixin):
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -985,8 +1089,10 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         Idempotent by request_id: the same request_id with the same request returns the same job (also
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-        duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-        budget), UNAUTHENTICATED.
+        duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+        UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments.
         Raises AiprodError on any non-OK status.

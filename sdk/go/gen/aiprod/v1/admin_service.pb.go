@@ -1101,6 +1101,125 @@ func (x *RevokeApiKeyResponse) GetApiKey() *ApiKey {
 	return nil
 }
 
+// Request of RotateApiKey.
+type RotateApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key to replace. Required.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Optional expiry of the new key, in the future.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateApiKeyRequest) Reset() {
+	*x = RotateApiKeyRequest{}
+	mi := &file_aiprod_v1_admin_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateApiKeyRequest) ProtoMessage() {}
+
+func (x *RotateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_admin_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_admin_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RotateApiKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RotateApiKeyRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// Response of RotateApiKey.
+type RotateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new key's metadata.
+	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	// The new secret; shown only this once.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// The old key, now revoked.
+	RevokedApiKey *ApiKey `protobuf:"bytes,3,opt,name=revoked_api_key,json=revokedApiKey,proto3" json:"revoked_api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateApiKeyResponse) Reset() {
+	*x = RotateApiKeyResponse{}
+	mi := &file_aiprod_v1_admin_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateApiKeyResponse) ProtoMessage() {}
+
+func (x *RotateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_admin_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_admin_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RotateApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
+func (x *RotateApiKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *RotateApiKeyResponse) GetRevokedApiKey() *ApiKey {
+	if x != nil {
+		return x.RevokedApiKey
+	}
+	return nil
+}
+
 var File_aiprod_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_aiprod_v1_admin_service_proto_rawDesc = "" +
@@ -1179,12 +1298,20 @@ const file_aiprod_v1_admin_service_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"B\n" +
 	"\x14RevokeApiKeyResponse\x12*\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x11.aiprod.v1.ApiKeyR\x06apiKey*X\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x11.aiprod.v1.ApiKeyR\x06apiKey\"i\n" +
+	"\x13RotateApiKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\x95\x01\n" +
+	"\x14RotateApiKeyResponse\x12*\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x11.aiprod.v1.ApiKeyR\x06apiKey\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x129\n" +
+	"\x0frevoked_api_key\x18\x03 \x01(\v2\x11.aiprod.v1.ApiKeyR\rrevokedApiKey*X\n" +
 	"\n" +
 	"ApiKeyMode\x12\x1c\n" +
 	"\x18API_KEY_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11API_KEY_MODE_LIVE\x10\x01\x12\x15\n" +
-	"\x11API_KEY_MODE_TEST\x10\x022\xb6\x04\n" +
+	"\x11API_KEY_MODE_TEST\x10\x022\x87\x05\n" +
 	"\fAdminService\x12O\n" +
 	"\fCreateTenant\x12\x1e.aiprod.v1.CreateTenantRequest\x1a\x1f.aiprod.v1.CreateTenantResponse\x12F\n" +
 	"\tGetTenant\x12\x1b.aiprod.v1.GetTenantRequest\x1a\x1c.aiprod.v1.GetTenantResponse\x12L\n" +
@@ -1192,7 +1319,8 @@ const file_aiprod_v1_admin_service_proto_rawDesc = "" +
 	"\fUpdateTenant\x12\x1e.aiprod.v1.UpdateTenantRequest\x1a\x1f.aiprod.v1.UpdateTenantResponse\x12O\n" +
 	"\fCreateApiKey\x12\x1e.aiprod.v1.CreateApiKeyRequest\x1a\x1f.aiprod.v1.CreateApiKeyResponse\x12L\n" +
 	"\vListApiKeys\x12\x1d.aiprod.v1.ListApiKeysRequest\x1a\x1e.aiprod.v1.ListApiKeysResponse\x12O\n" +
-	"\fRevokeApiKey\x12\x1e.aiprod.v1.RevokeApiKeyRequest\x1a\x1f.aiprod.v1.RevokeApiKeyResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3"
+	"\fRevokeApiKey\x12\x1e.aiprod.v1.RevokeApiKeyRequest\x1a\x1f.aiprod.v1.RevokeApiKeyResponse\x12O\n" +
+	"\fRotateApiKey\x12\x1e.aiprod.v1.RotateApiKeyRequest\x1a\x1f.aiprod.v1.RotateApiKeyResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3"
 
 var (
 	file_aiprod_v1_admin_service_proto_rawDescOnce sync.Once
@@ -1207,7 +1335,7 @@ func file_aiprod_v1_admin_service_proto_rawDescGZIP() []byte {
 }
 
 var file_aiprod_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_aiprod_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_aiprod_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_aiprod_v1_admin_service_proto_goTypes = []any{
 	(ApiKeyMode)(0),               // 0: aiprod.v1.ApiKeyMode
 	(*Tenant)(nil),                // 1: aiprod.v1.Tenant
@@ -1227,54 +1355,61 @@ var file_aiprod_v1_admin_service_proto_goTypes = []any{
 	(*ListApiKeysResponse)(nil),   // 15: aiprod.v1.ListApiKeysResponse
 	(*RevokeApiKeyRequest)(nil),   // 16: aiprod.v1.RevokeApiKeyRequest
 	(*RevokeApiKeyResponse)(nil),  // 17: aiprod.v1.RevokeApiKeyResponse
-	(Tier)(0),                     // 18: aiprod.v1.Tier
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 20: google.protobuf.FieldMask
+	(*RotateApiKeyRequest)(nil),   // 18: aiprod.v1.RotateApiKeyRequest
+	(*RotateApiKeyResponse)(nil),  // 19: aiprod.v1.RotateApiKeyResponse
+	(Tier)(0),                     // 20: aiprod.v1.Tier
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 22: google.protobuf.FieldMask
 }
 var file_aiprod_v1_admin_service_proto_depIdxs = []int32{
-	18, // 0: aiprod.v1.Tenant.tier:type_name -> aiprod.v1.Tier
-	19, // 1: aiprod.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	20, // 0: aiprod.v1.Tenant.tier:type_name -> aiprod.v1.Tier
+	21, // 1: aiprod.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 2: aiprod.v1.Tenant.trial:type_name -> aiprod.v1.Trial
-	18, // 3: aiprod.v1.Tenant.base_tier:type_name -> aiprod.v1.Tier
-	18, // 4: aiprod.v1.Trial.tier:type_name -> aiprod.v1.Tier
-	19, // 5: aiprod.v1.Trial.end_time:type_name -> google.protobuf.Timestamp
+	20, // 3: aiprod.v1.Tenant.base_tier:type_name -> aiprod.v1.Tier
+	20, // 4: aiprod.v1.Trial.tier:type_name -> aiprod.v1.Tier
+	21, // 5: aiprod.v1.Trial.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: aiprod.v1.ApiKey.mode:type_name -> aiprod.v1.ApiKeyMode
-	19, // 7: aiprod.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	19, // 8: aiprod.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 9: aiprod.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	19, // 10: aiprod.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	18, // 11: aiprod.v1.CreateTenantRequest.tier:type_name -> aiprod.v1.Tier
+	21, // 7: aiprod.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	21, // 8: aiprod.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 9: aiprod.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	21, // 10: aiprod.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	20, // 11: aiprod.v1.CreateTenantRequest.tier:type_name -> aiprod.v1.Tier
 	2,  // 12: aiprod.v1.CreateTenantRequest.trial:type_name -> aiprod.v1.Trial
 	1,  // 13: aiprod.v1.CreateTenantResponse.tenant:type_name -> aiprod.v1.Tenant
 	1,  // 14: aiprod.v1.GetTenantResponse.tenant:type_name -> aiprod.v1.Tenant
 	1,  // 15: aiprod.v1.ListTenantsResponse.tenants:type_name -> aiprod.v1.Tenant
 	1,  // 16: aiprod.v1.UpdateTenantRequest.tenant:type_name -> aiprod.v1.Tenant
-	20, // 17: aiprod.v1.UpdateTenantRequest.update_mask:type_name -> google.protobuf.FieldMask
+	22, // 17: aiprod.v1.UpdateTenantRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 18: aiprod.v1.UpdateTenantResponse.tenant:type_name -> aiprod.v1.Tenant
 	0,  // 19: aiprod.v1.CreateApiKeyRequest.mode:type_name -> aiprod.v1.ApiKeyMode
-	19, // 20: aiprod.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 20: aiprod.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
 	3,  // 21: aiprod.v1.CreateApiKeyResponse.api_key:type_name -> aiprod.v1.ApiKey
 	3,  // 22: aiprod.v1.ListApiKeysResponse.api_keys:type_name -> aiprod.v1.ApiKey
 	3,  // 23: aiprod.v1.RevokeApiKeyResponse.api_key:type_name -> aiprod.v1.ApiKey
-	4,  // 24: aiprod.v1.AdminService.CreateTenant:input_type -> aiprod.v1.CreateTenantRequest
-	6,  // 25: aiprod.v1.AdminService.GetTenant:input_type -> aiprod.v1.GetTenantRequest
-	8,  // 26: aiprod.v1.AdminService.ListTenants:input_type -> aiprod.v1.ListTenantsRequest
-	10, // 27: aiprod.v1.AdminService.UpdateTenant:input_type -> aiprod.v1.UpdateTenantRequest
-	12, // 28: aiprod.v1.AdminService.CreateApiKey:input_type -> aiprod.v1.CreateApiKeyRequest
-	14, // 29: aiprod.v1.AdminService.ListApiKeys:input_type -> aiprod.v1.ListApiKeysRequest
-	16, // 30: aiprod.v1.AdminService.RevokeApiKey:input_type -> aiprod.v1.RevokeApiKeyRequest
-	5,  // 31: aiprod.v1.AdminService.CreateTenant:output_type -> aiprod.v1.CreateTenantResponse
-	7,  // 32: aiprod.v1.AdminService.GetTenant:output_type -> aiprod.v1.GetTenantResponse
-	9,  // 33: aiprod.v1.AdminService.ListTenants:output_type -> aiprod.v1.ListTenantsResponse
-	11, // 34: aiprod.v1.AdminService.UpdateTenant:output_type -> aiprod.v1.UpdateTenantResponse
-	13, // 35: aiprod.v1.AdminService.CreateApiKey:output_type -> aiprod.v1.CreateApiKeyResponse
-	15, // 36: aiprod.v1.AdminService.ListApiKeys:output_type -> aiprod.v1.ListApiKeysResponse
-	17, // 37: aiprod.v1.AdminService.RevokeApiKey:output_type -> aiprod.v1.RevokeApiKeyResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	21, // 24: aiprod.v1.RotateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 25: aiprod.v1.RotateApiKeyResponse.api_key:type_name -> aiprod.v1.ApiKey
+	3,  // 26: aiprod.v1.RotateApiKeyResponse.revoked_api_key:type_name -> aiprod.v1.ApiKey
+	4,  // 27: aiprod.v1.AdminService.CreateTenant:input_type -> aiprod.v1.CreateTenantRequest
+	6,  // 28: aiprod.v1.AdminService.GetTenant:input_type -> aiprod.v1.GetTenantRequest
+	8,  // 29: aiprod.v1.AdminService.ListTenants:input_type -> aiprod.v1.ListTenantsRequest
+	10, // 30: aiprod.v1.AdminService.UpdateTenant:input_type -> aiprod.v1.UpdateTenantRequest
+	12, // 31: aiprod.v1.AdminService.CreateApiKey:input_type -> aiprod.v1.CreateApiKeyRequest
+	14, // 32: aiprod.v1.AdminService.ListApiKeys:input_type -> aiprod.v1.ListApiKeysRequest
+	16, // 33: aiprod.v1.AdminService.RevokeApiKey:input_type -> aiprod.v1.RevokeApiKeyRequest
+	18, // 34: aiprod.v1.AdminService.RotateApiKey:input_type -> aiprod.v1.RotateApiKeyRequest
+	5,  // 35: aiprod.v1.AdminService.CreateTenant:output_type -> aiprod.v1.CreateTenantResponse
+	7,  // 36: aiprod.v1.AdminService.GetTenant:output_type -> aiprod.v1.GetTenantResponse
+	9,  // 37: aiprod.v1.AdminService.ListTenants:output_type -> aiprod.v1.ListTenantsResponse
+	11, // 38: aiprod.v1.AdminService.UpdateTenant:output_type -> aiprod.v1.UpdateTenantResponse
+	13, // 39: aiprod.v1.AdminService.CreateApiKey:output_type -> aiprod.v1.CreateApiKeyResponse
+	15, // 40: aiprod.v1.AdminService.ListApiKeys:output_type -> aiprod.v1.ListApiKeysResponse
+	17, // 41: aiprod.v1.AdminService.RevokeApiKey:output_type -> aiprod.v1.RevokeApiKeyResponse
+	19, // 42: aiprod.v1.AdminService.RotateApiKey:output_type -> aiprod.v1.RotateApiKeyResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_aiprod_v1_admin_service_proto_init() }
@@ -1291,7 +1426,7 @@ func file_aiprod_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aiprod_v1_admin_service_proto_rawDesc), len(file_aiprod_v1_admin_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

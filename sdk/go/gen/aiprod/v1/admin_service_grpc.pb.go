@@ -26,6 +26,7 @@ const (
 	AdminService_CreateApiKey_FullMethodName = "/aiprod.v1.AdminService/CreateApiKey"
 	AdminService_ListApiKeys_FullMethodName  = "/aiprod.v1.AdminService/ListApiKeys"
 	AdminService_RevokeApiKey_FullMethodName = "/aiprod.v1.AdminService/RevokeApiKey"
+	AdminService_RotateApiKey_FullMethodName = "/aiprod.v1.AdminService/RotateApiKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -57,6 +58,11 @@ type AdminServiceClient interface {
 	// Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
 	// Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
+	// Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+	// revokes the old one at once. Returns the new secret, shown only this once.
+	// Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+	// key is already revoked), UNAUTHENTICATED.
+	RotateApiKey(ctx context.Context, in *RotateApiKeyRequest, opts ...grpc.CallOption) (*RotateApiKeyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -137,6 +143,16 @@ func (c *adminServiceClient) RevokeApiKey(ctx context.Context, in *RevokeApiKeyR
 	return out, nil
 }
 
+func (c *adminServiceClient) RotateApiKey(ctx context.Context, in *RotateApiKeyRequest, opts ...grpc.CallOption) (*RotateApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateApiKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -166,6 +182,11 @@ type AdminServiceServer interface {
 	// Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
 	// Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
+	// Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+	// revokes the old one at once. Returns the new secret, shown only this once.
+	// Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+	// key is already revoked), UNAUTHENTICATED.
+	RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -196,6 +217,9 @@ func (UnimplementedAdminServiceServer) ListApiKeys(context.Context, *ListApiKeys
 }
 func (UnimplementedAdminServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateApiKey not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -344,6 +368,24 @@ func _AdminService_RevokeApiKey_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RotateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateApiKey(ctx, req.(*RotateApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -378,6 +420,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeApiKey",
 			Handler:    _AdminService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "RotateApiKey",
+			Handler:    _AdminService_RotateApiKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -789,6 +789,215 @@ func (x *GetJobCostsResponse) GetReport() *CostReport {
 	return nil
 }
 
+// Request of GetUsage.
+type GetUsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_aiprod_v1_cost_estimator_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_cost_estimator_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_cost_estimator_service_proto_rawDescGZIP(), []int{8}
+}
+
+// Response of GetUsage: month-to-date usage of the calling tenant.
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the period (the first instant of the current UTC month).
+	PeriodStartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=period_start_time,json=periodStartTime,proto3" json:"period_start_time,omitempty"`
+	// The tier in force now.
+	Tier Tier `protobuf:"varint,2,opt,name=tier,proto3,enum=aiprod.v1.Tier" json:"tier,omitempty"`
+	// Jobs created this month.
+	Jobs uint32 `protobuf:"varint,3,opt,name=jobs,proto3" json:"jobs,omitempty"`
+	// Jobs not yet terminal.
+	ActiveJobs uint32 `protobuf:"varint,4,opt,name=active_jobs,json=activeJobs,proto3" json:"active_jobs,omitempty"`
+	// The tier's limit of jobs not yet terminal.
+	ConcurrentJobLimit uint32 `protobuf:"varint,5,opt,name=concurrent_job_limit,json=concurrentJobLimit,proto3" json:"concurrent_job_limit,omitempty"`
+	// Video minutes delivered this month.
+	VideoMinutes float64 `protobuf:"fixed64,6,opt,name=video_minutes,json=videoMinutes,proto3" json:"video_minutes,omitempty"`
+	// Video minutes included in the tier's monthly fee.
+	IncludedMinutes uint32 `protobuf:"varint,7,opt,name=included_minutes,json=includedMinutes,proto3" json:"included_minutes,omitempty"`
+	// The tier's monthly fee in micro-USD.
+	MonthlyFeeMicros int64 `protobuf:"varint,8,opt,name=monthly_fee_micros,json=monthlyFeeMicros,proto3" json:"monthly_fee_micros,omitempty"`
+	// Metered cost this month in micro-USD (every billable call).
+	MeteredMicros int64 `protobuf:"varint,9,opt,name=metered_micros,json=meteredMicros,proto3" json:"metered_micros,omitempty"`
+	// Billed this month in micro-USD (certified bills, capped by each job's guarantee).
+	BilledMicros int64 `protobuf:"varint,10,opt,name=billed_micros,json=billedMicros,proto3" json:"billed_micros,omitempty"`
+	// The tenant's monthly budget, if any.
+	MonthlyBudgetMicros *int64 `protobuf:"varint,11,opt,name=monthly_budget_micros,json=monthlyBudgetMicros,proto3,oneof" json:"monthly_budget_micros,omitempty"`
+	// Share of the monthly budget spent, in percent (0 without a budget).
+	BudgetUsedPercent float64 `protobuf:"fixed64,12,opt,name=budget_used_percent,json=budgetUsedPercent,proto3" json:"budget_used_percent,omitempty"`
+	// The job quota, if any, and jobs counted against it (all time).
+	JobQuota *uint32 `protobuf:"varint,13,opt,name=job_quota,json=jobQuota,proto3,oneof" json:"job_quota,omitempty"`
+	// Jobs counted against the job quota.
+	JobsTotal uint32 `protobuf:"varint,14,opt,name=jobs_total,json=jobsTotal,proto3" json:"jobs_total,omitempty"`
+	// The tier's request limit per minute.
+	RequestsPerMinute uint32 `protobuf:"varint,15,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_aiprod_v1_cost_estimator_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_cost_estimator_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_cost_estimator_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetUsageResponse) GetPeriodStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStartTime
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *GetUsageResponse) GetJobs() uint32 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetActiveJobs() uint32 {
+	if x != nil {
+		return x.ActiveJobs
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetConcurrentJobLimit() uint32 {
+	if x != nil {
+		return x.ConcurrentJobLimit
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetVideoMinutes() float64 {
+	if x != nil {
+		return x.VideoMinutes
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetIncludedMinutes() uint32 {
+	if x != nil {
+		return x.IncludedMinutes
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetMonthlyFeeMicros() int64 {
+	if x != nil {
+		return x.MonthlyFeeMicros
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetMeteredMicros() int64 {
+	if x != nil {
+		return x.MeteredMicros
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetBilledMicros() int64 {
+	if x != nil {
+		return x.BilledMicros
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetMonthlyBudgetMicros() int64 {
+	if x != nil && x.MonthlyBudgetMicros != nil {
+		return *x.MonthlyBudgetMicros
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetBudgetUsedPercent() float64 {
+	if x != nil {
+		return x.BudgetUsedPercent
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetJobQuota() uint32 {
+	if x != nil && x.JobQuota != nil {
+		return *x.JobQuota
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetJobsTotal() uint32 {
+	if x != nil {
+		return x.JobsTotal
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetRequestsPerMinute() uint32 {
+	if x != nil {
+		return x.RequestsPerMinute
+	}
+	return 0
+}
+
 var File_aiprod_v1_cost_estimator_service_proto protoreflect.FileDescriptor
 
 const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
@@ -858,16 +1067,40 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	" \x01(\bR\tcertified\x12+\n" +
 	"\x11tolerance_percent\x18\v \x01(\rR\x10tolerancePercent\"D\n" +
 	"\x13GetJobCostsResponse\x12-\n" +
-	"\x06report\x18\x01 \x01(\v2\x15.aiprod.v1.CostReportR\x06report*t\n" +
+	"\x06report\x18\x01 \x01(\v2\x15.aiprod.v1.CostReportR\x06report\"\x11\n" +
+	"\x0fGetUsageRequest\"\xb2\x05\n" +
+	"\x10GetUsageResponse\x12F\n" +
+	"\x11period_start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0fperiodStartTime\x12#\n" +
+	"\x04tier\x18\x02 \x01(\x0e2\x0f.aiprod.v1.TierR\x04tier\x12\x12\n" +
+	"\x04jobs\x18\x03 \x01(\rR\x04jobs\x12\x1f\n" +
+	"\vactive_jobs\x18\x04 \x01(\rR\n" +
+	"activeJobs\x120\n" +
+	"\x14concurrent_job_limit\x18\x05 \x01(\rR\x12concurrentJobLimit\x12#\n" +
+	"\rvideo_minutes\x18\x06 \x01(\x01R\fvideoMinutes\x12)\n" +
+	"\x10included_minutes\x18\a \x01(\rR\x0fincludedMinutes\x12,\n" +
+	"\x12monthly_fee_micros\x18\b \x01(\x03R\x10monthlyFeeMicros\x12%\n" +
+	"\x0emetered_micros\x18\t \x01(\x03R\rmeteredMicros\x12#\n" +
+	"\rbilled_micros\x18\n" +
+	" \x01(\x03R\fbilledMicros\x127\n" +
+	"\x15monthly_budget_micros\x18\v \x01(\x03H\x00R\x13monthlyBudgetMicros\x88\x01\x01\x12.\n" +
+	"\x13budget_used_percent\x18\f \x01(\x01R\x11budgetUsedPercent\x12 \n" +
+	"\tjob_quota\x18\r \x01(\rH\x01R\bjobQuota\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"jobs_total\x18\x0e \x01(\rR\tjobsTotal\x12.\n" +
+	"\x13requests_per_minute\x18\x0f \x01(\rR\x11requestsPerMinuteB\x18\n" +
+	"\x16_monthly_budget_microsB\f\n" +
+	"\n" +
+	"_job_quota*t\n" +
 	"\n" +
 	"LedgerKind\x12\x1b\n" +
 	"\x17LEDGER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEDGER_KIND_PLANNER\x10\x01\x12\x16\n" +
 	"\x12LEDGER_KIND_RENDER\x10\x02\x12\x18\n" +
-	"\x14LEDGER_KIND_RERENDER\x10\x032\xb5\x01\n" +
+	"\x14LEDGER_KIND_RERENDER\x10\x032\xfa\x01\n" +
 	"\x14CostEstimatorService\x12O\n" +
 	"\fEstimateCost\x12\x1e.aiprod.v1.EstimateCostRequest\x1a\x1f.aiprod.v1.EstimateCostResponse\x12L\n" +
-	"\vGetJobCosts\x12\x1d.aiprod.v1.GetJobCostsRequest\x1a\x1e.aiprod.v1.GetJobCostsResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3"
+	"\vGetJobCosts\x12\x1d.aiprod.v1.GetJobCostsRequest\x1a\x1e.aiprod.v1.GetJobCostsResponse\x12C\n" +
+	"\bGetUsage\x12\x1a.aiprod.v1.GetUsageRequest\x1a\x1b.aiprod.v1.GetUsageResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3"
 
 var (
 	file_aiprod_v1_cost_estimator_service_proto_rawDescOnce sync.Once
@@ -882,7 +1115,7 @@ func file_aiprod_v1_cost_estimator_service_proto_rawDescGZIP() []byte {
 }
 
 var file_aiprod_v1_cost_estimator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_aiprod_v1_cost_estimator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_aiprod_v1_cost_estimator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_aiprod_v1_cost_estimator_service_proto_goTypes = []any{
 	(LedgerKind)(0),               // 0: aiprod.v1.LedgerKind
 	(*EstimateCostRequest)(nil),   // 1: aiprod.v1.EstimateCostRequest
@@ -893,31 +1126,38 @@ var file_aiprod_v1_cost_estimator_service_proto_goTypes = []any{
 	(*LedgerLine)(nil),            // 6: aiprod.v1.LedgerLine
 	(*CostReport)(nil),            // 7: aiprod.v1.CostReport
 	(*GetJobCostsResponse)(nil),   // 8: aiprod.v1.GetJobCostsResponse
-	(*Shot)(nil),                  // 9: aiprod.v1.Shot
-	(Backend)(0),                  // 10: aiprod.v1.Backend
-	(*Quote)(nil),                 // 11: aiprod.v1.Quote
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*GetUsageRequest)(nil),       // 9: aiprod.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),      // 10: aiprod.v1.GetUsageResponse
+	(*Shot)(nil),                  // 11: aiprod.v1.Shot
+	(Backend)(0),                  // 12: aiprod.v1.Backend
+	(*Quote)(nil),                 // 13: aiprod.v1.Quote
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(Tier)(0),                     // 15: aiprod.v1.Tier
 }
 var file_aiprod_v1_cost_estimator_service_proto_depIdxs = []int32{
-	9,  // 0: aiprod.v1.EstimateCostRequest.shots:type_name -> aiprod.v1.Shot
-	10, // 1: aiprod.v1.BackendOption.backend:type_name -> aiprod.v1.Backend
-	11, // 2: aiprod.v1.EstimateCostResponse.recommended:type_name -> aiprod.v1.Quote
+	11, // 0: aiprod.v1.EstimateCostRequest.shots:type_name -> aiprod.v1.Shot
+	12, // 1: aiprod.v1.BackendOption.backend:type_name -> aiprod.v1.Backend
+	13, // 2: aiprod.v1.EstimateCostResponse.recommended:type_name -> aiprod.v1.Quote
 	2,  // 3: aiprod.v1.EstimateCostResponse.options:type_name -> aiprod.v1.BackendOption
 	3,  // 4: aiprod.v1.EstimateCostResponse.competitors:type_name -> aiprod.v1.CompetitorPrice
 	0,  // 5: aiprod.v1.LedgerLine.kind:type_name -> aiprod.v1.LedgerKind
-	10, // 6: aiprod.v1.LedgerLine.backend:type_name -> aiprod.v1.Backend
-	12, // 7: aiprod.v1.LedgerLine.create_time:type_name -> google.protobuf.Timestamp
+	12, // 6: aiprod.v1.LedgerLine.backend:type_name -> aiprod.v1.Backend
+	14, // 7: aiprod.v1.LedgerLine.create_time:type_name -> google.protobuf.Timestamp
 	6,  // 8: aiprod.v1.CostReport.ledger:type_name -> aiprod.v1.LedgerLine
 	7,  // 9: aiprod.v1.GetJobCostsResponse.report:type_name -> aiprod.v1.CostReport
-	1,  // 10: aiprod.v1.CostEstimatorService.EstimateCost:input_type -> aiprod.v1.EstimateCostRequest
-	5,  // 11: aiprod.v1.CostEstimatorService.GetJobCosts:input_type -> aiprod.v1.GetJobCostsRequest
-	4,  // 12: aiprod.v1.CostEstimatorService.EstimateCost:output_type -> aiprod.v1.EstimateCostResponse
-	8,  // 13: aiprod.v1.CostEstimatorService.GetJobCosts:output_type -> aiprod.v1.GetJobCostsResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 10: aiprod.v1.GetUsageResponse.period_start_time:type_name -> google.protobuf.Timestamp
+	15, // 11: aiprod.v1.GetUsageResponse.tier:type_name -> aiprod.v1.Tier
+	1,  // 12: aiprod.v1.CostEstimatorService.EstimateCost:input_type -> aiprod.v1.EstimateCostRequest
+	5,  // 13: aiprod.v1.CostEstimatorService.GetJobCosts:input_type -> aiprod.v1.GetJobCostsRequest
+	9,  // 14: aiprod.v1.CostEstimatorService.GetUsage:input_type -> aiprod.v1.GetUsageRequest
+	4,  // 15: aiprod.v1.CostEstimatorService.EstimateCost:output_type -> aiprod.v1.EstimateCostResponse
+	8,  // 16: aiprod.v1.CostEstimatorService.GetJobCosts:output_type -> aiprod.v1.GetJobCostsResponse
+	10, // 17: aiprod.v1.CostEstimatorService.GetUsage:output_type -> aiprod.v1.GetUsageResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_aiprod_v1_cost_estimator_service_proto_init() }
@@ -928,13 +1168,14 @@ func file_aiprod_v1_cost_estimator_service_proto_init() {
 	file_aiprod_v1_common_proto_init()
 	file_aiprod_v1_manifest_proto_init()
 	file_aiprod_v1_cost_estimator_service_proto_msgTypes[0].OneofWrappers = []any{}
+	file_aiprod_v1_cost_estimator_service_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aiprod_v1_cost_estimator_service_proto_rawDesc), len(file_aiprod_v1_cost_estimator_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	CostEstimatorService_EstimateCost_FullMethodName = "/aiprod.v1.CostEstimatorService/EstimateCost"
 	CostEstimatorService_GetJobCosts_FullMethodName  = "/aiprod.v1.CostEstimatorService/GetJobCosts"
+	CostEstimatorService_GetUsage_FullMethodName     = "/aiprod.v1.CostEstimatorService/GetUsage"
 )
 
 // CostEstimatorServiceClient is the client API for CostEstimatorService service.
@@ -28,6 +29,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type CostEstimatorServiceClient interface {
 	// Quotes a video for every backend option side by side, with the recommended option, the
 	// guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
@@ -38,6 +41,10 @@ type CostEstimatorServiceClient interface {
 	// amounts. The report is certified (final) once the job is terminal.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
 	GetJobCosts(ctx context.Context, in *GetJobCostsRequest, opts ...grpc.CallOption) (*GetJobCostsResponse, error)
+	// Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+	// keys see the live ledger, test keys the sandbox ledger.
+	// Errors: UNAUTHENTICATED.
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 }
 
 type costEstimatorServiceClient struct {
@@ -68,11 +75,23 @@ func (c *costEstimatorServiceClient) GetJobCosts(ctx context.Context, in *GetJob
 	return out, nil
 }
 
+func (c *costEstimatorServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, CostEstimatorService_GetUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CostEstimatorServiceServer is the server API for CostEstimatorService service.
 // All implementations must embed UnimplementedCostEstimatorServiceServer
 // for forward compatibility.
 //
 // Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type CostEstimatorServiceServer interface {
 	// Quotes a video for every backend option side by side, with the recommended option, the
 	// guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
@@ -83,6 +102,10 @@ type CostEstimatorServiceServer interface {
 	// amounts. The report is certified (final) once the job is terminal.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
 	GetJobCosts(context.Context, *GetJobCostsRequest) (*GetJobCostsResponse, error)
+	// Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+	// keys see the live ledger, test keys the sandbox ledger.
+	// Errors: UNAUTHENTICATED.
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	mustEmbedUnimplementedCostEstimatorServiceServer()
 }
 
@@ -98,6 +121,9 @@ func (UnimplementedCostEstimatorServiceServer) EstimateCost(context.Context, *Es
 }
 func (UnimplementedCostEstimatorServiceServer) GetJobCosts(context.Context, *GetJobCostsRequest) (*GetJobCostsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJobCosts not implemented")
+}
+func (UnimplementedCostEstimatorServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
 }
 func (UnimplementedCostEstimatorServiceServer) mustEmbedUnimplementedCostEstimatorServiceServer() {}
 func (UnimplementedCostEstimatorServiceServer) testEmbeddedByValue()                              {}
@@ -156,6 +182,24 @@ func _CostEstimatorService_GetJobCosts_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CostEstimatorService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CostEstimatorServiceServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CostEstimatorService_GetUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CostEstimatorServiceServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CostEstimatorService_ServiceDesc is the grpc.ServiceDesc for CostEstimatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +214,10 @@ var CostEstimatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJobCosts",
 			Handler:    _CostEstimatorService_GetJobCosts_Handler,
+		},
+		{
+			MethodName: "GetUsage",
+			Handler:    _CostEstimatorService_GetUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -35,6 +35,8 @@ const (
 //
 // Interactive Creative Control: review, edit and approve a job's production manifest, review the
 // final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type IccServiceClient interface {
 	// Returns the manifest with its revision, etag, the fields editable now and its edit history.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job, or no manifest yet: still
@@ -163,6 +165,8 @@ func (c *iccServiceClient) InvalidateBrandMarkers(ctx context.Context, in *Inval
 //
 // Interactive Creative Control: review, edit and approve a job's production manifest, review the
 // final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type IccServiceServer interface {
 	// Returns the manifest with its revision, etag, the fields editable now and its edit history.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job, or no manifest yet: still

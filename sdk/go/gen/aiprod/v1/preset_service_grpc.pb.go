@@ -28,6 +28,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type PresetServiceClient interface {
 	// Lists every preset with its figures.
 	// Errors: UNAUTHENTICATED (missing, malformed, revoked or expired key).
@@ -71,6 +73,8 @@ func (c *presetServiceClient) GetPreset(ctx context.Context, in *GetPresetReques
 // for forward compatibility.
 //
 // The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 type PresetServiceServer interface {
 	// Lists every preset with its figures.
 	// Errors: UNAUTHENTICATED (missing, malformed, revoked or expired key).

@@ -31,14 +31,18 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 // A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
 type RenderServiceClient interface {
 	// Creates a job from a brief; it starts in QUEUED and the pipeline takes it from there.
 	// Idempotent by request_id: the same request_id with the same request returns the same job (also
 	// after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
 	// Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-	// duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-	// budget), UNAUTHENTICATED.
+	// duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+	// RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+	// UNAUTHENTICATED.
 	CreateJob(ctx context.Context, in *CreateJobRequest, opts ...grpc.CallOption) (*CreateJobResponse, error)
 	// Returns a job.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND, UNAUTHENTICATED.
@@ -132,14 +136,18 @@ type RenderService_WatchJobClient = grpc.ServerStreamingClient[WatchJobResponse]
 // for forward compatibility.
 //
 // Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+// Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+// tier's requests per minute.
 // A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
 type RenderServiceServer interface {
 	// Creates a job from a brief; it starts in QUEUED and the pipeline takes it from there.
 	// Idempotent by request_id: the same request_id with the same request returns the same job (also
 	// after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
 	// Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-	// duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-	// budget), UNAUTHENTICATED.
+	// duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+	// RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+	// UNAUTHENTICATED.
 	CreateJob(context.Context, *CreateJobRequest) (*CreateJobResponse, error)
 	// Returns a job.
 	// Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND, UNAUTHENTICATED.

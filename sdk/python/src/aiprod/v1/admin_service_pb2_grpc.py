@@ -71,6 +71,11 @@ class AdminServiceStub:
                 request_serializer=aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/aiprod.v1.AdminService/RotateApiKey',
+                request_serializer=aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -135,6 +140,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateApiKey(self, request, context):
+        """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+        revokes the old one at once. Returns the new secret, shown only this once.
+        Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+        key is already revoked), UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +187,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -365,6 +385,33 @@ class AdminService:
             '/aiprod.v1.AdminService/RevokeApiKey',
             aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.SerializeToString,
             aiprod_dot_v1_dot_admin__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aiprod.v1.AdminService/RotateApiKey',
+            aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyRequest.SerializeToString,
+            aiprod_dot_v1_dot_admin__service__pb2.RotateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,12 @@ class AdminServiceStub:
     """Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
     Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
     """
+    RotateApiKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RotateApiKeyRequest, _admin_service_pb2.RotateApiKeyResponse]
+    """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+    revokes the old one at once. Returns the new secret, shown only this once.
+    Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+    key is already revoked), UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -100,6 +106,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeApiKeyRequest, _admin_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
     Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
+    """
+    RotateApiKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RotateApiKeyRequest, _admin_service_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
+    """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+    revokes the old one at once. Returns the new secret, shown only this once.
+    Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+    key is already revoked), UNAUTHENTICATED.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -176,6 +188,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.RevokeApiKeyResponse, _abc.Awaitable[_admin_service_pb2.RevokeApiKeyResponse]]:
         """Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
         Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateApiKey(
+        self,
+        request: _admin_service_pb2.RotateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RotateApiKeyResponse, _abc.Awaitable[_admin_service_pb2.RotateApiKeyResponse]]:
+        """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
+        revokes the old one at once. Returns the new secret, shown only this once.
+        Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
+        key is already revoked), UNAUTHENTICATED.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

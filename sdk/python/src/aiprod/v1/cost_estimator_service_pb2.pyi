@@ -398,3 +398,107 @@ class GetJobCostsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJobCostsResponse: _TypeAlias = GetJobCostsResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """Request of GetUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """Response of GetUsage: month-to-date usage of the calling tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_START_TIME_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    CONCURRENT_JOB_LIMIT_FIELD_NUMBER: _builtins.int
+    VIDEO_MINUTES_FIELD_NUMBER: _builtins.int
+    INCLUDED_MINUTES_FIELD_NUMBER: _builtins.int
+    MONTHLY_FEE_MICROS_FIELD_NUMBER: _builtins.int
+    METERED_MICROS_FIELD_NUMBER: _builtins.int
+    BILLED_MICROS_FIELD_NUMBER: _builtins.int
+    MONTHLY_BUDGET_MICROS_FIELD_NUMBER: _builtins.int
+    BUDGET_USED_PERCENT_FIELD_NUMBER: _builtins.int
+    JOB_QUOTA_FIELD_NUMBER: _builtins.int
+    JOBS_TOTAL_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    tier: _common_pb2.Tier.ValueType
+    """The tier in force now."""
+    jobs: _builtins.int
+    """Jobs created this month."""
+    active_jobs: _builtins.int
+    """Jobs not yet terminal."""
+    concurrent_job_limit: _builtins.int
+    """The tier's limit of jobs not yet terminal."""
+    video_minutes: _builtins.float
+    """Video minutes delivered this month."""
+    included_minutes: _builtins.int
+    """Video minutes included in the tier's monthly fee."""
+    monthly_fee_micros: _builtins.int
+    """The tier's monthly fee in micro-USD."""
+    metered_micros: _builtins.int
+    """Metered cost this month in micro-USD (every billable call)."""
+    billed_micros: _builtins.int
+    """Billed this month in micro-USD (certified bills, capped by each job's guarantee)."""
+    monthly_budget_micros: _builtins.int
+    """The tenant's monthly budget, if any."""
+    budget_used_percent: _builtins.float
+    """Share of the monthly budget spent, in percent (0 without a budget)."""
+    job_quota: _builtins.int
+    """The job quota, if any, and jobs counted against it (all time)."""
+    jobs_total: _builtins.int
+    """Jobs counted against the job quota."""
+    requests_per_minute: _builtins.int
+    """The tier's request limit per minute."""
+    @_builtins.property
+    def period_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (the first instant of the current UTC month)."""
+
+    def __init__(
+        self,
+        *,
+        period_start_time: _timestamp_pb2.Timestamp | None = ...,
+        tier: _common_pb2.Tier.ValueType = ...,
+        jobs: _builtins.int = ...,
+        active_jobs: _builtins.int = ...,
+        concurrent_job_limit: _builtins.int = ...,
+        video_minutes: _builtins.float = ...,
+        included_minutes: _builtins.int = ...,
+        monthly_fee_micros: _builtins.int = ...,
+        metered_micros: _builtins.int = ...,
+        billed_micros: _builtins.int = ...,
+        monthly_budget_micros: _builtins.int | None = ...,
+        budget_used_percent: _builtins.float = ...,
+        job_quota: _builtins.int | None = ...,
+        jobs_total: _builtins.int = ...,
+        requests_per_minute: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota", "_monthly_budget_micros", b"_monthly_budget_micros", "job_quota", b"job_quota", "monthly_budget_micros", b"monthly_budget_micros", "period_start_time", b"period_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota", "_monthly_budget_micros", b"_monthly_budget_micros", "active_jobs", b"active_jobs", "billed_micros", b"billed_micros", "budget_used_percent", b"budget_used_percent", "concurrent_job_limit", b"concurrent_job_limit", "included_minutes", b"included_minutes", "job_quota", b"job_quota", "jobs", b"jobs", "jobs_total", b"jobs_total", "metered_micros", b"metered_micros", "monthly_budget_micros", b"monthly_budget_micros", "monthly_fee_micros", b"monthly_fee_micros", "period_start_time", b"period_start_time", "requests_per_minute", b"requests_per_minute", "tier", b"tier", "video_minutes", b"video_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__job_quota: _TypeAlias = _typing.Literal["job_quota"]  # noqa: Y015
+    _WhichOneofArgType__job_quota: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota"]  # noqa: Y015
+    _WhichOneofReturnType__monthly_budget_micros: _TypeAlias = _typing.Literal["monthly_budget_micros"]  # noqa: Y015
+    _WhichOneofArgType__monthly_budget_micros: _TypeAlias = _typing.Literal["_monthly_budget_micros", b"_monthly_budget_micros"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__job_quota) -> _WhichOneofReturnType__job_quota | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__monthly_budget_micros) -> _WhichOneofReturnType__monthly_budget_micros | None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015

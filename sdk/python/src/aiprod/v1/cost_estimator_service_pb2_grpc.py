@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class CostEstimatorServiceStub:
     """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def __init__(self, channel):
@@ -45,10 +47,17 @@ class CostEstimatorServiceStub:
                 request_serializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsRequest.SerializeToString,
                 response_deserializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/aiprod.v1.CostEstimatorService/GetUsage',
+                request_serializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class CostEstimatorServiceServicer:
     """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def EstimateCost(self, request, context):
@@ -70,6 +79,15 @@ class CostEstimatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+        keys see the live ledger, test keys the sandbox ledger.
+        Errors: UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CostEstimatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +101,11 @@ def add_CostEstimatorServiceServicer_to_server(servicer, server):
                     request_deserializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsRequest.FromString,
                     response_serializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsResponse.SerializeToString,
             ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'aiprod.v1.CostEstimatorService', rpc_method_handlers)
@@ -93,6 +116,8 @@ def add_CostEstimatorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CostEstimatorService:
     """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     @staticmethod
@@ -139,6 +164,33 @@ class CostEstimatorService:
             '/aiprod.v1.CostEstimatorService/GetJobCosts',
             aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsRequest.SerializeToString,
             aiprod_dot_v1_dot_cost__estimator__service__pb2.GetJobCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aiprod.v1.CostEstimatorService/GetUsage',
+            aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageRequest.SerializeToString,
+            aiprod_dot_v1_dot_cost__estimator__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

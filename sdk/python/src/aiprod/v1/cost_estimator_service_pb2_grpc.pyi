@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CostEstimatorServiceStub:
-    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`."""
+    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -44,10 +47,18 @@ class CostEstimatorServiceStub:
     amounts. The report is certified (final) once the job is terminal.
     Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
     """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.GetUsageRequest, _cost_estimator_service_pb2.GetUsageResponse]
+    """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+    keys see the live ledger, test keys the sandbox ledger.
+    Errors: UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class CostEstimatorServiceAsyncStub(CostEstimatorServiceStub):
-    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`."""
+    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     EstimateCost: _aio.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.EstimateCostRequest, _cost_estimator_service_pb2.EstimateCostResponse]  # type: ignore[assignment]
@@ -61,9 +72,17 @@ class CostEstimatorServiceAsyncStub(CostEstimatorServiceStub):
     amounts. The report is certified (final) once the job is terminal.
     Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
     """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.GetUsageRequest, _cost_estimator_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+    keys see the live ledger, test keys the sandbox ledger.
+    Errors: UNAUTHENTICATED.
+    """
 
 class CostEstimatorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`."""
+    """Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     @_abc_1.abstractmethod
     def EstimateCost(
@@ -86,6 +105,17 @@ class CostEstimatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
         amounts. The report is certified (final) once the job is terminal.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _cost_estimator_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cost_estimator_service_pb2.GetUsageResponse, _abc.Awaitable[_cost_estimator_service_pb2.GetUsageResponse]]:
+        """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+        keys see the live ledger, test keys the sandbox ledger.
+        Errors: UNAUTHENTICATED.
         """
 
 def add_CostEstimatorServiceServicer_to_server(servicer: CostEstimatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

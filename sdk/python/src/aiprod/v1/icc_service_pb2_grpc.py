@@ -28,6 +28,8 @@ if _version_not_supported:
 class IccServiceStub:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def __init__(self, channel):
@@ -81,6 +83,8 @@ class IccServiceStub:
 class IccServiceServicer:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def GetManifest(self, request, context):
@@ -208,6 +212,8 @@ def add_IccServiceServicer_to_server(servicer, server):
 class IccService:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     @staticmethod

@@ -29,6 +29,8 @@ GRPC_VERSION: str
 class IccServiceStub:
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     @_typing.overload
@@ -79,6 +81,8 @@ class IccServiceStub:
 class IccServiceAsyncStub(IccServiceStub):
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -125,6 +129,8 @@ class IccServiceAsyncStub(IccServiceStub):
 class IccServiceServicer(metaclass=_abc_1.ABCMeta):
     """Interactive Creative Control: review, edit and approve a job's production manifest, review the
     final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     @_abc_1.abstractmethod

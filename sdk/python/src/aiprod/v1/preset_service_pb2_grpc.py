@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class PresetServiceStub:
     """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def __init__(self, channel):
@@ -49,6 +51,8 @@ class PresetServiceStub:
 
 class PresetServiceServicer:
     """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     def ListPresets(self, request, context):
@@ -91,6 +95,8 @@ def add_PresetServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PresetService:
     """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     """
 
     @staticmethod

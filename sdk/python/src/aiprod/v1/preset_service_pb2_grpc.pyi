@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PresetServiceStub:
-    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`."""
+    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -45,7 +48,10 @@ class PresetServiceStub:
 
 @_typing.type_check_only
 class PresetServiceAsyncStub(PresetServiceStub):
-    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`."""
+    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListPresets: _aio.UnaryUnaryMultiCallable[_preset_service_pb2.ListPresetsRequest, _preset_service_pb2.ListPresetsResponse]  # type: ignore[assignment]
@@ -59,7 +65,10 @@ class PresetServiceAsyncStub(PresetServiceStub):
     """
 
 class PresetServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`."""
+    """The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
+    """
 
     @_abc_1.abstractmethod
     def ListPresets(

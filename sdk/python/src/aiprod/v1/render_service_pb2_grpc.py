@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class RenderServiceStub:
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -65,6 +67,8 @@ class RenderServiceStub:
 
 class RenderServiceServicer:
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -73,8 +77,10 @@ class RenderServiceServicer:
         Idempotent by request_id: the same request_id with the same request returns the same job (also
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-        duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-        budget), UNAUTHENTICATED.
+        duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+        UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +162,8 @@ def add_RenderServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RenderService:
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 

@@ -28,6 +28,8 @@ GRPC_VERSION: str
 
 class RenderServiceStub:
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -40,8 +42,10 @@ class RenderServiceStub:
     Idempotent by request_id: the same request_id with the same request returns the same job (also
     after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
     Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-    duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-    budget), UNAUTHENTICATED.
+    duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+    ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+    RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+    UNAUTHENTICATED.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_render_service_pb2.GetJobRequest, _render_service_pb2.GetJobResponse]
     """Returns a job.
@@ -69,6 +73,8 @@ class RenderServiceStub:
 @_typing.type_check_only
 class RenderServiceAsyncStub(RenderServiceStub):
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -78,8 +84,10 @@ class RenderServiceAsyncStub(RenderServiceStub):
     Idempotent by request_id: the same request_id with the same request returns the same job (also
     after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
     Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-    duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-    budget), UNAUTHENTICATED.
+    duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+    ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+    RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+    UNAUTHENTICATED.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_render_service_pb2.GetJobRequest, _render_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns a job.
@@ -106,6 +114,8 @@ class RenderServiceAsyncStub(RenderServiceStub):
 
 class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+    Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+    tier's requests per minute.
     A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
     """
 
@@ -119,8 +129,10 @@ class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent by request_id: the same request_id with the same request returns the same job (also
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-        duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-        budget), UNAUTHENTICATED.
+        duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+        UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod

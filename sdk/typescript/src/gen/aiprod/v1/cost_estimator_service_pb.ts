@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Backend, Quote } from "./common_pb.js";
+import type { Backend, Quote, Tier } from "./common_pb.js";
 import { file_aiprod_v1_common } from "./common_pb.js";
 import type { Shot } from "./manifest_pb.js";
 import { file_aiprod_v1_manifest } from "./manifest_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aiprod/v1/cost_estimator_service.proto.
  */
 export const file_aiprod_v1_cost_estimator_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhaXByb2QvdjEvY29zdF9lc3RpbWF0b3Jfc2VydmljZS5wcm90bxIJYWlwcm9kLnYxIr8BChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EhEKCXByZXNldF9pZBgBIAEoCRIXCgpkdXJhdGlvbl9zGAIgASgNSACIAQESDQoFYnJpZWYYAyABKAkSEAoIYnJhbmRfaWQYBCABKAkSGgoNYnVkZ2V0X21pY3JvcxgFIAEoA0gBiAEBEh4KBXNob3RzGAYgAygLMg8uYWlwcm9kLnYxLlNob3RCDQoLX2R1cmF0aW9uX3NCEAoOX2J1ZGdldF9taWNyb3Mi3gEKDUJhY2tlbmRPcHRpb24SIwoHYmFja2VuZBgBIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEhMKC2Nvc3RfbWljcm9zGAIgASgDEg8KB3F1YWxpdHkYAyABKAESHwoXZXhwZWN0ZWRfcmVuZGVyX3NlY29uZHMYBCABKA0SGwoTbWVldHNfcXVhbGl0eV9mbG9vchgFIAEoCBIZChF3aXRoaW5fcHJlc2V0X2NhcBgGIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAcgASgIEhIKCmNhbl9yZW5kZXIYCCABKAgihgEKD0NvbXBldGl0b3JQcmljZRIMCgRuYW1lGAEgASgJEh8KF3ByaWNlX3Blcl9taW51dGVfbWljcm9zGAIgASgDEhMKC2Nvc3RfbWljcm9zGAMgASgDEhYKDnNhdmluZ3NfbWljcm9zGAQgASgDEhcKD3NhdmluZ3NfcGVyY2VudBgFIAEoASLZAQoURXN0aW1hdGVDb3N0UmVzcG9uc2USEQoJcHJlc2V0X2lkGAEgASgJEhIKCmR1cmF0aW9uX3MYAiABKA0SJQoLcmVjb21tZW5kZWQYAyABKAsyEC5haXByb2QudjEuUXVvdGUSKQoHb3B0aW9ucxgEIAMoCzIYLmFpcHJvZC52MS5CYWNrZW5kT3B0aW9uEi8KC2NvbXBldGl0b3JzGAUgAygLMhouYWlwcm9kLnYxLkNvbXBldGl0b3JQcmljZRIXCg9icmFuZF9jYWNoZV9oaXQYBiABKAgiJAoSR2V0Sm9iQ29zdHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSLkAQoKTGVkZ2VyTGluZRIjCgRraW5kGAEgASgOMhUuYWlwcm9kLnYxLkxlZGdlcktpbmQSDwoHc2hvdF9pZBgCIAEoCRIjCgdiYWNrZW5kGAMgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSDwoHc2Vjb25kcxgEIAEoDRIVCg1hbW91bnRfbWljcm9zGAUgASgDEg8KB2F0dGVtcHQYBiABKA0SEQoJc3VjY2VlZGVkGAcgASgIEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAgoKQ29zdFJlcG9ydBIOCgZqb2JfaWQYASABKAkSFAoMcXVvdGVfbWljcm9zGAIgASgDEiUKBmxlZGdlchgDIAMoCzIVLmFpcHJvZC52MS5MZWRnZXJMaW5lEhYKDm1ldGVyZWRfbWljcm9zGAQgASgDEhgKEHZhcmlhbmNlX3BlcmNlbnQYBSABKAESHQoVZ3VhcmFudGVlZF9tYXhfbWljcm9zGAYgASgDEhUKDWJpbGxlZF9taWNyb3MYByABKAMSFwoPYWJzb3JiZWRfbWljcm9zGAggASgDEhgKEHdpdGhpbl9ndWFyYW50ZWUYCSABKAgSEQoJY2VydGlmaWVkGAogASgIEhkKEXRvbGVyYW5jZV9wZXJjZW50GAsgASgNIjwKE0dldEpvYkNvc3RzUmVzcG9uc2USJQoGcmVwb3J0GAEgASgLMhUuYWlwcm9kLnYxLkNvc3RSZXBvcnQqdAoKTGVkZ2VyS2luZBIbChdMRURHRVJfS0lORF9VTlNQRUNJRklFRBAAEhcKE0xFREdFUl9LSU5EX1BMQU5ORVIQARIWChJMRURHRVJfS0lORF9SRU5ERVIQAhIYChRMRURHRVJfS0lORF9SRVJFTkRFUhADMrUBChRDb3N0RXN0aW1hdG9yU2VydmljZRJPCgxFc3RpbWF0ZUNvc3QSHi5haXByb2QudjEuRXN0aW1hdGVDb3N0UmVxdWVzdBofLmFpcHJvZC52MS5Fc3RpbWF0ZUNvc3RSZXNwb25zZRJMCgtHZXRKb2JDb3N0cxIdLmFpcHJvZC52MS5HZXRKb2JDb3N0c1JlcXVlc3QaHi5haXByb2QudjEuR2V0Sm9iQ29zdHNSZXNwb25zZUI4WjZnaXRodWIuY29tL2FpcHJvZC9haXByb2Qvc2RrL2dvL2dlbi9haXByb2QvdjE7YWlwcm9kdjFiBnByb3RvMw", [file_aiprod_v1_common, file_aiprod_v1_manifest, file_google_protobuf_timestamp]);
+  fileDesc("CiZhaXByb2QvdjEvY29zdF9lc3RpbWF0b3Jfc2VydmljZS5wcm90bxIJYWlwcm9kLnYxIr8BChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EhEKCXByZXNldF9pZBgBIAEoCRIXCgpkdXJhdGlvbl9zGAIgASgNSACIAQESDQoFYnJpZWYYAyABKAkSEAoIYnJhbmRfaWQYBCABKAkSGgoNYnVkZ2V0X21pY3JvcxgFIAEoA0gBiAEBEh4KBXNob3RzGAYgAygLMg8uYWlwcm9kLnYxLlNob3RCDQoLX2R1cmF0aW9uX3NCEAoOX2J1ZGdldF9taWNyb3Mi3gEKDUJhY2tlbmRPcHRpb24SIwoHYmFja2VuZBgBIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEhMKC2Nvc3RfbWljcm9zGAIgASgDEg8KB3F1YWxpdHkYAyABKAESHwoXZXhwZWN0ZWRfcmVuZGVyX3NlY29uZHMYBCABKA0SGwoTbWVldHNfcXVhbGl0eV9mbG9vchgFIAEoCBIZChF3aXRoaW5fcHJlc2V0X2NhcBgGIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAcgASgIEhIKCmNhbl9yZW5kZXIYCCABKAgihgEKD0NvbXBldGl0b3JQcmljZRIMCgRuYW1lGAEgASgJEh8KF3ByaWNlX3Blcl9taW51dGVfbWljcm9zGAIgASgDEhMKC2Nvc3RfbWljcm9zGAMgASgDEhYKDnNhdmluZ3NfbWljcm9zGAQgASgDEhcKD3NhdmluZ3NfcGVyY2VudBgFIAEoASLZAQoURXN0aW1hdGVDb3N0UmVzcG9uc2USEQoJcHJlc2V0X2lkGAEgASgJEhIKCmR1cmF0aW9uX3MYAiABKA0SJQoLcmVjb21tZW5kZWQYAyABKAsyEC5haXByb2QudjEuUXVvdGUSKQoHb3B0aW9ucxgEIAMoCzIYLmFpcHJvZC52MS5CYWNrZW5kT3B0aW9uEi8KC2NvbXBldGl0b3JzGAUgAygLMhouYWlwcm9kLnYxLkNvbXBldGl0b3JQcmljZRIXCg9icmFuZF9jYWNoZV9oaXQYBiABKAgiJAoSR2V0Sm9iQ29zdHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSLkAQoKTGVkZ2VyTGluZRIjCgRraW5kGAEgASgOMhUuYWlwcm9kLnYxLkxlZGdlcktpbmQSDwoHc2hvdF9pZBgCIAEoCRIjCgdiYWNrZW5kGAMgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSDwoHc2Vjb25kcxgEIAEoDRIVCg1hbW91bnRfbWljcm9zGAUgASgDEg8KB2F0dGVtcHQYBiABKA0SEQoJc3VjY2VlZGVkGAcgASgIEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAgoKQ29zdFJlcG9ydBIOCgZqb2JfaWQYASABKAkSFAoMcXVvdGVfbWljcm9zGAIgASgDEiUKBmxlZGdlchgDIAMoCzIVLmFpcHJvZC52MS5MZWRnZXJMaW5lEhYKDm1ldGVyZWRfbWljcm9zGAQgASgDEhgKEHZhcmlhbmNlX3BlcmNlbnQYBSABKAESHQoVZ3VhcmFudGVlZF9tYXhfbWljcm9zGAYgASgDEhUKDWJpbGxlZF9taWNyb3MYByABKAMSFwoPYWJzb3JiZWRfbWljcm9zGAggASgDEhgKEHdpdGhpbl9ndWFyYW50ZWUYCSABKAgSEQoJY2VydGlmaWVkGAogASgIEhkKEXRvbGVyYW5jZV9wZXJjZW50GAsgASgNIjwKE0dldEpvYkNvc3RzUmVzcG9uc2USJQoGcmVwb3J0GAEgASgLMhUuYWlwcm9kLnYxLkNvc3RSZXBvcnQiEQoPR2V0VXNhZ2VSZXF1ZXN0ItcDChBHZXRVc2FnZVJlc3BvbnNlEjUKEXBlcmlvZF9zdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdCgR0aWVyGAIgASgOMg8uYWlwcm9kLnYxLlRpZXISDAoEam9icxgDIAEoDRITCgthY3RpdmVfam9icxgEIAEoDRIcChRjb25jdXJyZW50X2pvYl9saW1pdBgFIAEoDRIVCg12aWRlb19taW51dGVzGAYgASgBEhgKEGluY2x1ZGVkX21pbnV0ZXMYByABKA0SGgoSbW9udGhseV9mZWVfbWljcm9zGAggASgDEhYKDm1ldGVyZWRfbWljcm9zGAkgASgDEhUKDWJpbGxlZF9taWNyb3MYCiABKAMSIgoVbW9udGhseV9idWRnZXRfbWljcm9zGAsgASgDSACIAQESGwoTYnVkZ2V0X3VzZWRfcGVyY2VudBgMIAEoARIWCglqb2JfcXVvdGEYDSABKA1IAYgBARISCgpqb2JzX3RvdGFsGA4gASgNEhsKE3JlcXVlc3RzX3Blcl9taW51dGUYDyABKA1CGAoWX21vbnRobHlfYnVkZ2V0X21pY3Jvc0IMCgpfam9iX3F1b3RhKnQKCkxlZGdlcktpbmQSGwoXTEVER0VSX0tJTkRfVU5TUEVDSUZJRUQQABIXChNMRURHRVJfS0lORF9QTEFOTkVSEAESFgoSTEVER0VSX0tJTkRfUkVOREVSEAISGAoUTEVER0VSX0tJTkRfUkVSRU5ERVIQAzL6AQoUQ29zdEVzdGltYXRvclNlcnZpY2USTwoMRXN0aW1hdGVDb3N0Eh4uYWlwcm9kLnYxLkVzdGltYXRlQ29zdFJlcXVlc3QaHy5haXByb2QudjEuRXN0aW1hdGVDb3N0UmVzcG9uc2USTAoLR2V0Sm9iQ29zdHMSHS5haXByb2QudjEuR2V0Sm9iQ29zdHNSZXF1ZXN0Gh4uYWlwcm9kLnYxLkdldEpvYkNvc3RzUmVzcG9uc2USQwoIR2V0VXNhZ2USGi5haXByb2QudjEuR2V0VXNhZ2VSZXF1ZXN0GhsuYWlwcm9kLnYxLkdldFVzYWdlUmVzcG9uc2VCOFo2Z2l0aHViLmNvbS9haXByb2QvYWlwcm9kL3Nkay9nby9nZW4vYWlwcm9kL3YxO2FpcHJvZHYxYgZwcm90bzM", [file_aiprod_v1_common, file_aiprod_v1_manifest, file_google_protobuf_timestamp]);
 
 /**
  * Request of EstimateCost.
@@ -453,6 +453,140 @@ export const GetJobCostsResponseSchema: GenMessage<GetJobCostsResponse> = /*@__P
   messageDesc(file_aiprod_v1_cost_estimator_service, 7);
 
 /**
+ * Request of GetUsage.
+ *
+ * @generated from message aiprod.v1.GetUsageRequest
+ */
+export type GetUsageRequest = Message<"aiprod.v1.GetUsageRequest"> & {
+};
+
+/**
+ * Describes the message aiprod.v1.GetUsageRequest.
+ * Use `create(GetUsageRequestSchema)` to create a new message.
+ */
+export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
+  messageDesc(file_aiprod_v1_cost_estimator_service, 8);
+
+/**
+ * Response of GetUsage: month-to-date usage of the calling tenant.
+ *
+ * @generated from message aiprod.v1.GetUsageResponse
+ */
+export type GetUsageResponse = Message<"aiprod.v1.GetUsageResponse"> & {
+  /**
+   * Start of the period (the first instant of the current UTC month).
+   *
+   * @generated from field: google.protobuf.Timestamp period_start_time = 1;
+   */
+  periodStartTime?: Timestamp | undefined;
+
+  /**
+   * The tier in force now.
+   *
+   * @generated from field: aiprod.v1.Tier tier = 2;
+   */
+  tier: Tier;
+
+  /**
+   * Jobs created this month.
+   *
+   * @generated from field: uint32 jobs = 3;
+   */
+  jobs: number;
+
+  /**
+   * Jobs not yet terminal.
+   *
+   * @generated from field: uint32 active_jobs = 4;
+   */
+  activeJobs: number;
+
+  /**
+   * The tier's limit of jobs not yet terminal.
+   *
+   * @generated from field: uint32 concurrent_job_limit = 5;
+   */
+  concurrentJobLimit: number;
+
+  /**
+   * Video minutes delivered this month.
+   *
+   * @generated from field: double video_minutes = 6;
+   */
+  videoMinutes: number;
+
+  /**
+   * Video minutes included in the tier's monthly fee.
+   *
+   * @generated from field: uint32 included_minutes = 7;
+   */
+  includedMinutes: number;
+
+  /**
+   * The tier's monthly fee in micro-USD.
+   *
+   * @generated from field: int64 monthly_fee_micros = 8;
+   */
+  monthlyFeeMicros: bigint;
+
+  /**
+   * Metered cost this month in micro-USD (every billable call).
+   *
+   * @generated from field: int64 metered_micros = 9;
+   */
+  meteredMicros: bigint;
+
+  /**
+   * Billed this month in micro-USD (certified bills, capped by each job's guarantee).
+   *
+   * @generated from field: int64 billed_micros = 10;
+   */
+  billedMicros: bigint;
+
+  /**
+   * The tenant's monthly budget, if any.
+   *
+   * @generated from field: optional int64 monthly_budget_micros = 11;
+   */
+  monthlyBudgetMicros?: bigint | undefined;
+
+  /**
+   * Share of the monthly budget spent, in percent (0 without a budget).
+   *
+   * @generated from field: double budget_used_percent = 12;
+   */
+  budgetUsedPercent: number;
+
+  /**
+   * The job quota, if any, and jobs counted against it (all time).
+   *
+   * @generated from field: optional uint32 job_quota = 13;
+   */
+  jobQuota?: number | undefined;
+
+  /**
+   * Jobs counted against the job quota.
+   *
+   * @generated from field: uint32 jobs_total = 14;
+   */
+  jobsTotal: number;
+
+  /**
+   * The tier's request limit per minute.
+   *
+   * @generated from field: uint32 requests_per_minute = 15;
+   */
+  requestsPerMinute: number;
+};
+
+/**
+ * Describes the message aiprod.v1.GetUsageResponse.
+ * Use `create(GetUsageResponseSchema)` to create a new message.
+ */
+export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
+  messageDesc(file_aiprod_v1_cost_estimator_service, 9);
+
+/**
  * What a ledger line paid for.
  *
  * @generated from enum aiprod.v1.LedgerKind
@@ -495,6 +629,8 @@ export const LedgerKindSchema: GenEnum<LedgerKind> = /*@__PURE__*/
 
 /**
  * Quotes before a job and certified costs after it. Every RPC requires `authorization: Bearer <api key>`.
+ * Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+ * tier's requests per minute.
  *
  * @generated from service aiprod.v1.CostEstimatorService
  */
@@ -523,6 +659,18 @@ export const CostEstimatorService: GenService<{
     methodKind: "unary";
     input: typeof GetJobCostsRequestSchema;
     output: typeof GetJobCostsResponseSchema;
+  },
+  /**
+   * Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
+   * keys see the live ledger, test keys the sandbox ledger.
+   * Errors: UNAUTHENTICATED.
+   *
+   * @generated from rpc aiprod.v1.CostEstimatorService.GetUsage
+   */
+  getUsage: {
+    methodKind: "unary";
+    input: typeof GetUsageRequestSchema;
+    output: typeof GetUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aiprod_v1_cost_estimator_service, 0);

@@ -436,6 +436,8 @@ export const InvalidateBrandMarkersResponseSchema: GenMessage<InvalidateBrandMar
 /**
  * Interactive Creative Control: review, edit and approve a job's production manifest, review the
  * final cut, and manage brand consistency markers. Every RPC requires `authorization: Bearer <api key>`.
+ * Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+ * tier's requests per minute.
  *
  * @generated from service aiprod.v1.IccService
  */

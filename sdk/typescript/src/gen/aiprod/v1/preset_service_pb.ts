@@ -94,6 +94,8 @@ export const GetPresetResponseSchema: GenMessage<GetPresetResponse> = /*@__PURE_
 
 /**
  * The presets a partner can pick from. Every RPC requires `authorization: Bearer <api key>`.
+ * Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+ * tier's requests per minute.
  *
  * @generated from service aiprod.v1.PresetService
  */

@@ -340,6 +340,8 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*
 
 /**
  * Creates, lists, watches and cancels video jobs. Every RPC requires `authorization: Bearer <api key>`.
+ * Every RPC may also return RESOURCE_EXHAUSTED (QuotaFailure + RetryInfo) when the tenant exceeds its
+ * tier's requests per minute.
  * A job of another tenant is NOT_FOUND, exactly like a job that does not exist.
  *
  * @generated from service aiprod.v1.RenderService
@@ -350,8 +352,10 @@ export const RenderService: GenService<{
    * Idempotent by request_id: the same request_id with the same request returns the same job (also
    * after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
    * Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
-   * duration_s, language, budget_micros, labels), FAILED_PRECONDITION (the quote does not fit the
-   * budget), UNAUTHENTICATED.
+   * duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
+   * ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+   * RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
+   * UNAUTHENTICATED.
    *
    * @generated from rpc aiprod.v1.RenderService.CreateJob
    */
