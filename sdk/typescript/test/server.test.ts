@@ -79,10 +79,30 @@ describe("AiprodClient against the real server", { skip, timeout: 120_000 }, () 
         bronze.render.createJob({ requestId: `${run}-tier`, presetId: "premium_spot", brief }),
       );
       assert.equal(err.codeName, "PERMISSION_DENIED");
-      assert.ok(err.errorInfo?.reason, "ErrorInfo.reason");
+      assert.equal(err.errorInfo?.reason, "PRESET_NOT_IN_TIER");
+      // Bronze allows 10 requests per minute: the next ones are RESOURCE_EXHAUSTED with a retry delay.
+      let limited: AiprodError | undefined;
+      for (let i = 0; i < 15 && limited === undefined; i++) {
+        try {
+          await bronze.presets.listPresets({});
+        } catch (e) {
+          limited = AiprodError.from(e);
+        }
+      }
+      assert.ok(limited, "rate limited within 15 requests");
+      assert.equal(limited.codeName, "RESOURCE_EXHAUSTED");
+      assert.ok(limited.quotaFailures.length > 0, "QuotaFailure detail");
+      assert.ok(limited.retryDelayMs !== undefined && limited.retryDelayMs > 0, "RetryInfo detail");
     } finally {
       bronze.close();
     }
+  });
+
+  it("GetUsage reports the tenant's month-to-date usage", async () => {
+    const usage = await client.costs.getUsage({});
+    assert.equal(usage.tier, Tier.PLATINUM);
+    assert.ok(usage.jobs > 0, "jobs created this month");
+    assert.ok(usage.requestsPerMinute > 0, "requests_per_minute");
   });
 
   it("RESOURCE_EXHAUSTED with QuotaFailure when the job quota is used up", async () => {
