@@ -24,7 +24,7 @@ pub mod pb {
 use api::Api;
 use api::auth::AuthLayer;
 use app::App;
-use backends::{BackendSet, Backends};
+use backends::Backends;
 use config::Config;
 use events::EventHub;
 use pb::admin_service_server::AdminServiceServer;
@@ -44,7 +44,8 @@ pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
     let backends = Backends {
         sandbox: App::sandbox_backends(&config),
-        live: BackendSet::default(),
+        // One adapter per provider with an API key (`[providers.*]`); none without keys.
+        live: backends::http::live_backends(&config, || App::circuit(&config))?,
     };
     Ok(App::new(config, store, backends))
 }
@@ -145,7 +146,21 @@ pub async fn serve(
     if let Some(path) = &app.config.ready_file {
         std::fs::write(path, addr.to_string())?;
     }
-    let served = server.await;
+    // A bounded grace period: long-lived streams (e.g. a health watch) must not hold shutdown forever.
+    let grace_over = {
+        let stopping = app.shutdown.clone();
+        async move {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let served = tokio::select! {
+        served = server => served,
+        _ = grace_over => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    };
     app.shutdown.cancel();
     app.tasks.close();
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {

@@ -267,3 +267,77 @@ async fn jobs_complete_when_every_backend_fails_thirty_percent_of_calls() {
         "failures are visible as fallback events"
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_turns_health_off_and_ends_streams_unavailable() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::start_with(test_config(&dir, 100), dir).await;
+    let (_, secret, client) = server.tenant("acme", pb::Tier::Platinum).await;
+    let job = create(
+        &client,
+        pb::CreateJobRequest {
+            auto_approve: true,
+            ..create_request("shutdown-1", "brand_campaign")
+        },
+    )
+    .await;
+
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut statuses = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "aiprod.v1.RenderService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(statuses.message().await.unwrap().unwrap().status, serving);
+
+    // A raw stream (no SDK resume) sees how the server ends it.
+    let mut raw = client
+        .render()
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = vec![raw.message().await.unwrap().unwrap().event.unwrap()];
+    let stopping = tokio::spawn(server.stop());
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let next = statuses.message().await.unwrap().unwrap().status;
+    assert_eq!(next, not_serving, "health turns NOT_SERVING first");
+    drop(statuses);
+    let status = loop {
+        match raw.message().await {
+            Ok(Some(m)) => seen.push(m.event.unwrap()),
+            Ok(None) => {
+                panic!("the stream must end with UNAVAILABLE, not cleanly, before the job is over")
+            }
+            Err(status) => break status,
+        }
+    };
+    let err = aiprod_sdk::Error::from(status);
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.retry_after().is_some(),
+        "RetryInfo tells when to resume"
+    );
+    let (config, dir) = stopping.await.unwrap();
+
+    // After a restart the watcher resumes after the last event it saw.
+    let server = TestServer::start_with(config, dir).await;
+    let client = Client::connect(server.endpoint.clone(), &secret)
+        .await
+        .unwrap();
+    let rest = watch_to_end(&client, &job.job_id, seen.last().unwrap().sequence).await;
+    seen.extend(rest);
+    assert_gap_free(&seen);
+    assert_eq!(states(&seen).last(), Some(&Delivered));
+}

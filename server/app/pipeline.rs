@@ -12,9 +12,11 @@ use crate::domain::pricing::{self, QuoteParams, Selection};
 use crate::domain::{Backend, JobState, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
+use futures::FutureExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// What the runner does after a step.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,7 +67,12 @@ impl App {
             };
             let mut errors = 0u32;
             while !app.shutdown.is_cancelled() {
-                match app.step(&job_id).await {
+                // A panic in a step must not leave the job without a driver: treat it like an error.
+                let step = std::panic::AssertUnwindSafe(app.step(&job_id)).catch_unwind().await.unwrap_or_else(|panic| {
+                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                    Err(Error::internal(anyhow::anyhow!("pipeline step panicked: {}", what.unwrap_or_default())))
+                });
+                match step {
                     Ok(Step::Continue) => errors = 0,
                     Ok(Step::Idle) => break,
                     Err(e) => {
@@ -102,8 +109,14 @@ impl App {
         let Some(job) = self.store.job_by_id(job_id).await? else {
             return Ok(Step::Idle);
         };
+        // `instrument`, not `span.enter()`: a guard held across an await corrupts span bookkeeping.
         let span = tracing::info_span!("job_step", job_id = %job.id, state = job.state.as_str());
-        let _enter = span.enter();
+        self.run_step(job).instrument(span).await
+    }
+
+    async fn run_step(self: &Arc<Self>, job: Job) -> Result<Step> {
+        let job_id = job.id.clone();
+        let job_id = job_id.as_str();
         match job.state {
             JobState::Queued => {
                 self.commit_if(job_id, JobState::Queued, |j| {
