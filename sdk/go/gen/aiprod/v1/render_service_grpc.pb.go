@@ -58,7 +58,8 @@ type RenderServiceClient interface {
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// Streams a job's events: first every committed event with sequence > after_sequence, then live
 	// events as they are committed; the stream ends after the terminal event (DELIVERED, CANCELLED,
-	// FAILED). Reconnect with the last sequence seen to resume without loss or duplicates.
+	// FAILED). Reconnect with the last sequence seen to resume without loss or duplicates; a watch of a
+	// finished job that starts after its terminal event ends at once with OK.
 	// Errors: INVALID_ARGUMENT (empty job_id, after_sequence beyond the job's last sequence),
 	// NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE (server shutting down: resume elsewhere/later).
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobResponse], error)
@@ -163,7 +164,8 @@ type RenderServiceServer interface {
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// Streams a job's events: first every committed event with sequence > after_sequence, then live
 	// events as they are committed; the stream ends after the terminal event (DELIVERED, CANCELLED,
-	// FAILED). Reconnect with the last sequence seen to resume without loss or duplicates.
+	// FAILED). Reconnect with the last sequence seen to resume without loss or duplicates; a watch of a
+	// finished job that starts after its terminal event ends at once with OK.
 	// Errors: INVALID_ARGUMENT (empty job_id, after_sequence beyond the job's last sequence),
 	// NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE (server shutting down: resume elsewhere/later).
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error

@@ -65,7 +65,8 @@ class RenderServiceStub:
     WatchJob: _grpc.UnaryStreamMultiCallable[_render_service_pb2.WatchJobRequest, _render_service_pb2.WatchJobResponse]
     """Streams a job's events: first every committed event with sequence > after_sequence, then live
     events as they are committed; the stream ends after the terminal event (DELIVERED, CANCELLED,
-    FAILED). Reconnect with the last sequence seen to resume without loss or duplicates.
+    FAILED). Reconnect with the last sequence seen to resume without loss or duplicates; a watch of a
+    finished job that starts after its terminal event ends at once with OK.
     Errors: INVALID_ARGUMENT (empty job_id, after_sequence beyond the job's last sequence),
     NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE (server shutting down: resume elsewhere/later).
     """
@@ -107,7 +108,8 @@ class RenderServiceAsyncStub(RenderServiceStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_render_service_pb2.WatchJobRequest, _render_service_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Streams a job's events: first every committed event with sequence > after_sequence, then live
     events as they are committed; the stream ends after the terminal event (DELIVERED, CANCELLED,
-    FAILED). Reconnect with the last sequence seen to resume without loss or duplicates.
+    FAILED). Reconnect with the last sequence seen to resume without loss or duplicates; a watch of a
+    finished job that starts after its terminal event ends at once with OK.
     Errors: INVALID_ARGUMENT (empty job_id, after_sequence beyond the job's last sequence),
     NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE (server shutting down: resume elsewhere/later).
     """
@@ -176,7 +178,8 @@ class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_render_service_pb2.WatchJobResponse], _abc.AsyncIterator[_render_service_pb2.WatchJobResponse]]:
         """Streams a job's events: first every committed event with sequence > after_sequence, then live
         events as they are committed; the stream ends after the terminal event (DELIVERED, CANCELLED,
-        FAILED). Reconnect with the last sequence seen to resume without loss or duplicates.
+        FAILED). Reconnect with the last sequence seen to resume without loss or duplicates; a watch of a
+        finished job that starts after its terminal event ends at once with OK.
         Errors: INVALID_ARGUMENT (empty job_id, after_sequence beyond the job's last sequence),
         NOT_FOUND, UNAUTHENTICATED, UNAVAILABLE (server shutting down: resume elsewhere/later).
         """
