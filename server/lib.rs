@@ -92,6 +92,8 @@ pub async fn serve(
     let api = Api { app: app.clone() };
     let max = app.config.max_message_bytes;
     let layers = tower::ServiceBuilder::new()
+        // Count every call, shed ones included, by method and final status.
+        .layer(api::metrics::MetricsLayer)
         // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod convert;
 pub mod cost;
 pub mod icc;
+pub mod metrics;
 pub mod preset;
 pub mod render;
 

@@ -594,7 +594,6 @@ impl App {
         })
         .await?;
         if !hold_for_review {
-            metrics::counter!("jobs_total", "state" => "DELIVERED").increment(1);
             tracing::info!(job_id = %job.id, sla_met, "job delivered");
         }
         Ok(Step::Idle)

@@ -641,6 +641,7 @@ impl Store {
         if tenant_id.is_some_and(|t| t != job.tenant_id) {
             return Err(Error::not_found("job"));
         }
+        let before = job.state;
         let out = change(&mut job)?;
         let events = std::mem::take(&mut job.pending_events);
         let ledger = std::mem::take(&mut job.pending_ledger);
@@ -696,6 +697,9 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.hub.publish(id, job.last_seq);
+        if before != job.state {
+            record_transition(&job);
+        }
         Ok((out, job))
     }
 
@@ -789,6 +793,22 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(live.is_some())
+    }
+}
+
+/// Job metrics, recorded once per committed transition (labels are bounded: states and presets only).
+fn record_transition(job: &Job) {
+    if !job.state.is_terminal() {
+        return;
+    }
+    metrics::counter!("jobs_total", "state" => job.state.as_str()).increment(1);
+    let seconds = (job.updated_ms - job.created_ms).max(0) as f64 / 1000.0;
+    metrics::histogram!("pipeline_duration_seconds", "preset" => job.spec.preset_id.clone())
+        .record(seconds);
+    if job.state == JobState::Delivered && job.spec.duration_s > 0 {
+        let billed = job.billed.unwrap_or_default().micros() as f64 / 1e6;
+        metrics::histogram!("cost_per_minute_usd", "preset" => job.spec.preset_id.clone())
+            .record(billed * 60.0 / f64::from(job.spec.duration_s));
     }
 }
 
