@@ -12,5 +12,4 @@ mod limits;
 mod manifests;
 mod observability;
 mod postgres;
-mod providers;
 mod reliability;
