@@ -39,6 +39,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub circuit: CircuitConfig,
     pub catalog: Catalog,
+    /// The render providers behind live (`aiprod_live_…`) keys; a provider without an API key is off.
+    pub providers: ProvidersConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,6 +86,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             circuit: CircuitConfig::default(),
             catalog: Catalog::default(),
+            providers: ProvidersConfig::default(),
         }
     }
 }
@@ -106,6 +109,202 @@ impl Default for CircuitConfig {
             failure_threshold: 3,
             cooldown_s: 30,
         }
+    }
+}
+
+/// A credential from configuration: `Debug` prints `***` and it is never serialized, so it cannot
+/// reach a log line or a dumped configuration.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it (an HTTP header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The render providers of live keys (domain.md, "Render backends"). A provider runs only with an
+/// API key, which comes from the file or, better, from its environment variable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Time between two status checks of a provider task, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// A provider task still unfinished after this long is cancelled (where the API allows it) and
+    /// the attempt fails over, in seconds. Keep it below `render_timeout_s`.
+    pub task_timeout_s: u64,
+    /// Retries of one provider call answered with HTTP 429 (each after `Retry-After`) before the
+    /// attempt fails as rate limited.
+    pub rate_limit_retries: u32,
+    /// Limit of one HTTP request to a provider, in seconds.
+    pub request_timeout_s: u64,
+    pub runway: RunwayConfig,
+    pub veo: VeoConfig,
+    pub replicate: ReplicateConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunwayConfig {
+    pub base_url: String,
+    /// Environment: `AIPROD_RUNWAY_API_KEY`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Text-to-video model, e.g. `gen4.5`.
+    pub model: String,
+    /// Sent as `X-Runway-Version`.
+    pub api_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VeoConfig {
+    /// The Gemini API.
+    pub base_url: String,
+    /// Gemini API key; environment: `AIPROD_VEO_API_KEY`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Veo model, e.g. `veo-3.1-generate-preview`.
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicateConfig {
+    pub base_url: String,
+    /// API token; environment: `AIPROD_REPLICATE_API_TOKEN`.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// `owner/name` of an official model (run by name), or of the model `version` belongs to.
+    pub model: String,
+    /// A version id: the prediction is created with it (`POST /v1/predictions`) instead of by name.
+    pub version: Option<String>,
+    /// Model input that receives the aspect ratio (`16:9` or `9:16`); none when unset.
+    pub aspect_ratio_input: Option<String>,
+    /// Model input that receives the shot's duration in seconds; none when unset.
+    pub duration_input: Option<String>,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        ProvidersConfig {
+            // Runway: "should not expect updates more frequent than once every five seconds".
+            poll_interval_ms: 5_000,
+            task_timeout_s: 600,
+            rate_limit_retries: 3,
+            request_timeout_s: 30,
+            runway: RunwayConfig::default(),
+            veo: VeoConfig::default(),
+            replicate: ReplicateConfig::default(),
+        }
+    }
+}
+
+impl Default for RunwayConfig {
+    fn default() -> Self {
+        RunwayConfig {
+            base_url: "https://api.dev.runwayml.com".into(),
+            api_key: None,
+            model: "gen4.5".into(),
+            api_version: "2024-11-06".into(),
+        }
+    }
+}
+
+impl Default for VeoConfig {
+    fn default() -> Self {
+        VeoConfig {
+            base_url: "https://generativelanguage.googleapis.com".into(),
+            api_key: None,
+            model: "veo-3.1-generate-preview".into(),
+        }
+    }
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        ReplicateConfig {
+            base_url: "https://api.replicate.com".into(),
+            api_key: None,
+            model: "wan-video/wan-2.2-t2v-fast".into(),
+            version: None,
+            aspect_ratio_input: Some("aspect_ratio".into()),
+            duration_input: None,
+        }
+    }
+}
+
+impl ProvidersConfig {
+    /// The environment layer: each provider key from its variable (an empty value is ignored).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let key = |name: &str| var(name).filter(|v| !v.trim().is_empty()).map(Secret);
+        if let Some(k) = key("AIPROD_RUNWAY_API_KEY") {
+            self.runway.api_key = Some(k);
+        }
+        if let Some(k) = key("AIPROD_VEO_API_KEY") {
+            self.veo.api_key = Some(k);
+        }
+        if let Some(k) = key("AIPROD_REPLICATE_API_TOKEN") {
+            self.replicate.api_key = Some(k);
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.poll_interval_ms == 0 || self.task_timeout_s == 0 || self.request_timeout_s == 0 {
+            problems.push(
+                "providers.poll_interval_ms, task_timeout_s and request_timeout_s must be > 0"
+                    .into(),
+            );
+        }
+        let providers = [
+            (
+                "runway",
+                &self.runway.base_url,
+                &self.runway.api_key,
+                &self.runway.model,
+            ),
+            (
+                "veo",
+                &self.veo.base_url,
+                &self.veo.api_key,
+                &self.veo.model,
+            ),
+            (
+                "replicate",
+                &self.replicate.base_url,
+                &self.replicate.api_key,
+                &self.replicate.model,
+            ),
+        ];
+        for (name, base_url, key, model) in providers {
+            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                problems.push(format!("providers.{name}.base_url must be an http(s) URL"));
+            }
+            if key.as_ref().is_some_and(|k| k.0.trim().is_empty()) {
+                problems.push(format!("providers.{name}.api_key must not be empty"));
+            }
+            if model.trim().is_empty() {
+                problems.push(format!("providers.{name}.model must not be empty"));
+            }
+        }
+        let r = &self.replicate;
+        if r.version.is_none() && r.model.split('/').filter(|p| !p.is_empty()).count() != 2 {
+            problems.push("providers.replicate.model must be owner/name".into());
+        }
+        problems
     }
 }
 
@@ -154,6 +353,8 @@ impl Config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        // Provider keys come from the environment only (never from flags, which `ps` shows).
+        config.providers.apply_env(|name| std::env::var(name).ok());
         if let Some(v) = args.listen {
             config.listen = v;
         }
@@ -235,6 +436,7 @@ impl Config {
         if self.circuit.failure_threshold == 0 {
             problems.push("circuit.failure_threshold must be > 0".into());
         }
+        problems.extend(self.providers.problems());
         anyhow::ensure!(
             problems.is_empty(),
             "invalid configuration:\n  - {}",
@@ -291,5 +493,79 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn provider_keys_layer_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aiprod.toml");
+        std::fs::write(
+            &file,
+            "[providers]\npoll_interval_ms = 250\n[providers.runway]\napi_key = \"rw-from-file\"\n\
+             [providers.replicate]\napi_key = \"r8-from-file\"\nmodel = \"acme/video\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_file(&file).unwrap();
+        let env = std::collections::HashMap::from([
+            ("AIPROD_RUNWAY_API_KEY", "rw-from-env"),
+            ("AIPROD_VEO_API_KEY", "veo-from-env"),
+            ("AIPROD_REPLICATE_API_TOKEN", " "),
+        ]);
+        c.providers
+            .apply_env(|name| env.get(name).map(|v| v.to_string()));
+        let p = &c.providers;
+        assert_eq!(p.poll_interval_ms, 250);
+        assert_eq!(
+            p.runway.api_key,
+            Some(Secret::new("rw-from-env")),
+            "the environment wins"
+        );
+        assert_eq!(p.veo.api_key, Some(Secret::new("veo-from-env")));
+        assert_eq!(
+            p.replicate.api_key,
+            Some(Secret::new("r8-from-file")),
+            "an empty variable is ignored"
+        );
+        assert_eq!(p.replicate.model, "acme/video");
+        assert_eq!(
+            p.runway.base_url, "https://api.dev.runwayml.com",
+            "real hosts by default"
+        );
+        assert_eq!(p.veo.base_url, "https://generativelanguage.googleapis.com");
+        assert_eq!(p.replicate.base_url, "https://api.replicate.com");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn provider_keys_are_never_printed() {
+        let mut c = Config::default();
+        c.providers.runway.api_key = Some(Secret::new("rw-secret-1"));
+        c.providers.veo.api_key = Some(Secret::new("veo-secret-2"));
+        c.providers.replicate.api_key = Some(Secret::new("r8-secret-3"));
+        let debug = format!("{c:?}");
+        let json = serde_json::to_string(&c).unwrap();
+        for key in ["rw-secret-1", "veo-secret-2", "r8-secret-3"] {
+            assert!(!debug.contains(key) && !json.contains(key), "{key} leaked");
+        }
+        assert!(debug.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn provider_settings_are_checked() {
+        assert!(toml::from_str::<Config>("[providers.runway]\napikey = \"x\"").is_err());
+        let mut c = Config::default();
+        c.providers.poll_interval_ms = 0;
+        c.providers.veo.base_url = "generativelanguage.googleapis.com".into();
+        c.providers.replicate.model = "no-owner".into();
+        c.providers.runway.api_key = Some(Secret::new(""));
+        let err = c.validate().unwrap_err().to_string();
+        for expected in [
+            "poll_interval_ms",
+            "providers.veo.base_url",
+            "providers.replicate.model",
+            "providers.runway.api_key",
+        ] {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 }
