@@ -2,6 +2,7 @@
 //! providers' HTTP APIs (live keys), with a circuit breaker per backend.
 
 pub mod circuit;
+pub mod http;
 pub mod sandbox;
 
 use crate::domain::Backend;
