@@ -44,7 +44,8 @@ pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
     let backends = Backends {
         sandbox: App::sandbox_backends(&config),
-        live: BackendSet::default(),
+        // One adapter per provider with an API key (`[providers.*]`); none without keys.
+        live: backends::http::live_backends(&config, || App::circuit(&config))?,
     };
     Ok(App::new(config, store, backends))
 }

@@ -12,4 +12,5 @@ mod limits;
 mod manifests;
 mod observability;
 mod postgres;
+mod providers;
 mod reliability;

@@ -1,0 +1,443 @@
+//! Live keys render on the providers' HTTP APIs: the real server, with `[providers.*]` pointed at
+//! fake Runway, Gemini (Veo) and Replicate servers on loopback that follow each provider's
+//! documented task lifecycle (create → a few "running" polls → done).
+
+use crate::harness::*;
+use aiprod::config::{Config, Secret};
+use aiprod_sdk::{Client, pb};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use pb::JobState::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const RUNWAY_KEY: &str = "rw-e2e-key";
+const VEO_KEY: &str = "AIza-e2e-key";
+const REPLICATE_TOKEN: &str = "r8_e2e_token";
+/// Status checks answered "running" before a task finishes.
+const RUNNING_POLLS: usize = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Runway,
+    Veo,
+    Replicate,
+}
+
+/// A request a fake provider received.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+struct Provider {
+    kind: Kind,
+    /// Every task fails instead of succeeding.
+    fail: bool,
+    next_id: AtomicUsize,
+    polls: Mutex<HashMap<String, usize>>,
+    log: Mutex<Vec<Seen>>,
+}
+
+/// A fake provider on 127.0.0.1:0.
+struct FakeProvider {
+    base_url: String,
+    state: Arc<Provider>,
+}
+
+impl FakeProvider {
+    async fn start(kind: Kind, fail: bool) -> FakeProvider {
+        let state = Arc::new(Provider {
+            kind,
+            fail,
+            next_id: AtomicUsize::new(1),
+            polls: Mutex::new(HashMap::new()),
+            log: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeProvider { base_url, state }
+    }
+
+    fn seen(&self, method: &str, path_prefix: &str) -> Vec<Seen> {
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == method && s.path.starts_with(path_prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn total(&self) -> usize {
+        self.state.log.lock().unwrap().len()
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+/// Counts a status check of `task`; true once the task is done.
+fn poll_done(p: &Provider, task: &str) -> Option<bool> {
+    let mut polls = p.polls.lock().unwrap();
+    let n = polls.get_mut(task)?;
+    *n += 1;
+    Some(*n > RUNNING_POLLS)
+}
+
+async fn answer(
+    State(p): State<Arc<Provider>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let seen = Seen {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    p.log.lock().unwrap().push(seen.clone());
+    let path = seen.path.as_str();
+    let new_task = |prefix: &str| {
+        let id = format!("{prefix}{}", p.next_id.fetch_add(1, Ordering::SeqCst));
+        p.polls.lock().unwrap().insert(id.clone(), 0);
+        id
+    };
+    match p.kind {
+        Kind::Runway => {
+            if seen.header("authorization") != Some(&format!("Bearer {RUNWAY_KEY}"))
+                || seen.header("x-runway-version") != Some("2024-11-06")
+            {
+                return reply(401, json!({"error": "Unauthorized"}));
+            }
+            match (seen.method.as_str(), path) {
+                ("POST", "/v1/text_to_video") => reply(200, json!({"id": new_task("task-")})),
+                ("GET", _) if path.starts_with("/v1/tasks/") => {
+                    let id = &path["/v1/tasks/".len()..];
+                    match poll_done(&p, id) {
+                        None => reply(404, json!({"error": "Task not found"})),
+                        Some(false) => {
+                            reply(200, json!({"id": id, "status": "RUNNING", "progress": 0.5}))
+                        }
+                        Some(true) if p.fail => reply(
+                            200,
+                            json!({"id": id, "status": "FAILED", "failure": "Internal error", "failureCode": "INTERNAL"}),
+                        ),
+                        Some(true) => reply(
+                            200,
+                            json!({"id": id, "status": "SUCCEEDED", "output": [format!("https://runway.example/{id}.mp4")]}),
+                        ),
+                    }
+                }
+                _ => reply(404, json!({"error": "Not found"})),
+            }
+        }
+        Kind::Veo => {
+            if seen.header("x-goog-api-key") != Some(VEO_KEY) {
+                return reply(
+                    403,
+                    json!({"error": {"code": 403, "message": "API key not valid."}}),
+                );
+            }
+            const MODEL: &str = "/v1beta/models/veo-3.1-generate-preview";
+            match seen.method.as_str() {
+                "POST" if path == format!("{MODEL}:predictLongRunning") => {
+                    let op = new_task("models/veo-3.1-generate-preview/operations/op-");
+                    reply(200, json!({"name": op}))
+                }
+                "GET" if path.starts_with(&format!("{MODEL}/operations/")) => {
+                    let name = &path["/v1beta/".len()..];
+                    match poll_done(&p, name) {
+                        None => reply(404, json!({"error": {"code": 404, "message": "not found"}})),
+                        Some(false) => reply(200, json!({"name": name})),
+                        Some(true) if p.fail => reply(
+                            200,
+                            json!({"name": name, "done": true, "error": {"code": 13, "message": "failed"}}),
+                        ),
+                        Some(true) => reply(
+                            200,
+                            json!({"name": name, "done": true, "response": {"generateVideoResponse": {"generatedSamples": [{"video": {"uri": format!("https://veo.example/{name}.mp4")}}]}}}),
+                        ),
+                    }
+                }
+                _ => reply(404, json!({"error": {"code": 404, "message": "not found"}})),
+            }
+        }
+        Kind::Replicate => {
+            if seen.header("authorization") != Some(&format!("Bearer {REPLICATE_TOKEN}")) {
+                return reply(401, json!({"detail": "Unauthenticated", "status": 401}));
+            }
+            match (seen.method.as_str(), path) {
+                ("POST", "/v1/models/wan-video/wan-2.2-t2v-fast/predictions") => {
+                    let id = new_task("pred");
+                    reply(
+                        201,
+                        json!({"id": id, "status": "starting", "input": seen.body["input"].clone()}),
+                    )
+                }
+                ("GET", _) if path.starts_with("/v1/predictions/") => {
+                    let id = &path["/v1/predictions/".len()..];
+                    match poll_done(&p, id) {
+                        None => reply(404, json!({"detail": "Not found"})),
+                        Some(false) => reply(200, json!({"id": id, "status": "processing"})),
+                        Some(true) if p.fail => reply(
+                            200,
+                            json!({"id": id, "status": "failed", "error": "GPU lost"}),
+                        ),
+                        Some(true) => reply(
+                            200,
+                            json!({"id": id, "status": "succeeded", "output": format!("https://replicate.example/{id}.mp4")}),
+                        ),
+                    }
+                }
+                _ => reply(404, json!({"detail": "Not found"})),
+            }
+        }
+    }
+}
+
+/// A test config whose providers are the fakes (keys only for the fakes given).
+fn live_config(
+    dir: &tempfile::TempDir,
+    runway: Option<&FakeProvider>,
+    veo: Option<&FakeProvider>,
+    replicate: Option<&FakeProvider>,
+) -> Config {
+    let mut c = test_config(dir, 2);
+    let p = &mut c.providers;
+    p.poll_interval_ms = 5;
+    p.task_timeout_s = 30;
+    if let Some(f) = runway {
+        p.runway.base_url = f.base_url.clone();
+        p.runway.api_key = Some(Secret::new(RUNWAY_KEY));
+    }
+    if let Some(f) = veo {
+        p.veo.base_url = f.base_url.clone();
+        p.veo.api_key = Some(Secret::new(VEO_KEY));
+    }
+    if let Some(f) = replicate {
+        p.replicate.base_url = f.base_url.clone();
+        p.replicate.api_key = Some(Secret::new(REPLICATE_TOKEN));
+    }
+    c
+}
+
+/// A Platinum tenant with a LIVE key, and a client using it.
+async fn live_client(server: &TestServer) -> Client {
+    let admin = server.admin().await;
+    let tenant = admin
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            name: "acme-live".into(),
+            tier: pb::Tier::Platinum as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .tenant
+        .unwrap();
+    let key = admin
+        .admin()
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: tenant.tenant_id,
+            mode: pb::ApiKeyMode::Live as i32,
+            name: "live".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create live key")
+        .into_inner();
+    assert!(key.secret.starts_with("aiprod_live_"));
+    Client::connect(server.endpoint.clone(), &key.secret)
+        .await
+        .unwrap()
+}
+
+/// Runs a quick_social job to its end; returns the job, its events and its shot descriptions.
+async fn run_quick_social(
+    client: &Client,
+    request_id: &str,
+) -> (pb::Job, Vec<pb::JobEvent>, Vec<String>) {
+    let job = create(client, create_request(request_id, "quick_social")).await;
+    assert!(!job.sandbox, "a live key's job runs on the providers");
+    let events = watch_to_end(client, &job.job_id, 0).await;
+    assert_gap_free(&events);
+    let job = client
+        .render()
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let manifest = client
+        .icc()
+        .get_manifest(pb::GetManifestRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .manifest
+        .unwrap();
+    let descriptions = manifest.shots.into_iter().map(|s| s.description).collect();
+    (job, events, descriptions)
+}
+
+fn rendered_on(events: &[pb::JobEvent]) -> Vec<i32> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(pb::job_event::Payload::ShotRendered(r)) => Some(r.backend),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fallbacks(events: &[pb::JobEvent]) -> Vec<pb::BackendFallback> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(pb::job_event::Payload::BackendFallback(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_live_job_renders_through_the_provider_api() {
+    let runway = FakeProvider::start(Kind::Runway, false).await;
+    let veo = FakeProvider::start(Kind::Veo, false).await;
+    let replicate = FakeProvider::start(Kind::Replicate, false).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = live_config(&dir, Some(&runway), Some(&veo), Some(&replicate));
+    let server = TestServer::start_with(config, dir).await;
+    let client = live_client(&server).await;
+
+    let (job, events, descriptions) = run_quick_social(&client, "live-1").await;
+    assert_eq!(
+        states(&events).last(),
+        Some(&Delivered),
+        "{:?}",
+        job.status_message
+    );
+    assert_eq!((job.shots_total, job.shots_rendered), (3, 3));
+    assert_eq!(
+        rendered_on(&events),
+        vec![pb::Backend::Replicate as i32; 3],
+        "quick_social renders on the economy provider"
+    );
+    assert!(fallbacks(&events).is_empty());
+
+    let creates = replicate.seen("POST", "/v1/models/wan-video/wan-2.2-t2v-fast/predictions");
+    assert_eq!(creates.len(), 3, "one prediction per shot");
+    for (create, description) in creates.iter().zip(&descriptions) {
+        assert_eq!(
+            create.header("authorization"),
+            Some(format!("Bearer {REPLICATE_TOKEN}").as_str())
+        );
+        assert_eq!(
+            create.body["input"]["prompt"],
+            description.as_str(),
+            "the shot's description is the prompt"
+        );
+        assert_eq!(create.body["input"]["aspect_ratio"], "16:9");
+    }
+    assert_eq!(
+        replicate.seen("GET", "/v1/predictions/").len(),
+        3 * (RUNNING_POLLS + 1),
+        "each prediction is polled until it succeeds"
+    );
+    assert_eq!(
+        runway.total() + veo.total(),
+        0,
+        "the other providers are not called"
+    );
+
+    let report = costs(&client, &job.job_id).await;
+    assert_certified(&report);
+    assert_no_double_billing(&report);
+}
+
+#[tokio::test]
+async fn a_failing_provider_falls_back_to_another_provider() {
+    let runway = FakeProvider::start(Kind::Runway, false).await;
+    let replicate = FakeProvider::start(Kind::Replicate, true).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = live_config(&dir, Some(&runway), None, Some(&replicate));
+    let server = TestServer::start_with(config, dir).await;
+    let client = live_client(&server).await;
+
+    let (job, events, descriptions) = run_quick_social(&client, "live-fallback-1").await;
+    assert_eq!(
+        states(&events).last(),
+        Some(&Delivered),
+        "{:?}",
+        job.status_message
+    );
+    let f = fallbacks(&events);
+    assert!(!f.is_empty(), "the failures are fallback events");
+    for fallback in &f {
+        assert_eq!(fallback.from_backend, pb::Backend::Replicate as i32);
+        assert_eq!(fallback.to_backend, pb::Backend::Runway as i32);
+        assert!(fallback.reason.contains("GPU lost"), "{}", fallback.reason);
+    }
+    assert_eq!(
+        rendered_on(&events),
+        vec![pb::Backend::Runway as i32; 3],
+        "every shot ends up on runway"
+    );
+    assert_eq!(
+        replicate.seen("POST", "/v1/models/").len(),
+        f.len(),
+        "one failed prediction per fallback"
+    );
+
+    let creates = runway.seen("POST", "/v1/text_to_video");
+    assert_eq!(creates.len(), 3);
+    let mut prompts: Vec<&str> = creates
+        .iter()
+        .map(|c| c.body["promptText"].as_str().unwrap())
+        .collect();
+    prompts.sort();
+    let mut expected: Vec<&str> = descriptions.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(prompts, expected, "each shot's description reaches runway");
+    for create in &creates {
+        assert_eq!(
+            create.header("authorization"),
+            Some(format!("Bearer {RUNWAY_KEY}").as_str())
+        );
+        assert_eq!(create.header("x-runway-version"), Some("2024-11-06"));
+        assert_eq!(create.body["model"], "gen4.5");
+        assert_eq!(create.body["ratio"], "1280:720");
+        assert_eq!(create.body["duration"], 10);
+    }
+    let report = costs(&client, &job.job_id).await;
+    assert_certified(&report);
+    assert_no_double_billing(&report);
+}
