@@ -103,3 +103,58 @@ async fn metrics_count_calls_by_method_and_code_and_jobs_by_state() {
     }
     assert!(!text.contains(&job.job_id), "no job ids in labels");
 }
+
+#[tokio::test]
+async fn first_start_creates_the_demo_tenant_and_prints_its_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aiprod.db").display());
+    let mut printed = Vec::new();
+    for run in 0..2 {
+        let ready = dir.path().join(format!("ready-{run}"));
+        let out_path = dir.path().join(format!("stdout-{run}"));
+        let mut child = std::process::Command::new(binary())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db,
+                "--sandbox-latency-ms",
+                "1",
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("AIPROD_LOG", "warn")
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut endpoint = String::new();
+        for _ in 0..300 {
+            if let Ok(a) = std::fs::read_to_string(&ready)
+                && !a.is_empty()
+            {
+                endpoint = format!("http://{a}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stdout = std::fs::read_to_string(&out_path).unwrap();
+        let key = stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("aiprod_test_"))
+            .map(str::to_owned);
+        if let Some(key) = &key {
+            let client = Client::connect(endpoint, key).await.unwrap();
+            let job = create(&client, create_request("demo-1", "premium_spot")).await;
+            assert_eq!(
+                job.state,
+                pb::JobState::Queued as i32,
+                "the demo tenant is Platinum"
+            );
+        }
+        printed.push(key);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(printed[0].is_some(), "the first start prints a test key");
+    assert!(printed[1].is_none(), "later starts print nothing");
+}
