@@ -108,3 +108,46 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::ErrorDetails;
+
+    #[test]
+    fn decodes_field_violations_and_retry_info() {
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("brief", "is required");
+        details.add_bad_request_violation("shots[1].duration_s", "must be 1–10 seconds");
+        let e = Error::from(tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "invalid",
+            details,
+        ));
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let fields: Vec<_> = e.field_violations().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["brief", "shots[1].duration_s"]);
+        assert!(!e.is_transient());
+
+        let e = Error::from(tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "slow down",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
+        ));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert!(e.is_transient());
+        assert!(e.field_violations().is_empty());
+    }
+
+    #[test]
+    fn connection_resets_are_transient_but_bugs_are_not() {
+        assert!(
+            Error::from(tonic::Status::unknown("h2 protocol error: stream reset")).is_transient()
+        );
+        assert!(Error::from(tonic::Status::unavailable("shutting down")).is_transient());
+        assert!(
+            !Error::from(tonic::Status::internal("internal error (incident 1)")).is_transient()
+        );
+        assert!(!Error::from(tonic::Status::not_found("job not found")).is_transient());
+    }
+}
