@@ -12,3 +12,5 @@ for lang in python typescript go; do
     "sdk/$lang/codegen.sh"
   fi
 done
+# The README's per-language snippets are the examples' quickstart blocks.
+python3 scripts/readme_snippets.py
