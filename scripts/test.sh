@@ -43,4 +43,4 @@ done
 
 echo
 echo "=== all suites passed in $(( $(date +%s) - started )) s: ${passed[*]}"
-echo "${#passed[@]} passed, 0 failed"
+echo "suites: ${#passed[@]} passed, 0 failed"
