@@ -66,6 +66,7 @@ impl App {
             t.job_quota = v;
         }
         self.store.update_tenant(&t).await?;
+        self.auth_cache.clear();
         Ok(t)
     }
 
@@ -107,6 +108,7 @@ impl App {
             .revoke_key(key_id, now_ms())
             .await?
             .ok_or_else(|| Error::not_found("api key"))?;
+        self.auth_cache.clear();
         tracing::info!(key_id, "api key revoked");
         Ok(key)
     }

@@ -2,7 +2,7 @@
 
 use super::App;
 use crate::domain::Tier;
-use crate::domain::tenant::{KeyMode, key_matches, parse_key};
+use crate::domain::tenant::{ApiKey, KeyMode, Tenant, key_matches, parse_key};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 
@@ -41,7 +41,19 @@ impl App {
             )
         })?;
         let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
-        let key = self.store.key(&parsed.key_id).await?.ok_or_else(invalid)?;
+        let (key, tenant) = match self.auth_cache.get(&parsed.key_id) {
+            Some(hit) => hit,
+            None => {
+                let key = self.store.key(&parsed.key_id).await?.ok_or_else(invalid)?;
+                let tenant = self
+                    .store
+                    .tenant(&key.tenant_id)
+                    .await?
+                    .ok_or_else(invalid)?;
+                self.auth_cache.put(key.clone(), tenant.clone());
+                (key, tenant)
+            }
+        };
         if !key_matches(secret, &key.secret_hash) || key.mode != parsed.mode {
             return Err(invalid());
         }
@@ -63,12 +75,8 @@ impl App {
             if let Err(e) = self.store.touch_key(&key.id, now).await {
                 tracing::warn!(error = %e, "could not record key use");
             }
+            self.auth_cache.touched(&key.id, now);
         }
-        let tenant = self
-            .store
-            .tenant(&key.tenant_id)
-            .await?
-            .ok_or_else(invalid)?;
         Ok(Caller {
             tenant_id: key.tenant_id,
             key_id: key.id,
@@ -116,5 +124,52 @@ impl App {
                 "the admin token is not valid",
             ))
         }
+    }
+}
+
+/// Keys and their tenants, kept for at most a second so the hot path does not read them on every
+/// call. Revocations and tenant changes made through this process clear it at once; other
+/// replicas (or the offline admin CLI) take effect within the TTL.
+#[derive(Default)]
+pub struct AuthCache {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ApiKey, Tenant)>>,
+}
+
+const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl AuthCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (std::time::Instant, ApiKey, Tenant)>,
+    > {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key_id: &str) -> Option<(ApiKey, Tenant)> {
+        let entries = self.lock();
+        let (at, key, tenant) = entries.get(key_id)?;
+        (at.elapsed() < AUTH_CACHE_TTL).then(|| (key.clone(), tenant.clone()))
+    }
+
+    fn put(&self, key: ApiKey, tenant: Tenant) {
+        let mut entries = self.lock();
+        if entries.len() > 10_000 {
+            entries.retain(|_, (at, _, _)| at.elapsed() < AUTH_CACHE_TTL);
+        }
+        entries.insert(key.id.clone(), (std::time::Instant::now(), key, tenant));
+    }
+
+    fn touched(&self, key_id: &str, now_ms: i64) {
+        if let Some((_, key, _)) = self.lock().get_mut(key_id) {
+            key.last_used_ms = Some(now_ms);
+        }
+    }
+
+    /// Forgets everything (after a revocation or a tenant change).
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }

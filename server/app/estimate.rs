@@ -68,12 +68,8 @@ impl App {
             .preset(&input.preset_id)
             .ok_or_else(|| Error::invalid("preset_id", "unknown preset"))?;
         let now = now_ms();
-        let tenant = self
-            .store
-            .tenant(&caller.tenant_id)
-            .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("caller's tenant is missing")))?;
-        let tolerance = catalog.tier(tenant.tier_at(now)).cost_tolerance_percent;
+        // The tier was read with the key: no second tenant lookup on this hot path.
+        let tolerance = catalog.tier(caller.tier).cost_tolerance_percent;
         let cache_hit = preset.brand_cache
             && !input.brand_id.is_empty()
             && self

@@ -38,6 +38,7 @@ pub struct App {
     driving: Mutex<HashSet<String>>,
     workers: Arc<Semaphore>,
     pub rate_limiter: limits::RateLimiter,
+    pub auth_cache: auth::AuthCache,
 }
 
 impl App {
@@ -52,6 +53,7 @@ impl App {
             driving: Mutex::new(HashSet::new()),
             workers,
             rate_limiter: limits::RateLimiter::default(),
+            auth_cache: auth::AuthCache::default(),
         })
     }
 
