@@ -1,21 +1,25 @@
 //! The AIPROD performance benchmark: `cargo bench --bench bench`.
 //!
 //! One run, in this process, on loopback only, with bounded durations:
-//! 1. unary `CostEstimatorService.EstimateCost`: throughput and latency of N concurrent callers over
-//!    a few connections, against a baseline measured the same way in the same run: a bare tonic
-//!    server that only serves `grpc.health.v1.Health/Check` (same transport settings, no AIPROD
-//!    layers). The ratios are the figures;
-//! 2. `WatchJob` fan-out: N streams on one job and on N jobs (one stream each); commit-to-receive
+//! 1. unary `CostEstimatorService.EstimateCost`: throughput and latency of 1 and of N concurrent
+//!    callers over a few connections, against a baseline measured the same way in the same run: a
+//!    bare tonic server that only serves `grpc.health.v1.Health/Check` (same transport settings,
+//!    no AIPROD layers). The ratios are the figures;
+//! 2. `WatchJob` fan-out: N streams on one job and on N jobs (one stream each), opened while the
+//!    jobs wait for manifest approval, then the jobs are approved and render; commit-to-receive
 //!    delivery latency (the event's `create_time`, stamped in the committing transaction, against
-//!    the receive time) and the resident memory one open stream costs (VmRSS delta);
+//!    the receive time) and the resident memory an idle open stream costs (VmRSS delta of this
+//!    process, client and server side together, over the opening of the N streams);
 //! 3. end-to-end `quick_social` jobs per second with zero sandbox latency, created concurrently and
 //!    watched to DELIVERED, on SQLite and on a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`).
 //!
 //! Prints a table and one JSON document, also written to `target/bench-results.json`. Figures
-//! only: nothing here asserts a timing. Settings (environment, defaults in `Settings::from_env`):
-//! `AIPROD_BENCH_SECONDS` (measured window of each throughput phase, 5), `AIPROD_BENCH_WARMUP_SECONDS`
-//! (1), `AIPROD_BENCH_CALLERS` (64), `AIPROD_BENCH_CONNECTIONS` (4), `AIPROD_BENCH_STREAMS`
-//! ("100,500"), `AIPROD_BENCH_STREAMS_PER_CONNECTION` (100), `AIPROD_BENCH_FANOUT_LATENCY_MS` (20),
+//! only: nothing here asserts a timing. Settings (environment; defaults in parentheses):
+//! `AIPROD_BENCH_SECONDS` (measured window of each throughput phase, 5),
+//! `AIPROD_BENCH_WARMUP_SECONDS` (1), `AIPROD_BENCH_CALLERS` ("1,64"),
+//! `AIPROD_BENCH_CONNECTIONS` (4), `AIPROD_BENCH_STREAMS` ("100,500"),
+//! `AIPROD_BENCH_STREAMS_PER_CONNECTION` (100), `AIPROD_BENCH_OPEN_BATCH` (streams opened at
+//! once, 50), `AIPROD_BENCH_FANOUT_LATENCY_MS` (sandbox latency of the fan-out server, 20),
 //! `AIPROD_BENCH_JOB_CONCURRENCY` (32), `AIPROD_BENCH_POSTGRES` (`auto`, `0` or `1`),
 //! `AIPROD_BENCH_JSON` (output path), `AIPROD_PG_BIN` (PostgreSQL binaries).
 
@@ -34,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -48,14 +53,25 @@ const BRIEF: &str =
 struct Settings {
     seconds: f64,
     warmup: f64,
-    callers: usize,
+    callers: Vec<usize>,
     connections: usize,
     streams: Vec<usize>,
     streams_per_connection: usize,
+    open_batch: usize,
     fanout_latency_ms: u64,
     job_concurrency: usize,
     postgres: String,
     json_path: PathBuf,
+}
+
+/// A comma-separated list of positive counts, e.g. "100,500".
+fn env_counts(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect()
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -70,22 +86,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 impl Settings {
     fn from_env() -> Settings {
-        let streams = std::env::var("AIPROD_BENCH_STREAMS").unwrap_or_else(|_| "100,500".into());
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
         Settings {
             seconds: env_or("AIPROD_BENCH_SECONDS", 5.0_f64).max(0.5),
             warmup: env_or("AIPROD_BENCH_WARMUP_SECONDS", 1.0_f64).max(0.0),
-            callers: env_or("AIPROD_BENCH_CALLERS", 64_usize).max(1),
+            callers: env_counts("AIPROD_BENCH_CALLERS", "1,64"),
             connections: env_or("AIPROD_BENCH_CONNECTIONS", 4_usize).max(1),
-            streams: streams
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .filter(|n| *n > 0)
-                .collect(),
+            streams: env_counts("AIPROD_BENCH_STREAMS", "100,500"),
             streams_per_connection: env_or("AIPROD_BENCH_STREAMS_PER_CONNECTION", 100_usize)
                 .clamp(1, 190),
+            open_batch: env_or("AIPROD_BENCH_OPEN_BATCH", 50_usize).max(1),
             fanout_latency_ms: env_or("AIPROD_BENCH_FANOUT_LATENCY_MS", 20_u64),
             job_concurrency: env_or("AIPROD_BENCH_JOB_CONCURRENCY", 32_usize).max(1),
             postgres: std::env::var("AIPROD_BENCH_POSTGRES").unwrap_or_else(|_| "auto".into()),
@@ -111,6 +123,7 @@ impl Settings {
             "connections": self.connections,
             "streams": self.streams,
             "streams_per_connection": self.streams_per_connection,
+            "open_batch": self.open_batch,
             "fanout_sandbox_latency_ms": self.fanout_latency_ms,
             "job_concurrency": self.job_concurrency,
             "postgres": self.postgres,
@@ -147,7 +160,11 @@ fn round2(x: f64) -> f64 {
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { round2(a / b) } else { 0.0 }
+    if b > 0.0 {
+        (a / b * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
 }
 
 fn latency_json(h: &Histogram<u64>) -> Value {
@@ -238,10 +255,11 @@ fn aiprod_config(dir: &tempfile::TempDir, database_url: Option<&str>, latency_ms
         ..Config::default()
     };
     c.sandbox.latency_ms = latency_ms;
-    // Measure the server, not a tenant's quota: lift the Platinum rate and jobs-in-progress limits.
-    if let Some(platinum) = c.catalog.tiers.get_mut(&aiprod::domain::Tier::Platinum) {
-        platinum.requests_per_minute = u32::MAX;
-        platinum.concurrent_jobs = u32::MAX;
+    // Measure the service, not the per-tenant limits: lift every tier's request rate and
+    // concurrent-job limits (the checks still run on every call).
+    for tier in c.catalog.tiers.values_mut() {
+        tier.requests_per_minute = 1_000_000_000;
+        tier.concurrent_jobs = 1_000_000;
     }
     c
 }
@@ -270,24 +288,23 @@ impl Running {
         })
     }
 
-    /// The baseline: a bare tonic server with only `grpc.health.v1.Health` and the same transport
-    /// settings as `aiprod::serve` (timeout, keepalive, TCP_NODELAY), without its layers.
+    /// The baseline: a bare tonic server with only `grpc.health.v1.Health`, the transport settings
+    /// of `aiprod::serve` (timeout, HTTP/2 keepalive) and TCP_NODELAY on accepted sockets, without
+    /// AIPROD's layers. (`Server::tcp_nodelay` does not apply to an incoming stream: it is set on
+    /// the `TcpIncoming` here.)
     async fn baseline() -> anyhow::Result<Running> {
         let (listener, endpoint) = loopback().await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (_reporter, health) = tonic_health::server::health_reporter();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
             .add_service(health)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stopped.await;
-                },
-            );
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.await;
+            });
         let handle = tokio::spawn(async move { server.await.map_err(anyhow::Error::from) });
         Ok(Running {
             endpoint,
@@ -442,10 +459,42 @@ impl tonic::service::Interceptor for Bearer {
 
 type HealthChannel = HealthClient<InterceptedService<Channel, Bearer>>;
 
-async fn baseline_unary(s: &Settings, secret: &str) -> anyhow::Result<Unary> {
+/// One caller count: the baseline and AIPROD, measured the same way one after the other.
+struct UnaryPair {
+    callers: usize,
+    base: Unary,
+    ours: Unary,
+}
+
+impl UnaryPair {
+    fn ratios(&self) -> [f64; 4] {
+        let (o, b) = (&self.ours.hist, &self.base.hist);
+        [
+            ratio(self.ours.rps(), self.base.rps()),
+            ratio(ms(o, 0.5), ms(b, 0.5)),
+            ratio(ms(o, 0.9), ms(b, 0.9)),
+            ratio(ms(o, 0.99), ms(b, 0.99)),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        let [rps, p50, p90, p99] = self.ratios();
+        json!({
+            "callers": self.callers,
+            "baseline": self.base.json("tonic grpc.health.v1.Health/Check"),
+            "aiprod": self.ours.json("aiprod.v1.CostEstimatorService/EstimateCost"),
+            "ratio": { "rps": rps, "p50": p50, "p90": p90, "p99": p99 },
+        })
+    }
+}
+
+/// For each caller count: the baseline (its own server), then EstimateCost on `endpoint`. Both
+/// use `s.connections` connections with the SDK's channel settings and the same per-call
+/// interceptor work (bearer credential + deadline).
+async fn unary(s: &Settings, endpoint: &str, secret: &str) -> anyhow::Result<Vec<UnaryPair>> {
     let server = Running::baseline().await?;
     let bearer = Bearer(format!("Bearer {secret}").parse()?);
-    let mut conns: Vec<HealthChannel> = Vec::new();
+    let mut base_conns: Vec<HealthChannel> = Vec::new();
     for _ in 0..s.connections {
         // The SDK's channel settings.
         let channel = Endpoint::from_shared(server.endpoint.clone())?
@@ -455,26 +504,19 @@ async fn baseline_unary(s: &Settings, secret: &str) -> anyhow::Result<Unary> {
             .tcp_nodelay(true)
             .connect()
             .await?;
-        conns.push(HealthClient::new(InterceptedService::new(
+        base_conns.push(HealthClient::new(InterceptedService::new(
             channel,
             bearer.clone(),
         )));
     }
-    let result = drive(&conns, s.callers, s, |mut c: HealthChannel| async move {
+    let health = |mut c: HealthChannel| async move {
         c.check(HealthCheckRequest {
             service: String::new(),
         })
         .await
         .is_ok()
-    })
-    .await;
-    drop(conns);
-    server.stop().await?;
-    Ok(result)
-}
-
-async fn aiprod_unary(s: &Settings, endpoint: &str, secret: &str) -> anyhow::Result<Unary> {
-    let conns: Vec<CostEstimatorServiceClient<AuthChannel>> =
+    };
+    let our_conns: Vec<CostEstimatorServiceClient<AuthChannel>> =
         clients(endpoint, secret, s.connections)
             .await?
             .iter()
@@ -485,16 +527,25 @@ async fn aiprod_unary(s: &Settings, endpoint: &str, secret: &str) -> anyhow::Res
         duration_s: Some(60),
         ..Default::default()
     };
-    Ok(drive(
-        &conns,
-        s.callers,
-        s,
-        move |mut c: CostEstimatorServiceClient<AuthChannel>| {
-            let request = request.clone();
-            async move { c.estimate_cost(request).await.is_ok() }
-        },
-    )
-    .await)
+    let estimate = move |mut c: CostEstimatorServiceClient<AuthChannel>| {
+        let request = request.clone();
+        async move { c.estimate_cost(request).await.is_ok() }
+    };
+    let mut out = Vec::new();
+    for &callers in &s.callers {
+        eprintln!("aiprod bench: unary, {callers} callers: baseline ...");
+        let base = drive(&base_conns, callers, s, health).await;
+        eprintln!("aiprod bench: unary, {callers} callers: EstimateCost ...");
+        let ours = drive(&our_conns, callers, s, estimate.clone()).await;
+        out.push(UnaryPair {
+            callers,
+            base,
+            ours,
+        });
+    }
+    drop(base_conns);
+    server.stop().await?;
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,8 +645,9 @@ async fn approve(client: &Client, job_id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One open stream: replays the job's events, reports "caught up" once it has seen the event at
-/// `open_seq`, then records the delivery latency of every later event until the terminal one.
+/// One open stream, opened after `open_seq` (no replay, so the memory measured is that of an idle
+/// open stream): reports "open" once the server has answered with the stream's headers, then
+/// records the delivery latency of every event until the terminal one.
 async fn one_stream(
     client: Client,
     job_id: String,
@@ -604,13 +656,14 @@ async fn one_stream(
 ) -> (Histogram<u64>, u64, Option<String>) {
     let mut hist = histogram();
     let mut received = 0_u64;
-    let mut ready = Some(ready);
     let mut request = tonic::Request::new(pb::WatchJobRequest {
         job_id,
-        after_sequence: 0,
+        after_sequence: open_seq,
     });
     request.set_timeout(Duration::from_secs(600));
-    let error = match client.render().watch_job(request).await {
+    let opened = client.render().watch_job(request).await;
+    let _ = ready.send(()); // open, or failed: never leave the opener waiting
+    let error = match opened {
         Err(status) => Some(status.to_string()),
         Ok(response) => {
             let mut stream = response.into_inner();
@@ -618,14 +671,8 @@ async fn one_stream(
                 match stream.message().await {
                     Ok(Some(message)) => {
                         let Some(e) = message.event else { continue };
-                        if e.sequence > open_seq {
-                            hist.saturating_record(delivery_micros(&e));
-                            received += 1;
-                        } else if e.sequence == open_seq
-                            && let Some(r) = ready.take()
-                        {
-                            let _ = r.send(());
-                        }
+                        hist.saturating_record(delivery_micros(&e));
+                        received += 1;
                         if aiprod_sdk::is_terminal(e.state) {
                             break None;
                         }
@@ -636,9 +683,6 @@ async fn one_stream(
             }
         }
     };
-    if let Some(r) = ready.take() {
-        let _ = r.send(()); // never leave the opener waiting
-    }
     (hist, received, error)
 }
 
@@ -668,27 +712,28 @@ async fn fanout(
 
     let opened = Instant::now();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
-    let tasks: Vec<JoinHandle<_>> = (0..streams)
-        .map(|i| {
-            let (job_id, open_seq) = jobs[i % jobs.len()].clone();
-            tokio::spawn(one_stream(
-                conns[i % connections].clone(),
-                job_id,
-                open_seq,
-                ready_tx.clone(),
-            ))
-        })
-        .collect();
-    drop(ready_tx);
-    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let mut tasks: Vec<JoinHandle<_>> = Vec::with_capacity(streams);
+    // In batches, so that the figure is the memory of open streams rather than the peak of a burst.
     let all_ready = tokio::time::timeout(Duration::from_secs(60), async {
-        for _ in 0..streams {
-            if ready_rx.recv().await.is_none() {
-                break;
+        for first in (0..streams).step_by(s.open_batch) {
+            let batch = first..streams.min(first + s.open_batch);
+            for i in batch.clone() {
+                let (job_id, open_seq) = jobs[i % jobs.len()].clone();
+                tasks.push(tokio::spawn(one_stream(
+                    conns[i % connections].clone(),
+                    job_id,
+                    open_seq,
+                    ready_tx.clone(),
+                )));
+            }
+            for _ in batch {
+                let _ = ready_rx.recv().await;
             }
         }
     })
     .await;
+    drop(ready_tx);
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
     let open_seconds = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_after_kib = rss_kib();
@@ -1049,14 +1094,7 @@ async fn e2e_postgres(s: &Settings) -> anyhow::Result<E2e> {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-fn print_table(
-    machine: &Value,
-    s: &Settings,
-    base: &Unary,
-    ours: &Unary,
-    fan: &[Fanout],
-    jobs: &[E2e],
-) {
+fn print_table(machine: &Value, s: &Settings, unary: &[UnaryPair], fan: &[Fanout], jobs: &[E2e]) {
     println!();
     println!(
         "AIPROD benchmark: {} CPUs ({}), commit {}; {} s windows after {} s warm-up; client and server in one process",
@@ -1068,36 +1106,36 @@ fn print_table(
     );
     println!();
     println!(
-        "1. Unary: {} closed-loop callers over {} connections",
-        s.callers, s.connections
+        "1. Unary, closed-loop callers over {} connections (AIPROD: SQLite, EstimateCost brand_campaign 60 s)",
+        s.connections
     );
     println!(
-        "   {:<34} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "target", "rps", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+        "   {:>7}  {:<30} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "callers", "target", "rps", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
     );
-    for (name, u) in [
-        ("baseline: tonic Health/Check", base),
-        ("aiprod: EstimateCost", ours),
-    ] {
+    for pair in unary {
+        for (name, u) in [
+            ("baseline: tonic Health/Check", &pair.base),
+            ("aiprod: EstimateCost", &pair.ours),
+        ] {
+            println!(
+                "   {:>7}  {:<30} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+                pair.callers,
+                name,
+                u.rps(),
+                ms(&u.hist, 0.5),
+                ms(&u.hist, 0.9),
+                ms(&u.hist, 0.99),
+                max_ms(&u.hist),
+                u.errors
+            );
+        }
+        let [rps, p50, p90, p99] = pair.ratios();
         println!(
-            "   {:<34} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-            name,
-            u.rps(),
-            ms(&u.hist, 0.5),
-            ms(&u.hist, 0.9),
-            ms(&u.hist, 0.99),
-            max_ms(&u.hist),
-            u.errors
+            "   {:>7}  {:<30} {:>9.3}x {:>7.2}x {:>7.2}x {:>7.2}x",
+            pair.callers, "ratio aiprod / baseline", rps, p50, p90, p99,
         );
     }
-    println!(
-        "   {:<34} {:>9.2}x {:>7.2}x {:>7.2}x {:>7.2}x",
-        "ratio aiprod / baseline",
-        ratio(ours.rps(), base.rps()),
-        ratio(ms(&ours.hist, 0.5), ms(&base.hist, 0.5)),
-        ratio(ms(&ours.hist, 0.9), ms(&base.hist, 0.9)),
-        ratio(ms(&ours.hist, 0.99), ms(&base.hist, 0.99)),
-    );
     println!();
     println!(
         "2. WatchJob fan-out (SQLite; brand_campaign jobs held at review, then approved; sandbox {} ms/shot)",
@@ -1196,13 +1234,10 @@ async fn main() -> anyhow::Result<()> {
     let machine = machine_json();
     eprintln!("aiprod bench: settings {}", s.json());
 
-    // 1. Unary: the baseline, then AIPROD on SQLite with zero sandbox latency.
+    // 1. Unary: the baseline, then AIPROD on SQLite with zero sandbox latency, per caller count.
     let server = Running::aiprod(None, 0).await?;
     let secret = tenant_key(&server.endpoint, "bench-unary").await?;
-    eprintln!("aiprod bench: unary baseline ...");
-    let base = baseline_unary(&s, &secret).await?;
-    eprintln!("aiprod bench: unary EstimateCost ...");
-    let ours = aiprod_unary(&s, &server.endpoint, &secret).await?;
+    let unary = unary(&s, &server.endpoint, &secret).await?;
 
     // 2. Fan-out, on its own SQLite server with a small sandbox latency so events are spread out.
     let fan_server = Running::aiprod(None, s.fanout_latency_ms).await?;
@@ -1233,21 +1268,12 @@ async fn main() -> anyhow::Result<()> {
         "benchmark": "aiprod",
         "machine": machine,
         "settings": s.json(),
-        "unary": {
-            "baseline": base.json("tonic grpc.health.v1.Health/Check"),
-            "aiprod": ours.json("aiprod.v1.CostEstimatorService/EstimateCost"),
-            "ratio": {
-                "rps": ratio(ours.rps(), base.rps()),
-                "p50": ratio(ms(&ours.hist, 0.5), ms(&base.hist, 0.5)),
-                "p90": ratio(ms(&ours.hist, 0.9), ms(&base.hist, 0.9)),
-                "p99": ratio(ms(&ours.hist, 0.99), ms(&base.hist, 0.99)),
-            },
-        },
+        "unary": unary.iter().map(UnaryPair::json).collect::<Vec<_>>(),
         "watch_fanout": fan.iter().map(Fanout::json).collect::<Vec<_>>(),
         "e2e_jobs": jobs.iter().map(E2e::json).collect::<Vec<_>>(),
         "total_seconds": round2(started.elapsed().as_secs_f64()),
     });
-    print_table(&machine, &s, &base, &ours, &fan, &jobs);
+    print_table(&machine, &s, &unary, &fan, &jobs);
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(parent) = s.json_path.parent() {
