@@ -412,13 +412,10 @@ impl Store {
         if let Some(doc) = existing {
             return Ok(Created::Existing(from_json(&doc)?));
         }
-        let (active, total): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
-             FROM jobs WHERE tenant_id = $1",
-        )
-        .bind(&job.tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
         if active >= i64::from(limits.max_active) {
             return Err(Error::ResourceExhausted {
                 subject: format!("tenants/{}/concurrent_jobs", job.tenant_id),
@@ -531,13 +528,10 @@ impl Store {
 
     /// (jobs not yet terminal, jobs ever created) of a tenant.
     pub async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
-        let (active, total): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
-             FROM jobs WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await?;
         Ok((active as u32, total as u32))
     }
 
@@ -795,6 +789,11 @@ impl Store {
         Ok(live.is_some())
     }
 }
+
+/// (jobs not yet terminal, jobs ever created) of one tenant: the same figures for the limit check
+/// at creation and for GetUsage.
+const JOB_COUNTS: &str = "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
+     FROM jobs WHERE tenant_id = $1";
 
 /// Job metrics, recorded once per committed transition (labels are bounded: states and presets only).
 fn record_transition(job: &Job) {
