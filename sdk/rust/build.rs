@@ -6,9 +6,10 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
-    let protos = std::fs::read_dir(root.join("aiprod/v1"))?
+    let mut protos = std::fs::read_dir(root.join("aiprod/v1"))?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<Vec<PathBuf>, _>>()?;
+    protos.push(root.join("google/bytestream/bytestream.proto"));
     let fds = protox::compile(&protos, [&root])?;
     tonic_prost_build::configure()
         .build_server(false)

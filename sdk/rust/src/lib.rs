@@ -23,6 +23,12 @@ pub mod pb {
     tonic::include_proto!("aiprod.v1");
 }
 
+/// Generated messages and client of `google.bytestream` (artifact downloads).
+pub mod bytestream {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("google.bytestream");
+}
+
 mod error;
 mod watch;
 
