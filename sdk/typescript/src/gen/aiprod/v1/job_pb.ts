@@ -6,15 +6,15 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AspectRatio, Backend, Quote } from "./common_pb.js";
 import { file_aiprod_v1_common } from "./common_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file aiprod/v1/job.proto.
  */
 export const file_aiprod_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaXByb2QvdjEvam9iLnByb3RvEglhaXByb2QudjEi4QUKA0pvYhIOCgZqb2JfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglwcmVzZXRfaWQYAyABKAkSIgoFc3RhdGUYBCABKA4yEy5haXByb2QudjEuSm9iU3RhdGUSDQoFYnJpZWYYBSABKAkSEAoIYnJhbmRfaWQYBiABKAkSEgoKZHVyYXRpb25fcxgHIAEoDRIsCgxhc3BlY3RfcmF0aW8YCCABKA4yFi5haXByb2QudjEuQXNwZWN0UmF0aW8SEAoIbGFuZ3VhZ2UYCSABKAkSGgoNYnVkZ2V0X21pY3JvcxgKIAEoA0gAiAEBEhQKDGF1dG9fYXBwcm92ZRgLIAEoCBIqCgZsYWJlbHMYDCADKAsyGi5haXByb2QudjEuSm9iLkxhYmVsc0VudHJ5Eh8KBXF1b3RlGA0gASgLMhAuYWlwcm9kLnYxLlF1b3RlEhMKC3Nob3RzX3RvdGFsGA4gASgNEhYKDnNob3RzX3JlbmRlcmVkGA8gASgNEjAKDmZhaWx1cmVfcmVhc29uGBAgASgOMhguYWlwcm9kLnYxLkZhaWx1cmVSZWFzb24SFgoOc3RhdHVzX21lc3NhZ2UYESABKAkSJwoFdmlkZW8YEiABKAsyGC5haXByb2QudjEuVmlkZW9BcnRpZmFjdBIUCgdzbGFfbWV0GBMgASgISAGIAQESFQoNbGFzdF9zZXF1ZW5jZRgUIAEoBBIvCgtjcmVhdGVfdGltZRgVIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3NhbmRib3gYFyABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIQCg5fYnVkZ2V0X21pY3Jvc0IKCghfc2xhX21ldCJUCg1WaWRlb0FydGlmYWN0EgsKA3VyaRgBIAEoCRISCgpkdXJhdGlvbl9zGAIgASgNEg4KBnNoYTI1NhgDIAEoCRISCgpzaG90X2NvdW50GAQgASgNItUFCghKb2JFdmVudBIOCgZqb2JfaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAQSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiIKBXN0YXRlGAQgASgOMhMuYWlwcm9kLnYxLkpvYlN0YXRlEjAKDXN0YXRlX2NoYW5nZWQYCiABKAsyFy5haXByb2QudjEuU3RhdGVDaGFuZ2VkSAASMgoObWFuaWZlc3RfcmVhZHkYCyABKAsyGC5haXByb2QudjEuTWFuaWZlc3RSZWFkeUgAEjYKEG1hbmlmZXN0X3VwZGF0ZWQYDCABKAsyGi5haXByb2QudjEuTWFuaWZlc3RVcGRhdGVkSAASLgoMc2hvdF9zdGFydGVkGA0gASgLMhYuYWlwcm9kLnYxLlNob3RTdGFydGVkSAASMAoNc2hvdF9yZW5kZXJlZBgOIAEoCzIXLmFpcHJvZC52MS5TaG90UmVuZGVyZWRIABI2ChBiYWNrZW5kX2ZhbGxiYWNrGA8gASgLMhouYWlwcm9kLnYxLkJhY2tlbmRGYWxsYmFja0gAEi4KDGNvc3RfdXBkYXRlZBgQIAEoCzIWLmFpcHJvZC52MS5Db3N0VXBkYXRlZEgAEjQKD3F1YWxpdHlfY2hlY2tlZBgRIAEoCzIZLmFpcHJvZC52MS5RdWFsaXR5Q2hlY2tlZEgAEi4KDGJ1ZGdldF9hbGVydBgSIAEoCzIWLmFpcHJvZC52MS5CdWRnZXRBbGVydEgAEikKCWRlbGl2ZXJlZBgTIAEoCzIULmFpcHJvZC52MS5EZWxpdmVyZWRIABIjCgZmYWlsZWQYFCABKAsyES5haXByb2QudjEuRmFpbGVkSAASKQoJY2FuY2VsbGVkGBUgASgLMhQuYWlwcm9kLnYxLkNhbmNlbGxlZEgAQgkKB3BheWxvYWQiXgoMU3RhdGVDaGFuZ2VkEicKCmZyb21fc3RhdGUYASABKA4yEy5haXByb2QudjEuSm9iU3RhdGUSJQoIdG9fc3RhdGUYAiABKA4yEy5haXByb2QudjEuSm9iU3RhdGUiZAoNTWFuaWZlc3RSZWFkeRIQCghyZXZpc2lvbhgBIAEoDRISCgpzaG90X2NvdW50GAIgASgNEhQKDHF1b3RlX21pY3JvcxgDIAEoAxIXCg9icmFuZF9jYWNoZV9oaXQYBCABKAgiUQoPTWFuaWZlc3RVcGRhdGVkEhAKCHJldmlzaW9uGAEgASgNEhQKDHF1b3RlX21pY3JvcxgCIAEoAxIWCg5jaGFuZ2VkX2ZpZWxkcxgDIAMoCSJUCgtTaG90U3RhcnRlZBIPCgdzaG90X2lkGAEgASgJEiMKB2JhY2tlbmQYAiABKA4yEi5haXByb2QudjEuQmFja2VuZBIPCgdhdHRlbXB0GAMgASgNIo8BCgxTaG90UmVuZGVyZWQSDwoHc2hvdF9pZBgBIAEoCRIjCgdiYWNrZW5kGAIgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSEgoKZHVyYXRpb25fcxgDIAEoDRITCgtjb3N0X21pY3JvcxgEIAEoAxIPCgdxdWFsaXR5GAUgASgBEg8KB2F0dGVtcHQYBiABKA0ihAEKD0JhY2tlbmRGYWxsYmFjaxIPCgdzaG90X2lkGAEgASgJEigKDGZyb21fYmFja2VuZBgCIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEiYKCnRvX2JhY2tlbmQYAyABKA4yEi5haXByb2QudjEuQmFja2VuZBIOCgZyZWFzb24YBCABKAkiOwoLQ29zdFVwZGF0ZWQSFgoObWV0ZXJlZF9taWNyb3MYASABKAMSFAoMcXVvdGVfbWljcm9zGAIgASgDImcKDlF1YWxpdHlDaGVja2VkEg8KB3Nob3RfaWQYASABKAkSDwoHcXVhbGl0eRgCIAEoARIRCgl0aHJlc2hvbGQYAyABKAESDgoGcGFzc2VkGAQgASgIEhAKCHJlcmVuZGVyGAUgASgIIlUKC0J1ZGdldEFsZXJ0EhkKEXRocmVzaG9sZF9wZXJjZW50GAEgASgNEhQKDHNwZW50X21pY3JvcxgCIAEoAxIVCg1idWRnZXRfbWljcm9zGAMgASgDIlwKCURlbGl2ZXJlZBInCgV2aWRlbxgBIAEoCzIYLmFpcHJvZC52MS5WaWRlb0FydGlmYWN0EhUKDWJpbGxlZF9taWNyb3MYAiABKAMSDwoHc2xhX21ldBgDIAEoCCJDCgZGYWlsZWQSKAoGcmVhc29uGAEgASgOMhguYWlwcm9kLnYxLkZhaWx1cmVSZWFzb24SDwoHbWVzc2FnZRgCIAEoCSIyCglDYW5jZWxsZWQSDgoGcmVhc29uGAEgASgJEhUKDWJpbGxlZF9taWNyb3MYAiABKAMqmQIKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIWChJKT0JfU1RBVEVfUExBTk5JTkcQAhIfChtKT0JfU1RBVEVfQVdBSVRJTkdfQVBQUk9WQUwQAxIXChNKT0JfU1RBVEVfUkVOREVSSU5HEAQSGwoXSk9CX1NUQVRFX1FVQUxJVFlfQ0hFQ0sQBRIlCiFKT0JfU1RBVEVfQVdBSVRJTkdfRklOQUxfQVBQUk9WQUwQBhIXChNKT0JfU1RBVEVfREVMSVZFUkVEEAcSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAIEhQKEEpPQl9TVEFURV9GQUlMRUQQCSq9AQoNRmFpbHVyZVJlYXNvbhIeChpGQUlMVVJFX1JFQVNPTl9VTlNQRUNJRklFRBAAEiYKIkZBSUxVUkVfUkVBU09OX0FMTF9CQUNLRU5EU19GQUlMRUQQARIjCh9GQUlMVVJFX1JFQVNPTl9CVURHRVRfRVhIQVVTVEVEEAISIgoeRkFJTFVSRV9SRUFTT05fUExBTk5JTkdfRkFJTEVEEAMSGwoXRkFJTFVSRV9SRUFTT05fSU5URVJOQUwQBEI4WjZnaXRodWIuY29tL2FpcHJvZC9haXByb2Qvc2RrL2dvL2dlbi9haXByb2QvdjE7YWlwcm9kdjFiBnByb3RvMw", [file_aiprod_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaXByb2QvdjEvam9iLnByb3RvEglhaXByb2QudjEihwYKA0pvYhIOCgZqb2JfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglwcmVzZXRfaWQYAyABKAkSIgoFc3RhdGUYBCABKA4yEy5haXByb2QudjEuSm9iU3RhdGUSDQoFYnJpZWYYBSABKAkSEAoIYnJhbmRfaWQYBiABKAkSEgoKZHVyYXRpb25fcxgHIAEoDRIsCgxhc3BlY3RfcmF0aW8YCCABKA4yFi5haXByb2QudjEuQXNwZWN0UmF0aW8SEAoIbGFuZ3VhZ2UYCSABKAkSGgoNYnVkZ2V0X21pY3JvcxgKIAEoA0gAiAEBEhQKDGF1dG9fYXBwcm92ZRgLIAEoCBIqCgZsYWJlbHMYDCADKAsyGi5haXByb2QudjEuSm9iLkxhYmVsc0VudHJ5Eh8KBXF1b3RlGA0gASgLMhAuYWlwcm9kLnYxLlF1b3RlEhMKC3Nob3RzX3RvdGFsGA4gASgNEhYKDnNob3RzX3JlbmRlcmVkGA8gASgNEjAKDmZhaWx1cmVfcmVhc29uGBAgASgOMhguYWlwcm9kLnYxLkZhaWx1cmVSZWFzb24SFgoOc3RhdHVzX21lc3NhZ2UYESABKAkSJwoFdmlkZW8YEiABKAsyGC5haXByb2QudjEuVmlkZW9BcnRpZmFjdBIUCgdzbGFfbWV0GBMgASgISAGIAQESFQoNbGFzdF9zZXF1ZW5jZRgUIAEoBBIvCgtjcmVhdGVfdGltZRgVIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3NhbmRib3gYFyABKAgSJAoFc2hvdHMYGCADKAsyFS5haXByb2QudjEuU2hvdFN0YXR1cxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhAKDl9idWRnZXRfbWljcm9zQgoKCF9zbGFfbWV0IocCCgpTaG90U3RhdHVzEg8KB3Nob3RfaWQYASABKAkSEgoKZHVyYXRpb25fcxgCIAEoDRIQCghyZW5kZXJlZBgDIAEoCBIjCgdiYWNrZW5kGAQgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSEAoIYXR0ZW1wdHMYBSABKA0SDwoHcXVhbGl0eRgGIAEoARITCgZwYXNzZWQYByABKAhIAIgBARIyCgttZWFzdXJlbWVudBgIIAEoCzIdLmFpcHJvZC52MS5RdWFsaXR5TWVhc3VyZW1lbnQSJgoEY2xpcBgJIAEoCzIYLmFpcHJvZC52MS5WaWRlb0FydGlmYWN0QgkKB19wYXNzZWQiogIKElF1YWxpdHlNZWFzdXJlbWVudBIRCglkZWNvZGFibGUYASABKAgSFgoOZGVjb2RlZF9mcmFtZXMYAiABKA0SFwoPZXhwZWN0ZWRfZnJhbWVzGAMgASgNEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXdpZHRoGAUgASgNEg4KBmhlaWdodBgGIAEoDRIZChFibGFja19mcmFtZV9yYXRpbxgHIAEoARIaChJmcm96ZW5fZnJhbWVfcmF0aW8YCCABKAESEQoJc2hhcnBuZXNzGAkgASgBEhAKCGNvbnRyYXN0GAogASgBEg4KBnBhc3NlZBgLIAEoCBIQCghmYWlsdXJlcxgMIAMoCSKMAwoNVmlkZW9BcnRpZmFjdBIPCgN1cmkYASABKAlCAhgBEhIKCmR1cmF0aW9uX3MYAiABKA0SDgoGc2hhMjU2GAMgASgJEhIKCnNob3RfY291bnQYBCABKA0SFQoNcmVzb3VyY2VfbmFtZRgFIAEoCRISCgpzaXplX2J5dGVzGAYgASgEEg0KBXdpZHRoGAcgASgNEg4KBmhlaWdodBgIIAEoDRISCgpmcmFtZV9yYXRlGAkgASgBEhMKC2ZyYW1lX2NvdW50GAogASgNEisKCGR1cmF0aW9uGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWNvZGVjGAwgASgJEhEKCW1pbWVfdHlwZRgNIAEoCRIcChRwb3N0ZXJfcmVzb3VyY2VfbmFtZRgOIAEoCRIUCgxkb3dubG9hZF91cmwYDyABKAkSPAoYZG93bmxvYWRfdXJsX2V4cGlyZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLVBQoISm9iRXZlbnQSDgoGam9iX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIiCgVzdGF0ZRgEIAEoDjITLmFpcHJvZC52MS5Kb2JTdGF0ZRIwCg1zdGF0ZV9jaGFuZ2VkGAogASgLMhcuYWlwcm9kLnYxLlN0YXRlQ2hhbmdlZEgAEjIKDm1hbmlmZXN0X3JlYWR5GAsgASgLMhguYWlwcm9kLnYxLk1hbmlmZXN0UmVhZHlIABI2ChBtYW5pZmVzdF91cGRhdGVkGAwgASgLMhouYWlwcm9kLnYxLk1hbmlmZXN0VXBkYXRlZEgAEi4KDHNob3Rfc3RhcnRlZBgNIAEoCzIWLmFpcHJvZC52MS5TaG90U3RhcnRlZEgAEjAKDXNob3RfcmVuZGVyZWQYDiABKAsyFy5haXByb2QudjEuU2hvdFJlbmRlcmVkSAASNgoQYmFja2VuZF9mYWxsYmFjaxgPIAEoCzIaLmFpcHJvZC52MS5CYWNrZW5kRmFsbGJhY2tIABIuCgxjb3N0X3VwZGF0ZWQYECABKAsyFi5haXByb2QudjEuQ29zdFVwZGF0ZWRIABI0Cg9xdWFsaXR5X2NoZWNrZWQYESABKAsyGS5haXByb2QudjEuUXVhbGl0eUNoZWNrZWRIABIuCgxidWRnZXRfYWxlcnQYEiABKAsyFi5haXByb2QudjEuQnVkZ2V0QWxlcnRIABIpCglkZWxpdmVyZWQYEyABKAsyFC5haXByb2QudjEuRGVsaXZlcmVkSAASIwoGZmFpbGVkGBQgASgLMhEuYWlwcm9kLnYxLkZhaWxlZEgAEikKCWNhbmNlbGxlZBgVIAEoCzIULmFpcHJvZC52MS5DYW5jZWxsZWRIAEIJCgdwYXlsb2FkIl4KDFN0YXRlQ2hhbmdlZBInCgpmcm9tX3N0YXRlGAEgASgOMhMuYWlwcm9kLnYxLkpvYlN0YXRlEiUKCHRvX3N0YXRlGAIgASgOMhMuYWlwcm9kLnYxLkpvYlN0YXRlImQKDU1hbmlmZXN0UmVhZHkSEAoIcmV2aXNpb24YASABKA0SEgoKc2hvdF9jb3VudBgCIAEoDRIUCgxxdW90ZV9taWNyb3MYAyABKAMSFwoPYnJhbmRfY2FjaGVfaGl0GAQgASgIIlEKD01hbmlmZXN0VXBkYXRlZBIQCghyZXZpc2lvbhgBIAEoDRIUCgxxdW90ZV9taWNyb3MYAiABKAMSFgoOY2hhbmdlZF9maWVsZHMYAyADKAkiVAoLU2hvdFN0YXJ0ZWQSDwoHc2hvdF9pZBgBIAEoCRIjCgdiYWNrZW5kGAIgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSDwoHYXR0ZW1wdBgDIAEoDSLrAQoMU2hvdFJlbmRlcmVkEg8KB3Nob3RfaWQYASABKAkSIwoHYmFja2VuZBgCIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEhIKCmR1cmF0aW9uX3MYAyABKA0SEwoLY29zdF9taWNyb3MYBCABKAMSDwoHcXVhbGl0eRgFIAEoARIPCgdhdHRlbXB0GAYgASgNEiYKBGNsaXAYByABKAsyGC5haXByb2QudjEuVmlkZW9BcnRpZmFjdBIyCgttZWFzdXJlbWVudBgIIAEoCzIdLmFpcHJvZC52MS5RdWFsaXR5TWVhc3VyZW1lbnQihAEKD0JhY2tlbmRGYWxsYmFjaxIPCgdzaG90X2lkGAEgASgJEigKDGZyb21fYmFja2VuZBgCIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEiYKCnRvX2JhY2tlbmQYAyABKA4yEi5haXByb2QudjEuQmFja2VuZBIOCgZyZWFzb24YBCABKAkiOwoLQ29zdFVwZGF0ZWQSFgoObWV0ZXJlZF9taWNyb3MYASABKAMSFAoMcXVvdGVfbWljcm9zGAIgASgDItEBCg5RdWFsaXR5Q2hlY2tlZBIPCgdzaG90X2lkGAEgASgJEg8KB3F1YWxpdHkYAiABKAESEQoJdGhyZXNob2xkGAMgASgBEg4KBnBhc3NlZBgEIAEoCBIQCghyZXJlbmRlchgFIAEoCBIyCgttZWFzdXJlbWVudBgGIAEoCzIdLmFpcHJvZC52MS5RdWFsaXR5TWVhc3VyZW1lbnQSIwoHYmFja2VuZBgHIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEg8KB2F0dGVtcHQYCCABKA0iVQoLQnVkZ2V0QWxlcnQSGQoRdGhyZXNob2xkX3BlcmNlbnQYASABKA0SFAoMc3BlbnRfbWljcm9zGAIgASgDEhUKDWJ1ZGdldF9taWNyb3MYAyABKAMiXAoJRGVsaXZlcmVkEicKBXZpZGVvGAEgASgLMhguYWlwcm9kLnYxLlZpZGVvQXJ0aWZhY3QSFQoNYmlsbGVkX21pY3JvcxgCIAEoAxIPCgdzbGFfbWV0GAMgASgIIkMKBkZhaWxlZBIoCgZyZWFzb24YASABKA4yGC5haXByb2QudjEuRmFpbHVyZVJlYXNvbhIPCgdtZXNzYWdlGAIgASgJIjIKCUNhbmNlbGxlZBIOCgZyZWFzb24YASABKAkSFQoNYmlsbGVkX21pY3JvcxgCIAEoAyqZAgoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhYKEkpPQl9TVEFURV9QTEFOTklORxACEh8KG0pPQl9TVEFURV9BV0FJVElOR19BUFBST1ZBTBADEhcKE0pPQl9TVEFURV9SRU5ERVJJTkcQBBIbChdKT0JfU1RBVEVfUVVBTElUWV9DSEVDSxAFEiUKIUpPQl9TVEFURV9BV0FJVElOR19GSU5BTF9BUFBST1ZBTBAGEhcKE0pPQl9TVEFURV9ERUxJVkVSRUQQBxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAgSFAoQSk9CX1NUQVRFX0ZBSUxFRBAJKr0BCg1GYWlsdXJlUmVhc29uEh4KGkZBSUxVUkVfUkVBU09OX1VOU1BFQ0lGSUVEEAASJgoiRkFJTFVSRV9SRUFTT05fQUxMX0JBQ0tFTkRTX0ZBSUxFRBABEiMKH0ZBSUxVUkVfUkVBU09OX0JVREdFVF9FWEhBVVNURUQQAhIiCh5GQUlMVVJFX1JFQVNPTl9QTEFOTklOR19GQUlMRUQQAxIbChdGQUlMVVJFX1JFQVNPTl9JTlRFUk5BTBAEQjhaNmdpdGh1Yi5jb20vYWlwcm9kL2FpcHJvZC9zZGsvZ28vZ2VuL2FpcHJvZC92MTthaXByb2R2MWIGcHJvdG8z", [file_aiprod_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A video production job.
@@ -142,7 +142,7 @@ export type Job = Message<"aiprod.v1.Job"> & {
   statusMessage: string;
 
   /**
-   * Set when DELIVERED.
+   * The final cut: set once it is assembled (from AWAITING_FINAL_APPROVAL, and when DELIVERED).
    *
    * @generated from field: aiprod.v1.VideoArtifact video = 18;
    */
@@ -182,6 +182,14 @@ export type Job = Message<"aiprod.v1.Job"> & {
    * @generated from field: bool sandbox = 23;
    */
   sandbox: boolean;
+
+  /**
+   * Every shot of the approved manifest, in manifest order, with its render progress and clip
+   * (empty before approval).
+   *
+   * @generated from field: repeated aiprod.v1.ShotStatus shots = 24;
+   */
+  shots: ShotStatus[];
 };
 
 /**
@@ -192,38 +200,312 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_aiprod_v1_job, 0);
 
 /**
- * The delivered video.
+ * One shot's render progress, its measured quality and its clip.
  *
- * @generated from message aiprod.v1.VideoArtifact
+ * @generated from message aiprod.v1.ShotStatus
  */
-export type VideoArtifact = Message<"aiprod.v1.VideoArtifact"> & {
+export type ShotStatus = Message<"aiprod.v1.ShotStatus"> & {
   /**
-   * Where the video can be downloaded.
+   * The shot (as in the manifest).
    *
-   * @generated from field: string uri = 1;
+   * @generated from field: string shot_id = 1;
    */
-  uri: string;
+  shotId: string;
 
   /**
-   * Duration in whole seconds.
+   * Length in whole seconds.
    *
    * @generated from field: uint32 duration_s = 2;
    */
   durationS: number;
 
   /**
-   * Hex SHA-256 of the video content as assembled by the service.
+   * Whether the shot has a clip that passed the technical checks (false while it (re-)renders).
+   *
+   * @generated from field: bool rendered = 3;
+   */
+  rendered: boolean;
+
+  /**
+   * The backend of the clip, or of the attempt in flight.
+   *
+   * @generated from field: aiprod.v1.Backend backend = 4;
+   */
+  backend: Backend;
+
+  /**
+   * Render attempts so far (fallbacks, re-renders and revisions included).
+   *
+   * @generated from field: uint32 attempts = 5;
+   */
+  attempts: number;
+
+  /**
+   * The clip's quality score (0..1): the backend's nominal quality for a clip that passes the
+   * technical checks, 0 for one that does not.
+   *
+   * @generated from field: double quality = 6;
+   */
+  quality: number;
+
+  /**
+   * Whether the clip met the preset's quality floor; unset until checked.
+   *
+   * @generated from field: optional bool passed = 7;
+   */
+  passed?: boolean | undefined;
+
+  /**
+   * What was measured on the clip's frames.
+   *
+   * @generated from field: aiprod.v1.QualityMeasurement measurement = 8;
+   */
+  measurement?: QualityMeasurement | undefined;
+
+  /**
+   * The clip, readable as soon as the shot renders.
+   *
+   * @generated from field: aiprod.v1.VideoArtifact clip = 9;
+   */
+  clip?: VideoArtifact | undefined;
+};
+
+/**
+ * Describes the message aiprod.v1.ShotStatus.
+ * Use `create(ShotStatusSchema)` to create a new message.
+ */
+export const ShotStatusSchema: GenMessage<ShotStatus> = /*@__PURE__*/
+  messageDesc(file_aiprod_v1_job, 1);
+
+/**
+ * Technical measurements of a clip, read from its decoded frames.
+ *
+ * @generated from message aiprod.v1.QualityMeasurement
+ */
+export type QualityMeasurement = Message<"aiprod.v1.QualityMeasurement"> & {
+  /**
+   * Whether every frame decoded.
+   *
+   * @generated from field: bool decodable = 1;
+   */
+  decodable: boolean;
+
+  /**
+   * Frames decoded.
+   *
+   * @generated from field: uint32 decoded_frames = 2;
+   */
+  decodedFrames: number;
+
+  /**
+   * Frames the shot's duration calls for at the clip's frame rate.
+   *
+   * @generated from field: uint32 expected_frames = 3;
+   */
+  expectedFrames: number;
+
+  /**
+   * Duration of the clip as stored.
+   *
+   * @generated from field: google.protobuf.Duration duration = 4;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * Width in pixels.
+   *
+   * @generated from field: uint32 width = 5;
+   */
+  width: number;
+
+  /**
+   * Height in pixels.
+   *
+   * @generated from field: uint32 height = 6;
+   */
+  height: number;
+
+  /**
+   * Share of frames that are black (0..1).
+   *
+   * @generated from field: double black_frame_ratio = 7;
+   */
+  blackFrameRatio: number;
+
+  /**
+   * Share of frames nearly identical to the frame before (0..1).
+   *
+   * @generated from field: double frozen_frame_ratio = 8;
+   */
+  frozenFrameRatio: number;
+
+  /**
+   * Mean sharpness of the luma plane (normalised Laplacian variance, 0..1).
+   *
+   * @generated from field: double sharpness = 9;
+   */
+  sharpness: number;
+
+  /**
+   * Mean RMS contrast of the luma plane (0..1).
+   *
+   * @generated from field: double contrast = 10;
+   */
+  contrast: number;
+
+  /**
+   * Whether the clip passed every technical check.
+   *
+   * @generated from field: bool passed = 11;
+   */
+  passed: boolean;
+
+  /**
+   * The checks it failed: "undecodable", "duration", "resolution", "black_frames", "frozen_frames",
+   * "sharpness", "contrast".
+   *
+   * @generated from field: repeated string failures = 12;
+   */
+  failures: string[];
+};
+
+/**
+ * Describes the message aiprod.v1.QualityMeasurement.
+ * Use `create(QualityMeasurementSchema)` to create a new message.
+ */
+export const QualityMeasurementSchema: GenMessage<QualityMeasurement> = /*@__PURE__*/
+  messageDesc(file_aiprod_v1_job, 2);
+
+/**
+ * A video file kept in AIPROD's own store: the final cut of a job or the clip of one shot. Every
+ * figure is read from the stored file itself.
+ *
+ * Download it with `google.bytestream.ByteStream/Read` on `resource_name` (same API key; another
+ * tenant's resource is NOT_FOUND), in chunks, resuming a dropped read with `read_offset`. Resource
+ * names:
+ *   jobs/{job_id}/video                    the final cut
+ *   jobs/{job_id}/video/poster             its poster (PNG)
+ *   jobs/{job_id}/shots/{shot_id}/clip     a shot's clip (readable as soon as the shot renders)
+ *   jobs/{job_id}/shots/{shot_id}/poster   the clip's poster (PNG)
+ * Appending "@{sha256}" (e.g. "jobs/job_1/video@3fa2…") pins the version: if a revision has replaced
+ * the file since, the read fails with FAILED_PRECONDITION instead of mixing two versions.
+ *
+ * @generated from message aiprod.v1.VideoArtifact
+ */
+export type VideoArtifact = Message<"aiprod.v1.VideoArtifact"> & {
+  /**
+   * Deprecated: holds the same value as `resource_name`.
+   *
+   * @generated from field: string uri = 1 [deprecated = true];
+   * @deprecated
+   */
+  uri: string;
+
+  /**
+   * Duration in whole seconds, rounded (see `duration` for the exact value).
+   *
+   * @generated from field: uint32 duration_s = 2;
+   */
+  durationS: number;
+
+  /**
+   * Lowercase hex SHA-256 of the file's bytes, exactly as ByteStream.Read returns them.
    *
    * @generated from field: string sha256 = 3;
    */
   sha256: string;
 
   /**
-   * Number of shots in the cut.
+   * Number of shots in the file (1 for a shot clip).
    *
    * @generated from field: uint32 shot_count = 4;
    */
   shotCount: number;
+
+  /**
+   * The name to read with google.bytestream.ByteStream/Read.
+   *
+   * @generated from field: string resource_name = 5;
+   */
+  resourceName: string;
+
+  /**
+   * Size of the file in bytes.
+   *
+   * @generated from field: uint64 size_bytes = 6;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Width in pixels.
+   *
+   * @generated from field: uint32 width = 7;
+   */
+  width: number;
+
+  /**
+   * Height in pixels.
+   *
+   * @generated from field: uint32 height = 8;
+   */
+  height: number;
+
+  /**
+   * Frames per second.
+   *
+   * @generated from field: double frame_rate = 9;
+   */
+  frameRate: number;
+
+  /**
+   * Number of video frames.
+   *
+   * @generated from field: uint32 frame_count = 10;
+   */
+  frameCount: number;
+
+  /**
+   * Exact duration of the video track.
+   *
+   * @generated from field: google.protobuf.Duration duration = 11;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * Codec as an RFC 6381 `codecs` value (e.g. "avc1.42c01f": H.264).
+   *
+   * @generated from field: string codec = 12;
+   */
+  codec: string;
+
+  /**
+   * MIME type of the file ("video/mp4"; MP4 with its index at the front, playable while it downloads).
+   *
+   * @generated from field: string mime_type = 13;
+   */
+  mimeType: string;
+
+  /**
+   * ByteStream resource name of a poster frame (PNG, at most 320 px wide).
+   *
+   * @generated from field: string poster_resource_name = 14;
+   */
+  posterResourceName: string;
+
+  /**
+   * A presigned HTTPS URL of the file, when AIPROD keeps its artifacts in S3, GCS or Azure; empty with
+   * a local store. Valid until `download_url_expire_time`; each GetJob signs a new one.
+   *
+   * @generated from field: string download_url = 15;
+   */
+  downloadUrl: string;
+
+  /**
+   * When `download_url` stops working.
+   *
+   * @generated from field: google.protobuf.Timestamp download_url_expire_time = 16;
+   */
+  downloadUrlExpireTime?: Timestamp | undefined;
 };
 
 /**
@@ -231,7 +513,7 @@ export type VideoArtifact = Message<"aiprod.v1.VideoArtifact"> & {
  * Use `create(VideoArtifactSchema)` to create a new message.
  */
 export const VideoArtifactSchema: GenMessage<VideoArtifact> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 1);
+  messageDesc(file_aiprod_v1_job, 3);
 
 /**
  * Something that happened to a job. Every event of a job has a per-job sequence 1, 2, 3, …
@@ -377,7 +659,7 @@ export type JobEvent = Message<"aiprod.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 2);
+  messageDesc(file_aiprod_v1_job, 4);
 
 /**
  * The job moved from one state to another.
@@ -405,7 +687,7 @@ export type StateChanged = Message<"aiprod.v1.StateChanged"> & {
  * Use `create(StateChangedSchema)` to create a new message.
  */
 export const StateChangedSchema: GenMessage<StateChanged> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 3);
+  messageDesc(file_aiprod_v1_job, 5);
 
 /**
  * The planner produced the manifest.
@@ -447,7 +729,7 @@ export type ManifestReady = Message<"aiprod.v1.ManifestReady"> & {
  * Use `create(ManifestReadySchema)` to create a new message.
  */
 export const ManifestReadySchema: GenMessage<ManifestReady> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 4);
+  messageDesc(file_aiprod_v1_job, 6);
 
 /**
  * The partner edited the manifest.
@@ -482,7 +764,7 @@ export type ManifestUpdated = Message<"aiprod.v1.ManifestUpdated"> & {
  * Use `create(ManifestUpdatedSchema)` to create a new message.
  */
 export const ManifestUpdatedSchema: GenMessage<ManifestUpdated> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 5);
+  messageDesc(file_aiprod_v1_job, 7);
 
 /**
  * A shot started rendering.
@@ -517,7 +799,7 @@ export type ShotStarted = Message<"aiprod.v1.ShotStarted"> & {
  * Use `create(ShotStartedSchema)` to create a new message.
  */
 export const ShotStartedSchema: GenMessage<ShotStarted> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 6);
+  messageDesc(file_aiprod_v1_job, 8);
 
 /**
  * A shot finished rendering.
@@ -566,6 +848,20 @@ export type ShotRendered = Message<"aiprod.v1.ShotRendered"> & {
    * @generated from field: uint32 attempt = 6;
    */
   attempt: number;
+
+  /**
+   * The clip (readable at once).
+   *
+   * @generated from field: aiprod.v1.VideoArtifact clip = 7;
+   */
+  clip?: VideoArtifact | undefined;
+
+  /**
+   * What was measured on the clip.
+   *
+   * @generated from field: aiprod.v1.QualityMeasurement measurement = 8;
+   */
+  measurement?: QualityMeasurement | undefined;
 };
 
 /**
@@ -573,7 +869,7 @@ export type ShotRendered = Message<"aiprod.v1.ShotRendered"> & {
  * Use `create(ShotRenderedSchema)` to create a new message.
  */
 export const ShotRenderedSchema: GenMessage<ShotRendered> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 7);
+  messageDesc(file_aiprod_v1_job, 9);
 
 /**
  * A render attempt failed and the shot moves to another backend.
@@ -615,7 +911,7 @@ export type BackendFallback = Message<"aiprod.v1.BackendFallback"> & {
  * Use `create(BackendFallbackSchema)` to create a new message.
  */
 export const BackendFallbackSchema: GenMessage<BackendFallback> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 8);
+  messageDesc(file_aiprod_v1_job, 10);
 
 /**
  * The metered cost changed.
@@ -643,7 +939,7 @@ export type CostUpdated = Message<"aiprod.v1.CostUpdated"> & {
  * Use `create(CostUpdatedSchema)` to create a new message.
  */
 export const CostUpdatedSchema: GenMessage<CostUpdated> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 9);
+  messageDesc(file_aiprod_v1_job, 11);
 
 /**
  * A shot's quality was checked.
@@ -685,6 +981,28 @@ export type QualityChecked = Message<"aiprod.v1.QualityChecked"> & {
    * @generated from field: bool rerender = 5;
    */
   rerender: boolean;
+
+  /**
+   * What was measured on the clip. A clip that fails a technical check scores 0 and is rendered
+   * again on the next candidate backend.
+   *
+   * @generated from field: aiprod.v1.QualityMeasurement measurement = 6;
+   */
+  measurement?: QualityMeasurement | undefined;
+
+  /**
+   * The backend that rendered the clip.
+   *
+   * @generated from field: aiprod.v1.Backend backend = 7;
+   */
+  backend: Backend;
+
+  /**
+   * The attempt that produced the clip.
+   *
+   * @generated from field: uint32 attempt = 8;
+   */
+  attempt: number;
 };
 
 /**
@@ -692,7 +1010,7 @@ export type QualityChecked = Message<"aiprod.v1.QualityChecked"> & {
  * Use `create(QualityCheckedSchema)` to create a new message.
  */
 export const QualityCheckedSchema: GenMessage<QualityChecked> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 10);
+  messageDesc(file_aiprod_v1_job, 12);
 
 /**
  * The tenant's month-to-date spend crossed a share of its monthly budget.
@@ -727,7 +1045,7 @@ export type BudgetAlert = Message<"aiprod.v1.BudgetAlert"> & {
  * Use `create(BudgetAlertSchema)` to create a new message.
  */
 export const BudgetAlertSchema: GenMessage<BudgetAlert> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 11);
+  messageDesc(file_aiprod_v1_job, 13);
 
 /**
  * The video was delivered.
@@ -762,7 +1080,7 @@ export type Delivered = Message<"aiprod.v1.Delivered"> & {
  * Use `create(DeliveredSchema)` to create a new message.
  */
 export const DeliveredSchema: GenMessage<Delivered> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 12);
+  messageDesc(file_aiprod_v1_job, 14);
 
 /**
  * The job failed.
@@ -790,7 +1108,7 @@ export type Failed = Message<"aiprod.v1.Failed"> & {
  * Use `create(FailedSchema)` to create a new message.
  */
 export const FailedSchema: GenMessage<Failed> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 13);
+  messageDesc(file_aiprod_v1_job, 15);
 
 /**
  * The job was cancelled.
@@ -818,7 +1136,7 @@ export type Cancelled = Message<"aiprod.v1.Cancelled"> & {
  * Use `create(CancelledSchema)` to create a new message.
  */
 export const CancelledSchema: GenMessage<Cancelled> = /*@__PURE__*/
-  messageDesc(file_aiprod_v1_job, 14);
+  messageDesc(file_aiprod_v1_job, 16);
 
 /**
  * The state of a job. The graph is:
