@@ -87,6 +87,8 @@ from aiprod.v1.icc_service_pb2 import (
 )
 from aiprod.v1.job_pb2 import (
     Job as Job,
+    ShotStatus as ShotStatus,
+    QualityMeasurement as QualityMeasurement,
     VideoArtifact as VideoArtifact,
     JobEvent as JobEvent,
     StateChanged as StateChanged,
@@ -310,6 +312,7 @@ __all__ = [
     "Preset",
     "Priority",
     "QualityChecked",
+    "QualityMeasurement",
     "Quote",
     "RequestRevisionRequest",
     "RequestRevisionResponse",
@@ -321,6 +324,7 @@ __all__ = [
     "ShotQuote",
     "ShotRendered",
     "ShotStarted",
+    "ShotStatus",
     "StateChanged",
     "TIER_BRONZE",
     "TIER_GOLD",

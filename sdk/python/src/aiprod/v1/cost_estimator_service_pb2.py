@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from aiprod.v1 import common_pb2 as aiprod_dot_v1_dot_common__pb2
+from aiprod.v1 import job_pb2 as aiprod_dot_v1_dot_job__pb2
 from aiprod.v1 import manifest_pb2 as aiprod_dot_v1_dot_manifest__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aiprod/v1/cost_estimator_service.proto\x12\taiprod.v1\x1a\x16\x61iprod/v1/common.proto\x1a\x18\x61iprod/v1/manifest.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n\x13\x45stimateCostRequest\x12\x11\n\tpreset_id\x18\x01 \x01(\t\x12\x17\n\nduration_s\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05\x62rief\x18\x03 \x01(\t\x12\x10\n\x08\x62rand_id\x18\x04 \x01(\t\x12\x1a\n\rbudget_micros\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x05shots\x18\x06 \x03(\x0b\x32\x0f.aiprod.v1.ShotB\r\n\x0b_duration_sB\x10\n\x0e_budget_micros\"\xde\x01\n\rBackendOption\x12#\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x1f\n\x17\x65xpected_render_seconds\x18\x04 \x01(\r\x12\x1b\n\x13meets_quality_floor\x18\x05 \x01(\x08\x12\x19\n\x11within_preset_cap\x18\x06 \x01(\x08\x12\x15\n\rwithin_budget\x18\x07 \x01(\x08\x12\x12\n\ncan_render\x18\x08 \x01(\x08\"\x86\x01\n\x0f\x43ompetitorPrice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x17price_per_minute_micros\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x12\x16\n\x0esavings_micros\x18\x04 \x01(\x03\x12\x17\n\x0fsavings_percent\x18\x05 \x01(\x01\"\xd9\x01\n\x14\x45stimateCostResponse\x12\x11\n\tpreset_id\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\r\x12%\n\x0brecommended\x18\x03 \x01(\x0b\x32\x10.aiprod.v1.Quote\x12)\n\x07options\x18\x04 \x03(\x0b\x32\x18.aiprod.v1.BackendOption\x12/\n\x0b\x63ompetitors\x18\x05 \x03(\x0b\x32\x1a.aiprod.v1.CompetitorPrice\x12\x17\n\x0f\x62rand_cache_hit\x18\x06 \x01(\x08\"$\n\x12GetJobCostsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xe4\x01\n\nLedgerLine\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.aiprod.v1.LedgerKind\x12\x0f\n\x07shot_id\x18\x02 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0f\n\x07seconds\x18\x04 \x01(\r\x12\x15\n\ramount_micros\x18\x05 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x11\n\tsucceeded\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x02\n\nCostReport\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\x12%\n\x06ledger\x18\x03 \x03(\x0b\x32\x15.aiprod.v1.LedgerLine\x12\x16\n\x0emetered_micros\x18\x04 \x01(\x03\x12\x18\n\x10variance_percent\x18\x05 \x01(\x01\x12\x1d\n\x15guaranteed_max_micros\x18\x06 \x01(\x03\x12\x15\n\rbilled_micros\x18\x07 \x01(\x03\x12\x17\n\x0f\x61\x62sorbed_micros\x18\x08 \x01(\x03\x12\x18\n\x10within_guarantee\x18\t \x01(\x08\x12\x11\n\tcertified\x18\n \x01(\x08\x12\x19\n\x11tolerance_percent\x18\x0b \x01(\r\"<\n\x13GetJobCostsResponse\x12%\n\x06report\x18\x01 \x01(\x0b\x32\x15.aiprod.v1.CostReport\"\x11\n\x0fGetUsageRequest\"\xd7\x03\n\x10GetUsageResponse\x12\x35\n\x11period_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x04tier\x18\x02 \x01(\x0e\x32\x0f.aiprod.v1.Tier\x12\x0c\n\x04jobs\x18\x03 \x01(\r\x12\x13\n\x0b\x61\x63tive_jobs\x18\x04 \x01(\r\x12\x1c\n\x14\x63oncurrent_job_limit\x18\x05 \x01(\r\x12\x15\n\rvideo_minutes\x18\x06 \x01(\x01\x12\x18\n\x10included_minutes\x18\x07 \x01(\r\x12\x1a\n\x12monthly_fee_micros\x18\x08 \x01(\x03\x12\x16\n\x0emetered_micros\x18\t \x01(\x03\x12\x15\n\rbilled_micros\x18\n \x01(\x03\x12\"\n\x15monthly_budget_micros\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x13\x62udget_used_percent\x18\x0c \x01(\x01\x12\x16\n\tjob_quota\x18\r \x01(\rH\x01\x88\x01\x01\x12\x12\n\njobs_total\x18\x0e \x01(\r\x12\x1b\n\x13requests_per_minute\x18\x0f \x01(\rB\x18\n\x16_monthly_budget_microsB\x0c\n\n_job_quota*t\n\nLedgerKind\x12\x1b\n\x17LEDGER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13LEDGER_KIND_PLANNER\x10\x01\x12\x16\n\x12LEDGER_KIND_RENDER\x10\x02\x12\x18\n\x14LEDGER_KIND_RERENDER\x10\x03\x32\xfa\x01\n\x14\x43ostEstimatorService\x12O\n\x0c\x45stimateCost\x12\x1e.aiprod.v1.EstimateCostRequest\x1a\x1f.aiprod.v1.EstimateCostResponse\x12L\n\x0bGetJobCosts\x12\x1d.aiprod.v1.GetJobCostsRequest\x1a\x1e.aiprod.v1.GetJobCostsResponse\x12\x43\n\x08GetUsage\x12\x1a.aiprod.v1.GetUsageRequest\x1a\x1b.aiprod.v1.GetUsageResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aiprod/v1/cost_estimator_service.proto\x12\taiprod.v1\x1a\x16\x61iprod/v1/common.proto\x1a\x13\x61iprod/v1/job.proto\x1a\x18\x61iprod/v1/manifest.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n\x13\x45stimateCostRequest\x12\x11\n\tpreset_id\x18\x01 \x01(\t\x12\x17\n\nduration_s\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05\x62rief\x18\x03 \x01(\t\x12\x10\n\x08\x62rand_id\x18\x04 \x01(\t\x12\x1a\n\rbudget_micros\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x05shots\x18\x06 \x03(\x0b\x32\x0f.aiprod.v1.ShotB\r\n\x0b_duration_sB\x10\n\x0e_budget_micros\"\xde\x01\n\rBackendOption\x12#\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x1f\n\x17\x65xpected_render_seconds\x18\x04 \x01(\r\x12\x1b\n\x13meets_quality_floor\x18\x05 \x01(\x08\x12\x19\n\x11within_preset_cap\x18\x06 \x01(\x08\x12\x15\n\rwithin_budget\x18\x07 \x01(\x08\x12\x12\n\ncan_render\x18\x08 \x01(\x08\"\x86\x01\n\x0f\x43ompetitorPrice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x17price_per_minute_micros\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x12\x16\n\x0esavings_micros\x18\x04 \x01(\x03\x12\x17\n\x0fsavings_percent\x18\x05 \x01(\x01\"\xd9\x01\n\x14\x45stimateCostResponse\x12\x11\n\tpreset_id\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\r\x12%\n\x0brecommended\x18\x03 \x01(\x0b\x32\x10.aiprod.v1.Quote\x12)\n\x07options\x18\x04 \x03(\x0b\x32\x18.aiprod.v1.BackendOption\x12/\n\x0b\x63ompetitors\x18\x05 \x03(\x0b\x32\x1a.aiprod.v1.CompetitorPrice\x12\x17\n\x0f\x62rand_cache_hit\x18\x06 \x01(\x08\"$\n\x12GetJobCostsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x98\x02\n\nLedgerLine\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.aiprod.v1.LedgerKind\x12\x0f\n\x07shot_id\x18\x02 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x03 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0f\n\x07seconds\x18\x04 \x01(\r\x12\x15\n\ramount_micros\x18\x05 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\x11\n\tsucceeded\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0bmeasurement\x18\t \x01(\x0b\x32\x1d.aiprod.v1.QualityMeasurement\"\xa2\x02\n\nCostReport\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\x12%\n\x06ledger\x18\x03 \x03(\x0b\x32\x15.aiprod.v1.LedgerLine\x12\x16\n\x0emetered_micros\x18\x04 \x01(\x03\x12\x18\n\x10variance_percent\x18\x05 \x01(\x01\x12\x1d\n\x15guaranteed_max_micros\x18\x06 \x01(\x03\x12\x15\n\rbilled_micros\x18\x07 \x01(\x03\x12\x17\n\x0f\x61\x62sorbed_micros\x18\x08 \x01(\x03\x12\x18\n\x10within_guarantee\x18\t \x01(\x08\x12\x11\n\tcertified\x18\n \x01(\x08\x12\x19\n\x11tolerance_percent\x18\x0b \x01(\r\"<\n\x13GetJobCostsResponse\x12%\n\x06report\x18\x01 \x01(\x0b\x32\x15.aiprod.v1.CostReport\"\x11\n\x0fGetUsageRequest\"\xd7\x03\n\x10GetUsageResponse\x12\x35\n\x11period_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x04tier\x18\x02 \x01(\x0e\x32\x0f.aiprod.v1.Tier\x12\x0c\n\x04jobs\x18\x03 \x01(\r\x12\x13\n\x0b\x61\x63tive_jobs\x18\x04 \x01(\r\x12\x1c\n\x14\x63oncurrent_job_limit\x18\x05 \x01(\r\x12\x15\n\rvideo_minutes\x18\x06 \x01(\x01\x12\x18\n\x10included_minutes\x18\x07 \x01(\r\x12\x1a\n\x12monthly_fee_micros\x18\x08 \x01(\x03\x12\x16\n\x0emetered_micros\x18\t \x01(\x03\x12\x15\n\rbilled_micros\x18\n \x01(\x03\x12\"\n\x15monthly_budget_micros\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x13\x62udget_used_percent\x18\x0c \x01(\x01\x12\x16\n\tjob_quota\x18\r \x01(\rH\x01\x88\x01\x01\x12\x12\n\njobs_total\x18\x0e \x01(\r\x12\x1b\n\x13requests_per_minute\x18\x0f \x01(\rB\x18\n\x16_monthly_budget_microsB\x0c\n\n_job_quota*t\n\nLedgerKind\x12\x1b\n\x17LEDGER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13LEDGER_KIND_PLANNER\x10\x01\x12\x16\n\x12LEDGER_KIND_RENDER\x10\x02\x12\x18\n\x14LEDGER_KIND_RERENDER\x10\x03\x32\xfa\x01\n\x14\x43ostEstimatorService\x12O\n\x0c\x45stimateCost\x12\x1e.aiprod.v1.EstimateCostRequest\x1a\x1f.aiprod.v1.EstimateCostResponse\x12L\n\x0bGetJobCosts\x12\x1d.aiprod.v1.GetJobCostsRequest\x1a\x1e.aiprod.v1.GetJobCostsResponse\x12\x43\n\x08GetUsage\x12\x1a.aiprod.v1.GetUsageRequest\x1a\x1b.aiprod.v1.GetUsageResponseB8Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +36,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aiprod.v1.cost_estimator_se
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1'
-  _globals['_LEDGERKIND']._serialized_start=2029
-  _globals['_LEDGERKIND']._serialized_end=2145
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=137
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=328
-  _globals['_BACKENDOPTION']._serialized_start=331
-  _globals['_BACKENDOPTION']._serialized_end=553
-  _globals['_COMPETITORPRICE']._serialized_start=556
-  _globals['_COMPETITORPRICE']._serialized_end=690
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=693
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=910
-  _globals['_GETJOBCOSTSREQUEST']._serialized_start=912
-  _globals['_GETJOBCOSTSREQUEST']._serialized_end=948
-  _globals['_LEDGERLINE']._serialized_start=951
-  _globals['_LEDGERLINE']._serialized_end=1179
-  _globals['_COSTREPORT']._serialized_start=1182
-  _globals['_COSTREPORT']._serialized_end=1472
-  _globals['_GETJOBCOSTSRESPONSE']._serialized_start=1474
-  _globals['_GETJOBCOSTSRESPONSE']._serialized_end=1534
-  _globals['_GETUSAGEREQUEST']._serialized_start=1536
-  _globals['_GETUSAGEREQUEST']._serialized_end=1553
-  _globals['_GETUSAGERESPONSE']._serialized_start=1556
-  _globals['_GETUSAGERESPONSE']._serialized_end=2027
-  _globals['_COSTESTIMATORSERVICE']._serialized_start=2148
-  _globals['_COSTESTIMATORSERVICE']._serialized_end=2398
+  _globals['_LEDGERKIND']._serialized_start=2102
+  _globals['_LEDGERKIND']._serialized_end=2218
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=158
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=349
+  _globals['_BACKENDOPTION']._serialized_start=352
+  _globals['_BACKENDOPTION']._serialized_end=574
+  _globals['_COMPETITORPRICE']._serialized_start=577
+  _globals['_COMPETITORPRICE']._serialized_end=711
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=714
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=931
+  _globals['_GETJOBCOSTSREQUEST']._serialized_start=933
+  _globals['_GETJOBCOSTSREQUEST']._serialized_end=969
+  _globals['_LEDGERLINE']._serialized_start=972
+  _globals['_LEDGERLINE']._serialized_end=1252
+  _globals['_COSTREPORT']._serialized_start=1255
+  _globals['_COSTREPORT']._serialized_end=1545
+  _globals['_GETJOBCOSTSRESPONSE']._serialized_start=1547
+  _globals['_GETJOBCOSTSRESPONSE']._serialized_end=1607
+  _globals['_GETUSAGEREQUEST']._serialized_start=1609
+  _globals['_GETUSAGEREQUEST']._serialized_end=1626
+  _globals['_GETUSAGERESPONSE']._serialized_start=1629
+  _globals['_GETUSAGERESPONSE']._serialized_end=2100
+  _globals['_COSTESTIMATORSERVICE']._serialized_start=2221
+  _globals['_COSTESTIMATORSERVICE']._serialized_end=2471
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from aiprod.v1 import common_pb2 as _common_pb2
+from aiprod.v1 import job_pb2 as _job_pb2
 from aiprod.v1 import manifest_pb2 as _manifest_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -273,6 +274,7 @@ class LedgerLine(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SUCCEEDED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
     kind: Global___LedgerKind.ValueType
     """What it paid for."""
     shot_id: _builtins.str
@@ -291,6 +293,10 @@ class LedgerLine(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
 
+    @_builtins.property
+    def measurement(self) -> _job_pb2.QualityMeasurement:
+        """For renders: what was measured on the clip the attempt produced."""
+
     def __init__(
         self,
         *,
@@ -302,10 +308,11 @@ class LedgerLine(_message.Message):
         attempt: _builtins.int = ...,
         succeeded: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        measurement: _job_pb2.QualityMeasurement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "measurement", b"measurement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micros", b"amount_micros", "attempt", b"attempt", "backend", b"backend", "create_time", b"create_time", "kind", b"kind", "seconds", b"seconds", "shot_id", b"shot_id", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micros", b"amount_micros", "attempt", b"attempt", "backend", b"backend", "create_time", b"create_time", "kind", b"kind", "measurement", b"measurement", "seconds", b"seconds", "shot_id", b"shot_id", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

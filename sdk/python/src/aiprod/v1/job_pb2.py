@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from aiprod.v1 import common_pb2 as aiprod_dot_v1_dot_common__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61iprod/v1/job.proto\x12\taiprod.v1\x1a\x16\x61iprod/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tpreset_id\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12\r\n\x05\x62rief\x18\x05 \x01(\t\x12\x10\n\x08\x62rand_id\x18\x06 \x01(\t\x12\x12\n\nduration_s\x18\x07 \x01(\r\x12,\n\x0c\x61spect_ratio\x18\x08 \x01(\x0e\x32\x16.aiprod.v1.AspectRatio\x12\x10\n\x08language\x18\t \x01(\t\x12\x1a\n\rbudget_micros\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0c\x61uto_approve\x18\x0b \x01(\x08\x12*\n\x06labels\x18\x0c \x03(\x0b\x32\x1a.aiprod.v1.Job.LabelsEntry\x12\x1f\n\x05quote\x18\r \x01(\x0b\x32\x10.aiprod.v1.Quote\x12\x13\n\x0bshots_total\x18\x0e \x01(\r\x12\x16\n\x0eshots_rendered\x18\x0f \x01(\r\x12\x30\n\x0e\x66\x61ilure_reason\x18\x10 \x01(\x0e\x32\x18.aiprod.v1.FailureReason\x12\x16\n\x0estatus_message\x18\x11 \x01(\t\x12\'\n\x05video\x18\x12 \x01(\x0b\x32\x18.aiprod.v1.VideoArtifact\x12\x14\n\x07sla_met\x18\x13 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\rlast_sequence\x18\x14 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x17 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_budget_microsB\n\n\x08_sla_met\"T\n\rVideoArtifact\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nshot_count\x18\x04 \x01(\r\"\xd5\x05\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12\x30\n\rstate_changed\x18\n \x01(\x0b\x32\x17.aiprod.v1.StateChangedH\x00\x12\x32\n\x0emanifest_ready\x18\x0b \x01(\x0b\x32\x18.aiprod.v1.ManifestReadyH\x00\x12\x36\n\x10manifest_updated\x18\x0c \x01(\x0b\x32\x1a.aiprod.v1.ManifestUpdatedH\x00\x12.\n\x0cshot_started\x18\r \x01(\x0b\x32\x16.aiprod.v1.ShotStartedH\x00\x12\x30\n\rshot_rendered\x18\x0e \x01(\x0b\x32\x17.aiprod.v1.ShotRenderedH\x00\x12\x36\n\x10\x62\x61\x63kend_fallback\x18\x0f \x01(\x0b\x32\x1a.aiprod.v1.BackendFallbackH\x00\x12.\n\x0c\x63ost_updated\x18\x10 \x01(\x0b\x32\x16.aiprod.v1.CostUpdatedH\x00\x12\x34\n\x0fquality_checked\x18\x11 \x01(\x0b\x32\x19.aiprod.v1.QualityCheckedH\x00\x12.\n\x0c\x62udget_alert\x18\x12 \x01(\x0b\x32\x16.aiprod.v1.BudgetAlertH\x00\x12)\n\tdelivered\x18\x13 \x01(\x0b\x32\x14.aiprod.v1.DeliveredH\x00\x12#\n\x06\x66\x61iled\x18\x14 \x01(\x0b\x32\x11.aiprod.v1.FailedH\x00\x12)\n\tcancelled\x18\x15 \x01(\x0b\x32\x14.aiprod.v1.CancelledH\x00\x42\t\n\x07payload\"^\n\x0cStateChanged\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.aiprod.v1.JobState\"d\n\rManifestReady\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x12\n\nshot_count\x18\x02 \x01(\r\x12\x14\n\x0cquote_micros\x18\x03 \x01(\x03\x12\x17\n\x0f\x62rand_cache_hit\x18\x04 \x01(\x08\"Q\n\x0fManifestUpdated\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\"T\n\x0bShotStarted\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\x8f\x01\n\x0cShotRendered\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x12\n\nduration_s\x18\x03 \x01(\r\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x0f\n\x07quality\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\"\x84\x01\n\x0f\x42\x61\x63kendFallback\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12(\n\x0c\x66rom_backend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12&\n\nto_backend\x18\x03 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0e\n\x06reason\x18\x04 \x01(\t\";\n\x0b\x43ostUpdated\x12\x16\n\x0emetered_micros\x18\x01 \x01(\x03\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\"g\n\x0eQualityChecked\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12\x0f\n\x07quality\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12\x10\n\x08rerender\x18\x05 \x01(\x08\"U\n\x0b\x42udgetAlert\x12\x19\n\x11threshold_percent\x18\x01 \x01(\r\x12\x14\n\x0cspent_micros\x18\x02 \x01(\x03\x12\x15\n\rbudget_micros\x18\x03 \x01(\x03\"\\\n\tDelivered\x12\'\n\x05video\x18\x01 \x01(\x0b\x32\x18.aiprod.v1.VideoArtifact\x12\x15\n\rbilled_micros\x18\x02 \x01(\x03\x12\x0f\n\x07sla_met\x18\x03 \x01(\x08\"C\n\x06\x46\x61iled\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.aiprod.v1.FailureReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"2\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x15\n\rbilled_micros\x18\x02 \x01(\x03*\x99\x02\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n\x12JOB_STATE_PLANNING\x10\x02\x12\x1f\n\x1bJOB_STATE_AWAITING_APPROVAL\x10\x03\x12\x17\n\x13JOB_STATE_RENDERING\x10\x04\x12\x1b\n\x17JOB_STATE_QUALITY_CHECK\x10\x05\x12%\n!JOB_STATE_AWAITING_FINAL_APPROVAL\x10\x06\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x07\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x08\x12\x14\n\x10JOB_STATE_FAILED\x10\t*\xbd\x01\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12&\n\"FAILURE_REASON_ALL_BACKENDS_FAILED\x10\x01\x12#\n\x1f\x46\x41ILURE_REASON_BUDGET_EXHAUSTED\x10\x02\x12\"\n\x1e\x46\x41ILURE_REASON_PLANNING_FAILED\x10\x03\x12\x1b\n\x17\x46\x41ILURE_REASON_INTERNAL\x10\x04\x42\x38Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61iprod/v1/job.proto\x12\taiprod.v1\x1a\x16\x61iprod/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x06\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tpreset_id\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12\r\n\x05\x62rief\x18\x05 \x01(\t\x12\x10\n\x08\x62rand_id\x18\x06 \x01(\t\x12\x12\n\nduration_s\x18\x07 \x01(\r\x12,\n\x0c\x61spect_ratio\x18\x08 \x01(\x0e\x32\x16.aiprod.v1.AspectRatio\x12\x10\n\x08language\x18\t \x01(\t\x12\x1a\n\rbudget_micros\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0c\x61uto_approve\x18\x0b \x01(\x08\x12*\n\x06labels\x18\x0c \x03(\x0b\x32\x1a.aiprod.v1.Job.LabelsEntry\x12\x1f\n\x05quote\x18\r \x01(\x0b\x32\x10.aiprod.v1.Quote\x12\x13\n\x0bshots_total\x18\x0e \x01(\r\x12\x16\n\x0eshots_rendered\x18\x0f \x01(\r\x12\x30\n\x0e\x66\x61ilure_reason\x18\x10 \x01(\x0e\x32\x18.aiprod.v1.FailureReason\x12\x16\n\x0estatus_message\x18\x11 \x01(\t\x12\'\n\x05video\x18\x12 \x01(\x0b\x32\x18.aiprod.v1.VideoArtifact\x12\x14\n\x07sla_met\x18\x13 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\rlast_sequence\x18\x14 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x17 \x01(\x08\x12$\n\x05shots\x18\x18 \x03(\x0b\x32\x15.aiprod.v1.ShotStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_budget_microsB\n\n\x08_sla_met\"\x87\x02\n\nShotStatus\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\r\x12\x10\n\x08rendered\x18\x03 \x01(\x08\x12#\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x0f\n\x07quality\x18\x06 \x01(\x01\x12\x13\n\x06passed\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12\x32\n\x0bmeasurement\x18\x08 \x01(\x0b\x32\x1d.aiprod.v1.QualityMeasurement\x12&\n\x04\x63lip\x18\t \x01(\x0b\x32\x18.aiprod.v1.VideoArtifactB\t\n\x07_passed\"\xa2\x02\n\x12QualityMeasurement\x12\x11\n\tdecodable\x18\x01 \x01(\x08\x12\x16\n\x0e\x64\x65\x63oded_frames\x18\x02 \x01(\r\x12\x17\n\x0f\x65xpected_frames\x18\x03 \x01(\r\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\x19\n\x11\x62lack_frame_ratio\x18\x07 \x01(\x01\x12\x1a\n\x12\x66rozen_frame_ratio\x18\x08 \x01(\x01\x12\x11\n\tsharpness\x18\t \x01(\x01\x12\x10\n\x08\x63ontrast\x18\n \x01(\x01\x12\x0e\n\x06passed\x18\x0b \x01(\x08\x12\x10\n\x08\x66\x61ilures\x18\x0c \x03(\t\"\x8c\x03\n\rVideoArtifact\x12\x0f\n\x03uri\x18\x01 \x01(\tB\x02\x18\x01\x12\x12\n\nduration_s\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nshot_count\x18\x04 \x01(\r\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12\x12\n\nframe_rate\x18\t \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\n \x01(\r\x12+\n\x08\x64uration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63odec\x18\x0c \x01(\t\x12\x11\n\tmime_type\x18\r \x01(\t\x12\x1c\n\x14poster_resource_name\x18\x0e \x01(\t\x12\x14\n\x0c\x64ownload_url\x18\x0f \x01(\t\x12<\n\x18\x64ownload_url_expire_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x05\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12\x30\n\rstate_changed\x18\n \x01(\x0b\x32\x17.aiprod.v1.StateChangedH\x00\x12\x32\n\x0emanifest_ready\x18\x0b \x01(\x0b\x32\x18.aiprod.v1.ManifestReadyH\x00\x12\x36\n\x10manifest_updated\x18\x0c \x01(\x0b\x32\x1a.aiprod.v1.ManifestUpdatedH\x00\x12.\n\x0cshot_started\x18\r \x01(\x0b\x32\x16.aiprod.v1.ShotStartedH\x00\x12\x30\n\rshot_rendered\x18\x0e \x01(\x0b\x32\x17.aiprod.v1.ShotRenderedH\x00\x12\x36\n\x10\x62\x61\x63kend_fallback\x18\x0f \x01(\x0b\x32\x1a.aiprod.v1.BackendFallbackH\x00\x12.\n\x0c\x63ost_updated\x18\x10 \x01(\x0b\x32\x16.aiprod.v1.CostUpdatedH\x00\x12\x34\n\x0fquality_checked\x18\x11 \x01(\x0b\x32\x19.aiprod.v1.QualityCheckedH\x00\x12.\n\x0c\x62udget_alert\x18\x12 \x01(\x0b\x32\x16.aiprod.v1.BudgetAlertH\x00\x12)\n\tdelivered\x18\x13 \x01(\x0b\x32\x14.aiprod.v1.DeliveredH\x00\x12#\n\x06\x66\x61iled\x18\x14 \x01(\x0b\x32\x11.aiprod.v1.FailedH\x00\x12)\n\tcancelled\x18\x15 \x01(\x0b\x32\x14.aiprod.v1.CancelledH\x00\x42\t\n\x07payload\"^\n\x0cStateChanged\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.aiprod.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.aiprod.v1.JobState\"d\n\rManifestReady\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x12\n\nshot_count\x18\x02 \x01(\r\x12\x14\n\x0cquote_micros\x18\x03 \x01(\x03\x12\x17\n\x0f\x62rand_cache_hit\x18\x04 \x01(\x08\"Q\n\x0fManifestUpdated\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\"T\n\x0bShotStarted\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\xeb\x01\n\x0cShotRendered\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12#\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x12\n\nduration_s\x18\x03 \x01(\r\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x0f\n\x07quality\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12&\n\x04\x63lip\x18\x07 \x01(\x0b\x32\x18.aiprod.v1.VideoArtifact\x12\x32\n\x0bmeasurement\x18\x08 \x01(\x0b\x32\x1d.aiprod.v1.QualityMeasurement\"\x84\x01\n\x0f\x42\x61\x63kendFallback\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12(\n\x0c\x66rom_backend\x18\x02 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12&\n\nto_backend\x18\x03 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0e\n\x06reason\x18\x04 \x01(\t\";\n\x0b\x43ostUpdated\x12\x16\n\x0emetered_micros\x18\x01 \x01(\x03\x12\x14\n\x0cquote_micros\x18\x02 \x01(\x03\"\xd1\x01\n\x0eQualityChecked\x12\x0f\n\x07shot_id\x18\x01 \x01(\t\x12\x0f\n\x07quality\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12\x10\n\x08rerender\x18\x05 \x01(\x08\x12\x32\n\x0bmeasurement\x18\x06 \x01(\x0b\x32\x1d.aiprod.v1.QualityMeasurement\x12#\n\x07\x62\x61\x63kend\x18\x07 \x01(\x0e\x32\x12.aiprod.v1.Backend\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\"U\n\x0b\x42udgetAlert\x12\x19\n\x11threshold_percent\x18\x01 \x01(\r\x12\x14\n\x0cspent_micros\x18\x02 \x01(\x03\x12\x15\n\rbudget_micros\x18\x03 \x01(\x03\"\\\n\tDelivered\x12\'\n\x05video\x18\x01 \x01(\x0b\x32\x18.aiprod.v1.VideoArtifact\x12\x15\n\rbilled_micros\x18\x02 \x01(\x03\x12\x0f\n\x07sla_met\x18\x03 \x01(\x08\"C\n\x06\x46\x61iled\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.aiprod.v1.FailureReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"2\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x15\n\rbilled_micros\x18\x02 \x01(\x03*\x99\x02\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n\x12JOB_STATE_PLANNING\x10\x02\x12\x1f\n\x1bJOB_STATE_AWAITING_APPROVAL\x10\x03\x12\x17\n\x13JOB_STATE_RENDERING\x10\x04\x12\x1b\n\x17JOB_STATE_QUALITY_CHECK\x10\x05\x12%\n!JOB_STATE_AWAITING_FINAL_APPROVAL\x10\x06\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x07\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x08\x12\x14\n\x10JOB_STATE_FAILED\x10\t*\xbd\x01\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12&\n\"FAILURE_REASON_ALL_BACKENDS_FAILED\x10\x01\x12#\n\x1f\x46\x41ILURE_REASON_BUDGET_EXHAUSTED\x10\x02\x12\"\n\x1e\x46\x41ILURE_REASON_PLANNING_FAILED\x10\x03\x12\x1b\n\x17\x46\x41ILURE_REASON_INTERNAL\x10\x04\x42\x38Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,40 +37,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z6github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1;aiprodv1'
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2762
-  _globals['_JOBSTATE']._serialized_end=3043
-  _globals['_FAILUREREASON']._serialized_start=3046
-  _globals['_FAILUREREASON']._serialized_end=3235
-  _globals['_JOB']._serialized_start=92
-  _globals['_JOB']._serialized_end=829
-  _globals['_JOB_LABELSENTRY']._serialized_start=754
-  _globals['_JOB_LABELSENTRY']._serialized_end=799
-  _globals['_VIDEOARTIFACT']._serialized_start=831
-  _globals['_VIDEOARTIFACT']._serialized_end=915
-  _globals['_JOBEVENT']._serialized_start=918
-  _globals['_JOBEVENT']._serialized_end=1643
-  _globals['_STATECHANGED']._serialized_start=1645
-  _globals['_STATECHANGED']._serialized_end=1739
-  _globals['_MANIFESTREADY']._serialized_start=1741
-  _globals['_MANIFESTREADY']._serialized_end=1841
-  _globals['_MANIFESTUPDATED']._serialized_start=1843
-  _globals['_MANIFESTUPDATED']._serialized_end=1924
-  _globals['_SHOTSTARTED']._serialized_start=1926
-  _globals['_SHOTSTARTED']._serialized_end=2010
-  _globals['_SHOTRENDERED']._serialized_start=2013
-  _globals['_SHOTRENDERED']._serialized_end=2156
-  _globals['_BACKENDFALLBACK']._serialized_start=2159
-  _globals['_BACKENDFALLBACK']._serialized_end=2291
-  _globals['_COSTUPDATED']._serialized_start=2293
-  _globals['_COSTUPDATED']._serialized_end=2352
-  _globals['_QUALITYCHECKED']._serialized_start=2354
-  _globals['_QUALITYCHECKED']._serialized_end=2457
-  _globals['_BUDGETALERT']._serialized_start=2459
-  _globals['_BUDGETALERT']._serialized_end=2544
-  _globals['_DELIVERED']._serialized_start=2546
-  _globals['_DELIVERED']._serialized_end=2638
-  _globals['_FAILED']._serialized_start=2640
-  _globals['_FAILED']._serialized_end=2707
-  _globals['_CANCELLED']._serialized_start=2709
-  _globals['_CANCELLED']._serialized_end=2759
+  _globals['_VIDEOARTIFACT'].fields_by_name['uri']._loaded_options = None
+  _globals['_VIDEOARTIFACT'].fields_by_name['uri']._serialized_options = b'\030\001'
+  _globals['_JOBSTATE']._serialized_start=3903
+  _globals['_JOBSTATE']._serialized_end=4184
+  _globals['_FAILUREREASON']._serialized_start=4187
+  _globals['_FAILUREREASON']._serialized_end=4376
+  _globals['_JOB']._serialized_start=124
+  _globals['_JOB']._serialized_end=899
+  _globals['_JOB_LABELSENTRY']._serialized_start=824
+  _globals['_JOB_LABELSENTRY']._serialized_end=869
+  _globals['_SHOTSTATUS']._serialized_start=902
+  _globals['_SHOTSTATUS']._serialized_end=1165
+  _globals['_QUALITYMEASUREMENT']._serialized_start=1168
+  _globals['_QUALITYMEASUREMENT']._serialized_end=1458
+  _globals['_VIDEOARTIFACT']._serialized_start=1461
+  _globals['_VIDEOARTIFACT']._serialized_end=1857
+  _globals['_JOBEVENT']._serialized_start=1860
+  _globals['_JOBEVENT']._serialized_end=2585
+  _globals['_STATECHANGED']._serialized_start=2587
+  _globals['_STATECHANGED']._serialized_end=2681
+  _globals['_MANIFESTREADY']._serialized_start=2683
+  _globals['_MANIFESTREADY']._serialized_end=2783
+  _globals['_MANIFESTUPDATED']._serialized_start=2785
+  _globals['_MANIFESTUPDATED']._serialized_end=2866
+  _globals['_SHOTSTARTED']._serialized_start=2868
+  _globals['_SHOTSTARTED']._serialized_end=2952
+  _globals['_SHOTRENDERED']._serialized_start=2955
+  _globals['_SHOTRENDERED']._serialized_end=3190
+  _globals['_BACKENDFALLBACK']._serialized_start=3193
+  _globals['_BACKENDFALLBACK']._serialized_end=3325
+  _globals['_COSTUPDATED']._serialized_start=3327
+  _globals['_COSTUPDATED']._serialized_end=3386
+  _globals['_QUALITYCHECKED']._serialized_start=3389
+  _globals['_QUALITYCHECKED']._serialized_end=3598
+  _globals['_BUDGETALERT']._serialized_start=3600
+  _globals['_BUDGETALERT']._serialized_end=3685
+  _globals['_DELIVERED']._serialized_start=3687
+  _globals['_DELIVERED']._serialized_end=3779
+  _globals['_FAILED']._serialized_start=3781
+  _globals['_FAILED']._serialized_end=3848
+  _globals['_CANCELLED']._serialized_start=3850
+  _globals['_CANCELLED']._serialized_end=3900
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from aiprod.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -18,6 +19,11 @@ if sys.version_info >= (3, 11):
     from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -158,6 +164,7 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SANDBOX_FIELD_NUMBER: _builtins.int
+    SHOTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Server-assigned identifier ("job_…")."""
     request_id: _builtins.str
@@ -204,7 +211,7 @@ class Job(_message.Message):
 
     @_builtins.property
     def video(self) -> Global___VideoArtifact:
-        """Set when DELIVERED."""
+        """The final cut: set once it is assembled (from AWAITING_FINAL_APPROVAL, and when DELIVERED)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -213,6 +220,12 @@ class Job(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed."""
+
+    @_builtins.property
+    def shots(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShotStatus]:
+        """Every shot of the approved manifest, in manifest order, with its render progress and clip
+        (empty before approval).
+        """
 
     def __init__(
         self,
@@ -240,10 +253,11 @@ class Job(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         sandbox: _builtins.bool = ...,
+        shots: _abc.Iterable[Global___ShotStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_micros", b"_budget_micros", "_sla_met", b"_sla_met", "budget_micros", b"budget_micros", "create_time", b"create_time", "quote", b"quote", "sla_met", b"sla_met", "update_time", b"update_time", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_micros", b"_budget_micros", "_sla_met", b"_sla_met", "aspect_ratio", b"aspect_ratio", "auto_approve", b"auto_approve", "brand_id", b"brand_id", "brief", b"brief", "budget_micros", b"budget_micros", "create_time", b"create_time", "duration_s", b"duration_s", "failure_reason", b"failure_reason", "job_id", b"job_id", "labels", b"labels", "language", b"language", "last_sequence", b"last_sequence", "preset_id", b"preset_id", "quote", b"quote", "request_id", b"request_id", "sandbox", b"sandbox", "shots_rendered", b"shots_rendered", "shots_total", b"shots_total", "sla_met", b"sla_met", "state", b"state", "status_message", b"status_message", "update_time", b"update_time", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_micros", b"_budget_micros", "_sla_met", b"_sla_met", "aspect_ratio", b"aspect_ratio", "auto_approve", b"auto_approve", "brand_id", b"brand_id", "brief", b"brief", "budget_micros", b"budget_micros", "create_time", b"create_time", "duration_s", b"duration_s", "failure_reason", b"failure_reason", "job_id", b"job_id", "labels", b"labels", "language", b"language", "last_sequence", b"last_sequence", "preset_id", b"preset_id", "quote", b"quote", "request_id", b"request_id", "sandbox", b"sandbox", "shots", b"shots", "shots_rendered", b"shots_rendered", "shots_total", b"shots_total", "sla_met", b"sla_met", "state", b"state", "status_message", b"status_message", "update_time", b"update_time", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_micros: _TypeAlias = _typing.Literal["budget_micros"]  # noqa: Y015
     _WhichOneofArgType__budget_micros: _TypeAlias = _typing.Literal["_budget_micros", b"_budget_micros"]  # noqa: Y015
@@ -257,8 +271,154 @@ class Job(_message.Message):
 Global___Job: _TypeAlias = Job  # noqa: Y015
 
 @_typing.final
+class ShotStatus(_message.Message):
+    """One shot's render progress, its measured quality and its clip."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOT_ID_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    RENDERED_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
+    CLIP_FIELD_NUMBER: _builtins.int
+    shot_id: _builtins.str
+    """The shot (as in the manifest)."""
+    duration_s: _builtins.int
+    """Length in whole seconds."""
+    rendered: _builtins.bool
+    """Whether the shot has a clip that passed the technical checks (false while it (re-)renders)."""
+    backend: _common_pb2.Backend.ValueType
+    """The backend of the clip, or of the attempt in flight."""
+    attempts: _builtins.int
+    """Render attempts so far (fallbacks, re-renders and revisions included)."""
+    quality: _builtins.float
+    """The clip's quality score (0..1): the backend's nominal quality for a clip that passes the
+    technical checks, 0 for one that does not.
+    """
+    passed: _builtins.bool
+    """Whether the clip met the preset's quality floor; unset until checked."""
+    @_builtins.property
+    def measurement(self) -> Global___QualityMeasurement:
+        """What was measured on the clip's frames."""
+
+    @_builtins.property
+    def clip(self) -> Global___VideoArtifact:
+        """The clip, readable as soon as the shot renders."""
+
+    def __init__(
+        self,
+        *,
+        shot_id: _builtins.str = ...,
+        duration_s: _builtins.int = ...,
+        rendered: _builtins.bool = ...,
+        backend: _common_pb2.Backend.ValueType = ...,
+        attempts: _builtins.int = ...,
+        quality: _builtins.float = ...,
+        passed: _builtins.bool | None = ...,
+        measurement: Global___QualityMeasurement | None = ...,
+        clip: Global___VideoArtifact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_passed", b"_passed", "clip", b"clip", "measurement", b"measurement", "passed", b"passed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_passed", b"_passed", "attempts", b"attempts", "backend", b"backend", "clip", b"clip", "duration_s", b"duration_s", "measurement", b"measurement", "passed", b"passed", "quality", b"quality", "rendered", b"rendered", "shot_id", b"shot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__passed: _TypeAlias = _typing.Literal["passed"]  # noqa: Y015
+    _WhichOneofArgType__passed: _TypeAlias = _typing.Literal["_passed", b"_passed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__passed) -> _WhichOneofReturnType__passed | None: ...
+
+Global___ShotStatus: _TypeAlias = ShotStatus  # noqa: Y015
+
+@_typing.final
+class QualityMeasurement(_message.Message):
+    """Technical measurements of a clip, read from its decoded frames."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECODABLE_FIELD_NUMBER: _builtins.int
+    DECODED_FRAMES_FIELD_NUMBER: _builtins.int
+    EXPECTED_FRAMES_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    BLACK_FRAME_RATIO_FIELD_NUMBER: _builtins.int
+    FROZEN_FRAME_RATIO_FIELD_NUMBER: _builtins.int
+    SHARPNESS_FIELD_NUMBER: _builtins.int
+    CONTRAST_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    decodable: _builtins.bool
+    """Whether every frame decoded."""
+    decoded_frames: _builtins.int
+    """Frames decoded."""
+    expected_frames: _builtins.int
+    """Frames the shot's duration calls for at the clip's frame rate."""
+    width: _builtins.int
+    """Width in pixels."""
+    height: _builtins.int
+    """Height in pixels."""
+    black_frame_ratio: _builtins.float
+    """Share of frames that are black (0..1)."""
+    frozen_frame_ratio: _builtins.float
+    """Share of frames nearly identical to the frame before (0..1)."""
+    sharpness: _builtins.float
+    """Mean sharpness of the luma plane (normalised Laplacian variance, 0..1)."""
+    contrast: _builtins.float
+    """Mean RMS contrast of the luma plane (0..1)."""
+    passed: _builtins.bool
+    """Whether the clip passed every technical check."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """Duration of the clip as stored."""
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The checks it failed: "undecodable", "duration", "resolution", "black_frames", "frozen_frames",
+        "sharpness", "contrast".
+        """
+
+    def __init__(
+        self,
+        *,
+        decodable: _builtins.bool = ...,
+        decoded_frames: _builtins.int = ...,
+        expected_frames: _builtins.int = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        black_frame_ratio: _builtins.float = ...,
+        frozen_frame_ratio: _builtins.float = ...,
+        sharpness: _builtins.float = ...,
+        contrast: _builtins.float = ...,
+        passed: _builtins.bool = ...,
+        failures: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["black_frame_ratio", b"black_frame_ratio", "contrast", b"contrast", "decodable", b"decodable", "decoded_frames", b"decoded_frames", "duration", b"duration", "expected_frames", b"expected_frames", "failures", b"failures", "frozen_frame_ratio", b"frozen_frame_ratio", "height", b"height", "passed", b"passed", "sharpness", b"sharpness", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityMeasurement: _TypeAlias = QualityMeasurement  # noqa: Y015
+
+@_typing.final
 class VideoArtifact(_message.Message):
-    """The delivered video."""
+    """A video file kept in AIPROD's own store: the final cut of a job or the clip of one shot. Every
+    figure is read from the stored file itself.
+
+    Download it with `google.bytestream.ByteStream/Read` on `resource_name` (same API key; another
+    tenant's resource is NOT_FOUND), in chunks, resuming a dropped read with `read_offset`. Resource
+    names:
+      jobs/{job_id}/video                    the final cut
+      jobs/{job_id}/video/poster             its poster (PNG)
+      jobs/{job_id}/shots/{shot_id}/clip     a shot's clip (readable as soon as the shot renders)
+      jobs/{job_id}/shots/{shot_id}/poster   the clip's poster (PNG)
+    Appending "@{sha256}" (e.g. "jobs/job_1/video@3fa2…") pins the version: if a revision has replaced
+    the file since, the read fails with FAILED_PRECONDITION instead of mixing two versions.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -266,14 +426,64 @@ class VideoArtifact(_message.Message):
     DURATION_S_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     SHOT_COUNT_FIELD_NUMBER: _builtins.int
-    uri: _builtins.str
-    """Where the video can be downloaded."""
+    RESOURCE_NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    FRAME_RATE_FIELD_NUMBER: _builtins.int
+    FRAME_COUNT_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    CODEC_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    POSTER_RESOURCE_NAME_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URL_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URL_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def uri(self) -> _builtins.str:
+        """Deprecated: holds the same value as `resource_name`."""
+
+    @uri.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def uri(self, value: _builtins.str) -> None:
+        """Deprecated: holds the same value as `resource_name`."""
+
     duration_s: _builtins.int
-    """Duration in whole seconds."""
+    """Duration in whole seconds, rounded (see `duration` for the exact value)."""
     sha256: _builtins.str
-    """Hex SHA-256 of the video content as assembled by the service."""
+    """Lowercase hex SHA-256 of the file's bytes, exactly as ByteStream.Read returns them."""
     shot_count: _builtins.int
-    """Number of shots in the cut."""
+    """Number of shots in the file (1 for a shot clip)."""
+    resource_name: _builtins.str
+    """The name to read with google.bytestream.ByteStream/Read."""
+    size_bytes: _builtins.int
+    """Size of the file in bytes."""
+    width: _builtins.int
+    """Width in pixels."""
+    height: _builtins.int
+    """Height in pixels."""
+    frame_rate: _builtins.float
+    """Frames per second."""
+    frame_count: _builtins.int
+    """Number of video frames."""
+    codec: _builtins.str
+    """Codec as an RFC 6381 `codecs` value (e.g. "avc1.42c01f": H.264)."""
+    mime_type: _builtins.str
+    """MIME type of the file ("video/mp4"; MP4 with its index at the front, playable while it downloads)."""
+    poster_resource_name: _builtins.str
+    """ByteStream resource name of a poster frame (PNG, at most 320 px wide)."""
+    download_url: _builtins.str
+    """A presigned HTTPS URL of the file, when AIPROD keeps its artifacts in S3, GCS or Azure; empty with
+    a local store. Valid until `download_url_expire_time`; each GetJob signs a new one.
+    """
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """Exact duration of the video track."""
+
+    @_builtins.property
+    def download_url_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `download_url` stops working."""
+
     def __init__(
         self,
         *,
@@ -281,10 +491,22 @@ class VideoArtifact(_message.Message):
         duration_s: _builtins.int = ...,
         sha256: _builtins.str = ...,
         shot_count: _builtins.int = ...,
+        resource_name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        frame_rate: _builtins.float = ...,
+        frame_count: _builtins.int = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        codec: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        poster_resource_name: _builtins.str = ...,
+        download_url: _builtins.str = ...,
+        download_url_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["download_url_expire_time", b"download_url_expire_time", "duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "sha256", b"sha256", "shot_count", b"shot_count", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codec", b"codec", "download_url", b"download_url", "download_url_expire_time", b"download_url_expire_time", "duration", b"duration", "duration_s", b"duration_s", "frame_count", b"frame_count", "frame_rate", b"frame_rate", "height", b"height", "mime_type", b"mime_type", "poster_resource_name", b"poster_resource_name", "resource_name", b"resource_name", "sha256", b"sha256", "shot_count", b"shot_count", "size_bytes", b"size_bytes", "uri", b"uri", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -536,6 +758,8 @@ class ShotRendered(_message.Message):
     COST_MICROS_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    CLIP_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
     shot_id: _builtins.str
     """The shot."""
     backend: _common_pb2.Backend.ValueType
@@ -548,6 +772,14 @@ class ShotRendered(_message.Message):
     """The quality score (0..1)."""
     attempt: _builtins.int
     """Attempt number."""
+    @_builtins.property
+    def clip(self) -> Global___VideoArtifact:
+        """The clip (readable at once)."""
+
+    @_builtins.property
+    def measurement(self) -> Global___QualityMeasurement:
+        """What was measured on the clip."""
+
     def __init__(
         self,
         *,
@@ -557,10 +789,12 @@ class ShotRendered(_message.Message):
         cost_micros: _builtins.int = ...,
         quality: _builtins.float = ...,
         attempt: _builtins.int = ...,
+        clip: Global___VideoArtifact | None = ...,
+        measurement: Global___QualityMeasurement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "measurement", b"measurement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "backend", b"backend", "cost_micros", b"cost_micros", "duration_s", b"duration_s", "quality", b"quality", "shot_id", b"shot_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "backend", b"backend", "clip", b"clip", "cost_micros", b"cost_micros", "duration_s", b"duration_s", "measurement", b"measurement", "quality", b"quality", "shot_id", b"shot_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -637,6 +871,9 @@ class QualityChecked(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     PASSED_FIELD_NUMBER: _builtins.int
     RERENDER_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     shot_id: _builtins.str
     """The shot."""
     quality: _builtins.float
@@ -647,6 +884,16 @@ class QualityChecked(_message.Message):
     """Whether it met the floor."""
     rerender: _builtins.bool
     """Whether a re-render was scheduled."""
+    backend: _common_pb2.Backend.ValueType
+    """The backend that rendered the clip."""
+    attempt: _builtins.int
+    """The attempt that produced the clip."""
+    @_builtins.property
+    def measurement(self) -> Global___QualityMeasurement:
+        """What was measured on the clip. A clip that fails a technical check scores 0 and is rendered
+        again on the next candidate backend.
+        """
+
     def __init__(
         self,
         *,
@@ -655,10 +902,13 @@ class QualityChecked(_message.Message):
         threshold: _builtins.float = ...,
         passed: _builtins.bool = ...,
         rerender: _builtins.bool = ...,
+        measurement: Global___QualityMeasurement | None = ...,
+        backend: _common_pb2.Backend.ValueType = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["measurement", b"measurement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["passed", b"passed", "quality", b"quality", "rerender", b"rerender", "shot_id", b"shot_id", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "backend", b"backend", "measurement", b"measurement", "passed", b"passed", "quality", b"quality", "rerender", b"rerender", "shot_id", b"shot_id", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
