@@ -10,6 +10,15 @@ import {
 } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type * as http2 from "node:http2";
+import {
+  downloadArtifact,
+  readResourceChunks,
+  shotClipOf,
+  videoOf,
+  type DownloadOptions,
+  type OpenReadStream,
+  type ReadResourceOptions,
+} from "./download.js";
 import { AiprodError } from "./errors.js";
 import {
   AdminService,
@@ -19,13 +28,14 @@ import {
 } from "./gen/aiprod/v1/admin_service_pb.js";
 import { CostEstimatorService } from "./gen/aiprod/v1/cost_estimator_service_pb.js";
 import { IccService } from "./gen/aiprod/v1/icc_service_pb.js";
-import type { Job, JobEvent } from "./gen/aiprod/v1/job_pb.js";
+import type { Job, JobEvent, VideoArtifact } from "./gen/aiprod/v1/job_pb.js";
 import { PresetService } from "./gen/aiprod/v1/preset_service_pb.js";
 import {
   RenderService,
   type ListJobsRequestSchema,
   type ListJobsResponse,
 } from "./gen/aiprod/v1/render_service_pb.js";
+import { ByteStream } from "./gen/google/bytestream/bytestream_pb.js";
 import { paginateItems, paginatePages } from "./pagination.js";
 import {
   isTerminalState,
@@ -148,6 +158,8 @@ export class AiprodClient {
   readonly icc: Client<typeof IccService>;
   /** AdminService: tenants and API keys (authorized by the admin token). */
   readonly admin: Client<typeof AdminService>;
+  /** google.bytestream.ByteStream: the raw Read stream of videos, clips and posters (see {@link readResource}). */
+  readonly bytestream: Client<typeof ByteStream>;
   /** The transport every call goes through. */
   readonly transport: Transport;
 
@@ -186,6 +198,7 @@ export class AiprodClient {
     this.render = wrapService(RenderService, transport, defaultTimeoutMs);
     this.icc = wrapService(IccService, transport, defaultTimeoutMs);
     this.admin = wrapService(AdminService, transport, defaultTimeoutMs);
+    this.bytestream = wrapService(ByteStream, transport, defaultTimeoutMs);
     this.watchDefaults = options.watch ?? {};
   }
 
@@ -206,6 +219,71 @@ export class AiprodClient {
       return job !== undefined && isTerminalState(job.state) && job.lastSequence <= afterSequence;
     };
     return watchJobEvents(open, jobId, { ...this.watchDefaults, ...options }, checkFinished);
+  }
+
+  /**
+   * Downloads the job's video (the final cut, `Job.video`) to `path` and returns its metadata.
+   *
+   * Reads `video.resource_name@sha256` (the version GetJob returned) into `path + ".part"`, hashing
+   * as it writes; after UNAVAILABLE, a dropped connection, a reset stream or RESOURCE_EXHAUSTED
+   * with a retry delay it waits (exponential back-off) and resumes at the bytes already written
+   * (giving up after `maxRetries` failures in a row without progress). If a revision replaced the
+   * file meanwhile (FAILED_PRECONDITION) it starts over once from a fresh GetJob. At the end it
+   * checks the size and SHA-256 against the artifact (DATA_LOSS on a mismatch), fsyncs and renames
+   * the file onto `path`. On failure the `.part` file is removed and `path` is left untouched. The
+   * file is streamed to disk: memory use does not grow with its size.
+   *
+   * Throws {@link ArtifactNotAvailableError} (FAILED_PRECONDITION, with the job's state) when the
+   * video is not assembled yet.
+   *
+   * ```ts
+   * const video = await client.downloadVideo(jobId, "video.mp4");
+   * console.log(video.sizeBytes, video.sha256);
+   * ```
+   */
+  downloadVideo(jobId: string, path: string, options: DownloadOptions = {}): Promise<VideoArtifact> {
+    return downloadArtifact(
+      async (signal) => videoOf(await this.getJobForDownload(jobId, signal)),
+      this.openRead,
+      path,
+      options,
+    );
+  }
+
+  /**
+   * Downloads the clip of one shot (`Job.shots[i].clip`, readable as soon as the shot renders) to
+   * `path`, exactly like {@link downloadVideo}. Throws {@link ArtifactNotAvailableError} while the
+   * shot has no clip, and NOT_FOUND if the job has no such shot.
+   */
+  downloadShotClip(jobId: string, shotId: string, path: string, options: DownloadOptions = {}): Promise<VideoArtifact> {
+    return downloadArtifact(
+      async (signal) => shotClipOf(await this.getJobForDownload(jobId, signal), shotId),
+      this.openRead,
+      path,
+      options,
+    );
+  }
+
+  /**
+   * Yields the bytes of a ByteStream resource (`VideoArtifact.resource_name`, a poster, … with an
+   * optional "@sha256" pin) from `readOffset` on, in the chunks the server sends (256 KiB).
+   * Transient failures are retried and the read resumes at the first byte not yet yielded, so the
+   * chunks concatenate to exactly the resource's bytes. Breaking out of the loop cancels the read.
+   *
+   * ```ts
+   * for await (const chunk of client.readResource(job.video!.posterResourceName)) out.write(chunk);
+   * ```
+   */
+  readResource(resourceName: string, options: ReadResourceOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
+    return readResourceChunks(this.openRead, resourceName, options);
+  }
+
+  private readonly openRead: OpenReadStream = (request, signal) => this.bytestream.read(request, { signal });
+
+  private async getJobForDownload(jobId: string, signal: AbortSignal | undefined): Promise<Job> {
+    const { job } = await this.render.getJob({ jobId }, signal === undefined ? {} : { signal });
+    if (job === undefined) throw new AiprodError(Code.Internal, `GetJob(${jobId}) returned no job`);
+    return job;
   }
 
   /** Every job matching the request's filters, newest first, following next_page_token. */

@@ -23,6 +23,20 @@ export {
   type ReconnectInfo,
   type WatchJobOptions,
 } from "./watch.js";
+export {
+  ArtifactNotAvailableError,
+  downloadArtifact,
+  isRetryableReadError,
+  pinnedResourceName,
+  readResourceChunks,
+  type DownloadOptions,
+  type DownloadProgress,
+  type FetchArtifact,
+  type OpenReadStream,
+  type ReadResourceOptions,
+  type ReadRetryInfo,
+  type ReadRetryOptions,
+} from "./download.js";
 export { paginateItems, paginatePages, type Page } from "./pagination.js";
 export { create, fromBinary, toBinary, toJson, fromJson, type MessageInitShape } from "@bufbuild/protobuf";
 export { ConnectError, type CallOptions, type Interceptor } from "@connectrpc/connect";
@@ -36,3 +50,5 @@ export * from "./gen/aiprod/v1/render_service_pb.js";
 export * from "./gen/aiprod/v1/icc_service_pb.js";
 export * from "./gen/aiprod/v1/admin_service_pb.js";
 export * as googleRpc from "./gen/google/rpc/error_details_pb.js";
+export * as googleBytestream from "./gen/google/bytestream/bytestream_pb.js";
+export { ByteStream } from "./gen/google/bytestream/bytestream_pb.js";

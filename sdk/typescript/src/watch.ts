@@ -76,7 +76,8 @@ export function isResumableError(err: AiprodError): boolean {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Resolves after `ms`, or rejects with the signal's reason when it fires first. @internal */
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
@@ -94,10 +95,11 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
-function cancelled(signal: AbortSignal): AiprodError {
+/** The error a cancelled call throws: CANCELLED, or DEADLINE_EXCEEDED for a timeout signal. @internal */
+export function cancelled(signal: AbortSignal): AiprodError {
   const reason: unknown = signal.reason;
   if (reason instanceof AiprodError) return reason;
-  const message = reason instanceof Error ? reason.message : "watch cancelled";
+  const message = reason instanceof Error ? reason.message : "cancelled";
   const code = reason instanceof Error && reason.name === "TimeoutError" ? Code.DeadlineExceeded : Code.Canceled;
   return new AiprodError(code, message, { cause: reason });
 }
