@@ -3,6 +3,7 @@
 >>> import aiprod
 >>> client = aiprod.Client("http://127.0.0.1:50051", api_key="aiprod_test_...")
 >>> quote = client.cost_estimator.estimate_cost(preset_id="brand_campaign", duration_s=60)
+>>> video = client.download_video(job_id, "video.mp4")  # resumed on drops, SHA-256 verified
 
 Messages and enums live in :mod:`aiprod.v1` (``from aiprod.v1 import CreateJobRequest``).
 """
@@ -11,6 +12,7 @@ from grpc import StatusCode
 
 from aiprod._call import DEFAULT_TIMEOUT, Metadata, Timeout
 from aiprod._client import AsyncClient, Client, parse_endpoint
+from aiprod._download import ArtifactNotAvailableError
 from aiprod._errors import AiprodError, FieldViolation, PreconditionViolation, QuotaViolation
 from aiprod._mixins import TERMINAL_STATES, WatchRetry
 from aiprod._services import (
@@ -32,6 +34,7 @@ __all__ = [
     "TERMINAL_STATES",
     "AdminService",
     "AiprodError",
+    "ArtifactNotAvailableError",
     "AsyncAdminService",
     "AsyncClient",
     "AsyncCostEstimatorService",

@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 
 from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Timeout
+from aiprod._download import AsyncDownloader, Downloader, StrPath
 from aiprod._mixins import WatchRetry
 from aiprod._services import (
     AdminService,
@@ -89,11 +90,14 @@ class Client:
     ``icc`` (IccService) and ``admin`` (AdminService, authenticated with ``admin_token``).
     Methods take the request message or its fields as keyword arguments, plus ``timeout``
     (seconds; ``None`` for no deadline) and ``metadata``; they return the response message and
-    raise :class:`aiprod.AiprodError` on failure.
+    raise :class:`aiprod.AiprodError` on failure. ``download_video`` and ``download_shot_clip``
+    save a job's artifacts to disk (google.bytestream Read: resumed on drops, SHA-256 verified);
+    ``read_resource`` streams any ByteStream resource's raw bytes.
 
     Arguments default to the environment: AIPROD_ENDPOINT, AIPROD_API_KEY, AIPROD_ADMIN_TOKEN.
     ``timeout`` is the default deadline of unary calls (30 s; ``None`` for none). ``tls`` forces
     TLS on or off (see :func:`parse_endpoint`); ``root_certificates`` are PEM roots for TLS.
+    ``watch_retry`` is the reconnect policy of ``watch_job`` and of the downloads.
     """
 
     presets: PresetService
@@ -130,6 +134,7 @@ class Client:
         self.admin = AdminService(Caller(self._channel, s.admin_token, s.timeout))
         if watch_retry is not None:
             self.render._watch_retry = watch_retry
+        self._downloads = Downloader(tenant, self.render, self.render._watch_retry)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
@@ -165,6 +170,70 @@ class Client:
     ) -> Iterator[admin_service_pb2.Tenant]:
         """Same as ``client.admin.iter_tenants``: every tenant, following next_page_token."""
         return self.admin.iter_tenants(page_size=page_size, timeout=timeout, metadata=metadata)
+
+    def download_video(
+        self,
+        job_id: str,
+        path: StrPath,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> job_pb2.VideoArtifact:
+        """Downloads the job's final cut to ``path``; returns its VideoArtifact (size, sha256, format...).
+
+        GetJob gives the artifact; its bytes are streamed with ByteStream.Read, pinned to that version
+        (``resource_name@sha256``), into ``path + ".part"`` and hashed as they arrive (never held in
+        memory). A transient failure (UNAVAILABLE, a dropped connection or reset stream,
+        RESOURCE_EXHAUSTED with RetryInfo) resumes from the bytes already written, with the backoff of
+        ``retry`` (the client's ``watch_retry`` by default); it gives up after ``retry.max_attempts``
+        failures in a row without a new byte. If a revision replaced the file meanwhile
+        (FAILED_PRECONDITION), it starts over once from a fresh GetJob. The size and SHA-256 are
+        verified (DATA_LOSS on a mismatch), then the file is fsynced and renamed onto ``path``
+        atomically; on any failure the ``.part`` file is deleted and ``path`` is left untouched.
+
+        Raises :class:`aiprod.ArtifactNotAvailableError` if the job has no final cut yet (it exists
+        from AWAITING_FINAL_APPROVAL on) and :class:`aiprod.AiprodError` on any other failure.
+        ``timeout`` bounds the whole download, retries included; by default there is none.
+        """
+        return self._downloads.download(job_id, None, path, retry, timeout, metadata)
+
+    def download_shot_clip(
+        self,
+        job_id: str,
+        shot_id: str,
+        path: StrPath,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> job_pb2.VideoArtifact:
+        """Downloads the clip of one shot (``Job.shots[i].clip``) to ``path``, like download_video.
+
+        The clip is readable as soon as the shot renders. ArtifactNotAvailableError if it has no clip
+        yet (or is being re-rendered); NOT_FOUND if the job has no such shot.
+        """
+        return self._downloads.download(job_id, shot_id, path, retry, timeout, metadata)
+
+    def read_resource(
+        self,
+        resource_name: str,
+        *,
+        read_offset: int = 0,
+        read_limit: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> Generator[bytes, None, None]:
+        """Yields the bytes of a ByteStream resource (e.g. ``job.video.poster_resource_name``) in chunks.
+
+        One ByteStream.Read call from ``read_offset``, at most ``read_limit`` bytes (0: to the end);
+        no retries or verification (use download_video for those). Errors raise AiprodError:
+        NOT_FOUND (missing or another tenant's), OUT_OF_RANGE, FAILED_PRECONDITION (a pinned
+        ``name@sha256`` that was replaced). Closing the generator cancels the call.
+        """
+        return self._downloads.read_resource(
+            resource_name, read_offset=read_offset, read_limit=read_limit, timeout=timeout, metadata=metadata
+        )
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
@@ -224,6 +293,7 @@ class AsyncClient:
         self.admin = AsyncAdminService(AsyncCaller(self._channel, s.admin_token, s.timeout))
         if watch_retry is not None:
             self.render._watch_retry = watch_retry
+        self._downloads = AsyncDownloader(tenant, self.render, self.render._watch_retry)
 
     def watch_job(
         self,
@@ -254,6 +324,45 @@ class AsyncClient:
     ) -> AsyncIterator[admin_service_pb2.Tenant]:
         """Same as ``client.admin.iter_tenants``."""
         return self.admin.iter_tenants(page_size=page_size, timeout=timeout, metadata=metadata)
+
+    async def download_video(
+        self,
+        job_id: str,
+        path: StrPath,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> job_pb2.VideoArtifact:
+        """Same as :meth:`Client.download_video`: resuming, verified, atomic download of the final cut."""
+        return await self._downloads.download(job_id, None, path, retry, timeout, metadata)
+
+    async def download_shot_clip(
+        self,
+        job_id: str,
+        shot_id: str,
+        path: StrPath,
+        *,
+        retry: WatchRetry | None = None,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> job_pb2.VideoArtifact:
+        """Same as :meth:`Client.download_shot_clip`."""
+        return await self._downloads.download(job_id, shot_id, path, retry, timeout, metadata)
+
+    def read_resource(
+        self,
+        resource_name: str,
+        *,
+        read_offset: int = 0,
+        read_limit: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> AsyncGenerator[bytes, None]:
+        """Same as :meth:`Client.read_resource`: ``async for chunk in client.read_resource(name)``."""
+        return self._downloads.read_resource(
+            resource_name, read_offset=read_offset, read_limit=read_limit, timeout=timeout, metadata=metadata
+        )
 
     async def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
