@@ -29,6 +29,7 @@ pub mod bytestream {
     tonic::include_proto!("google.bytestream");
 }
 
+mod download;
 mod error;
 mod watch;
 
@@ -36,6 +37,7 @@ pub use error::{Error, FieldViolation};
 pub use watch::WatchOptions;
 
 use futures::Stream;
+use bytestream::byte_stream_client::ByteStreamClient;
 use pb::admin_service_client::AdminServiceClient;
 use pb::cost_estimator_service_client::CostEstimatorServiceClient;
 use pb::icc_service_client::IccServiceClient;
@@ -169,6 +171,45 @@ impl Client {
     /// [`Client::watch_job`], which resumes after a disconnect and has no deadline.
     pub fn render(&self) -> RenderServiceClient<AuthChannel> {
         RenderServiceClient::new(self.unary.clone())
+    }
+
+    /// Downloads the job's video (the final cut) to `path` and returns its metadata. The bytes are
+    /// streamed to `path` + `.part` over `google.bytestream.ByteStream/Read`, resumed from the
+    /// bytes already written after a dropped connection, checked against the size and SHA-256
+    /// the service recorded, and only then renamed onto `path`. Fails with `FAILED_PRECONDITION`
+    /// while the job has no cut yet.
+    pub async fn download_video(
+        &self,
+        job_id: &str,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<pb::VideoArtifact, Error> {
+        download::download(self, job_id, download::Which::Video, path.as_ref()).await
+    }
+
+    /// Downloads one shot's clip (readable as soon as the shot renders), like
+    /// [`Client::download_video`].
+    pub async fn download_shot_clip(
+        &self,
+        job_id: &str,
+        shot_id: &str,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<pb::VideoArtifact, Error> {
+        download::download(
+            self,
+            job_id,
+            download::Which::ShotClip(shot_id.to_string()),
+            path.as_ref(),
+        )
+        .await
+    }
+
+    /// `google.bytestream.ByteStream` (no default deadline: reads are streams).
+    pub fn bytestream(&self) -> ByteStreamClient<AuthChannel> {
+        ByteStreamClient::new(self.streaming.clone())
+    }
+
+    pub(crate) fn streaming_channel(&self) -> AuthChannel {
+        self.streaming.clone()
     }
 
     /// Interactive Creative Control: manifests, final review, brand markers.
