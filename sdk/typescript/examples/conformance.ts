@@ -3,12 +3,17 @@
 // AIPROD_ENDPOINT, AIPROD_API_KEY, AIPROD_OTHER_API_KEY in the environment:
 //   npm run build && node dist/examples/conformance.js
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, open, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { AiprodClient, AiprodError, Code, codeName, JobState, type JobEvent } from "@aiprod/sdk";
+import { AiprodClient, AiprodError, Code, codeName, JobState, type JobEvent, type VideoArtifact } from "@aiprod/sdk";
 
 const dollars = (micros: bigint): string => `$${(Number(micros) / 1e6).toFixed(2)}`;
 
-/** The quickstart: connect → estimate → create → approve → watch → costs. */
+/** The quickstart: connect → estimate → create → approve → watch → costs → download (to ./video.mp4). */
 export async function quickstart(): Promise<void> {
   // [START quickstart]
   // import { AiprodClient, JobState } from "@aiprod/sdk";
@@ -46,6 +51,10 @@ export async function quickstart(): Promise<void> {
   // The certified bill never exceeds the guaranteed maximum.
   const { report } = await client.costs.getJobCosts({ jobId });
   console.log(`billed ${usd(report!.billedMicros)} (guaranteed max ${usd(report!.guaranteedMaxMicros)})`);
+
+  // Download the video: streamed to disk, resumed after drops, checked against its size and SHA-256.
+  const video = await client.downloadVideo(jobId, "video.mp4");
+  console.log(`video.mp4: ${video.sizeBytes} bytes, sha256 ${video.sha256}`);
   client.close();
   // [END quickstart]
 }
@@ -62,7 +71,25 @@ async function expectError(code: Code, call: () => Promise<unknown>): Promise<Ai
   assert.fail(`expected ${codeName(code)}, but the call succeeded`);
 }
 
-/** Runs the scenario's ten steps; returns the one-line summary. */
+/** Checks a downloaded file against its artifact: size, SHA-256 (read back from disk) and an MP4 `ftyp` box. */
+async function checkDownloaded(path: string, artifact: VideoArtifact): Promise<void> {
+  assert.equal(BigInt((await stat(path)).size), artifact.sizeBytes, `${path}: size_bytes`);
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  assert.equal(hash.digest("hex"), artifact.sha256, `${path}: sha256`);
+  const file = await open(path, "r");
+  try {
+    const head = Buffer.alloc(8);
+    await file.read(head, 0, 8, 0);
+    assert.equal(head.subarray(4, 8).toString("latin1"), "ftyp", `${path}: an MP4 (ftyp at bytes 4..8)`);
+  } finally {
+    await file.close();
+  }
+  assert.equal(artifact.mimeType, "video/mp4");
+  assert.ok(artifact.frameCount > 0, `${path}: frame_count > 0`);
+}
+
+/** Runs the scenario's eleven steps; returns the one-line summary. */
 export async function runConformance(env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): Promise<string> {
   const deadline = AbortSignal.timeout(timeoutMs); // bounds the watches: a stuck job fails the run
   const endpoint = env.AIPROD_ENDPOINT;
@@ -72,6 +99,7 @@ export async function runConformance(env: NodeJS.ProcessEnv = process.env, timeo
   const client = new AiprodClient({ endpoint, apiKey });
   const other = new AiprodClient({ endpoint, apiKey: otherKey });
   const events: JobEvent[] = [];
+  const downloads = await mkdtemp(join(tmpdir(), "aiprod-ts-conformance-"));
   try {
     // 1. Presets.
     const { presets } = await client.presets.listPresets({});
@@ -172,13 +200,36 @@ export async function runConformance(env: NodeJS.ProcessEnv = process.env, timeo
     await expectError(Code.NotFound, () => client.render.getJob({ jobId: "job_does_not_exist" }));
     await expectError(Code.NotFound, () => other.render.getJob({ jobId }));
 
+    // 11. Download the delivered video and one shot clip (ByteStream Read), verified; another
+    // tenant reading the video's resource name gets NOT_FOUND.
+    const { job: delivered } = await client.render.getJob({ jobId });
+    const expected = delivered!.video;
+    assert.ok(expected !== undefined && expected.resourceName !== "", "a delivered job has its video");
+    const videoPath = join(downloads, "video.mp4");
+    const video = await client.downloadVideo(jobId, videoPath, { signal: deadline });
+    assert.equal(video.resourceName, expected.resourceName);
+    assert.equal(video.sha256, expected.sha256);
+    assert.equal(video.sizeBytes, expected.sizeBytes);
+    await checkDownloaded(videoPath, expected);
+    const shot = delivered!.shots[0];
+    assert.ok(shot?.clip !== undefined && shot.clip.resourceName !== "", "the first shot has its clip");
+    const clipPath = join(downloads, `${shot.shotId}.mp4`);
+    const clip = await client.downloadShotClip(jobId, shot.shotId, clipPath, { signal: deadline });
+    assert.equal(clip.sha256, shot.clip.sha256);
+    await checkDownloaded(clipPath, clip);
+    await expectError(Code.NotFound, async () => {
+      for await (const _ of other.readResource(expected.resourceName, { signal: deadline })) void _;
+    });
+
     return (
-      `typescript conformance: 10 steps passed (job ${jobId}, ${events.length} events, ` +
-      `${reconnects} reconnect(s), billed ${dollars(report!.billedMicros)} of max ${dollars(report!.guaranteedMaxMicros)})`
+      `typescript conformance: 11 steps passed (job ${jobId}, ${events.length} events, ` +
+      `${reconnects} reconnect(s), billed ${dollars(report!.billedMicros)} of max ${dollars(report!.guaranteedMaxMicros)}, ` +
+      `video ${video.sizeBytes} bytes ${video.width}x${video.height} ${video.frameCount} frames sha256 ${video.sha256.slice(0, 12)}…)`
     );
   } finally {
     client.close();
     other.close();
+    await rm(downloads, { recursive: true, force: true });
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * @aiprod/sdk: the TypeScript SDK of the AIPROD video production API (package aiprod.v1).
  *
- * Start with {@link AiprodClient}; every message, enum and service of aiprod.v1 is re-exported.
+ * Start with {@link AiprodClient}; every message, enum and service of aiprod.v1 is re-exported, and
+ * google.bytestream as `ByteStream` / `googleBytestream`.
  */
 export { AiprodClient, DEFAULT_TIMEOUT_MS, type AiprodClientOptions, type AiprodCallOptions } from "./client.js";
 export {

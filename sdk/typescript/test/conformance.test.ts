@@ -1,5 +1,8 @@
 // Runs examples/conformance.ts against the real server named by AIPROD_ENDPOINT (test.sh starts one).
 import assert from "node:assert/strict";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { exitAfter, quickstart, runConformance } from "../examples/conformance.js";
 
@@ -10,12 +13,22 @@ if (!skip) exitAfter(280_000);
 
 describe("conformance against the real server", { skip, timeout: 240_000 }, () => {
   it("runs the quickstart", async () => {
-    await quickstart();
+    // The quickstart downloads to ./video.mp4: run it in a scratch directory.
+    const cwd = process.cwd();
+    const scratch = await mkdtemp(join(tmpdir(), "aiprod-ts-quickstart-"));
+    process.chdir(scratch);
+    try {
+      await quickstart();
+      assert.ok((await stat(join(scratch, "video.mp4"))).size > 0, "video.mp4 downloaded");
+    } finally {
+      process.chdir(cwd);
+      await rm(scratch, { recursive: true, force: true });
+    }
   });
 
   it("runs the conformance scenario", async () => {
     const summary = await runConformance();
-    assert.match(summary, /10 steps passed/);
+    assert.match(summary, /11 steps passed/);
     console.log(summary);
   });
 });
