@@ -1,6 +1,7 @@
 """AIPROD conformance scenario for the Python SDK (also the README's quickstart).
 
-Runs against a real server: reads AIPROD_ENDPOINT, AIPROD_API_KEY and AIPROD_OTHER_API_KEY from the
+Runs against a real server (the quickstart in a temporary directory, where it saves video.mp4):
+reads AIPROD_ENDPOINT, AIPROD_API_KEY and AIPROD_OTHER_API_KEY from the
 environment, or from the env file written by ``scripts/test-server.sh`` (path as the first argument
 or in AIPROD_ENV_FILE). Exits non-zero on the first failed check.
 
@@ -9,8 +10,10 @@ or in AIPROD_ENV_FILE). Exits non-zero on the first failed check.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import tempfile
 import traceback
 import uuid
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from aiprod.v1 import (
     JobEvent,
     JobState,
     Manifest,
+    VideoArtifact,
 )
 
 BRIEF = "A 60-second spot for the acme-shoes spring line: runners at dawn, close-ups of the new sole."
@@ -65,6 +69,9 @@ def quickstart() -> None:
 
     report = client.cost_estimator.get_job_costs(job_id=job.job_id).report
     print(f"billed ${report.billed_micros / 1e6:.2f} (guaranteed max ${report.guaranteed_max_micros / 1e6:.2f})")
+
+    video = client.download_video(job.job_id, "video.mp4")  # resumes after drops, verifies the SHA-256
+    print(f"video.mp4: {video.size_bytes} bytes, {video.width}x{video.height}, sha256 {video.sha256}")
     client.close()
     # [END quickstart]
 
@@ -85,6 +92,28 @@ def expect_error(code: aiprod.StatusCode, fn: Callable[..., Any], **kwargs: Any)
         check(err.code == code, f"expected {code.name}, got {err.code.name}: {err.message}")
         return err
     raise CheckFailed(f"expected {code.name}, the call succeeded")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_download(path: str, got: VideoArtifact, want: VideoArtifact, what: str) -> None:
+    """The file at ``path`` is ``want`` (from GetJob): same size and SHA-256, an MP4 with frames."""
+    check(got.resource_name == want.resource_name, f"{what}: resource {got.resource_name} != {want.resource_name}")
+    check(got.sha256 == want.sha256, f"{what}: downloaded version {got.sha256} != GetJob's {want.sha256}")
+    size = os.path.getsize(path)
+    check(size == want.size_bytes and size > 0, f"{what}: {size} bytes on disk, size_bytes {want.size_bytes}")
+    check(file_sha256(path) == want.sha256, f"{what}: SHA-256 of the file != {want.sha256}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    check(head[4:8] == b"ftyp", f"{what}: an MP4 (ftyp at bytes 4..8), got {head!r}")
+    check(want.frame_count > 0, f"{what}: frame_count > 0, got {want.frame_count}")
+    check(want.mime_type == "video/mp4", f"{what}: mime_type video/mp4, got {want.mime_type!r}")
 
 
 def load_env() -> None:
@@ -214,9 +243,31 @@ def scenario() -> str:
         with aiprod.Client(endpoint, os.environ["AIPROD_OTHER_API_KEY"]) as other:
             expect_error(aiprod.StatusCode.NOT_FOUND, other.render.get_job, job_id=job.job_id)
 
+        # 11. download the final cut and one shot's clip (ByteStream Read, verified); another tenant's
+        # read of the same resource is NOT_FOUND
+        delivered = client.render.get_job(job_id=job.job_id).job
+        check(delivered.HasField("video") and delivered.video.resource_name != "", "a DELIVERED job has a video")
+        check(len(delivered.shots) > 0, "a DELIVERED job lists its shots")
+        shot = delivered.shots[0]
+        check(shot.rendered and shot.HasField("clip"), f"shot {shot.shot_id} has a clip")
+        with tempfile.TemporaryDirectory() as tmp:
+            video_path = os.path.join(tmp, "video.mp4")
+            video = client.download_video(job.job_id, video_path, timeout=120)
+            check_download(video_path, video, delivered.video, "video")
+            clip_path = os.path.join(tmp, "clip.mp4")
+            clip = client.download_shot_clip(job.job_id, shot.shot_id, clip_path, timeout=120)
+            check_download(clip_path, clip, shot.clip, f"clip of {shot.shot_id}")
+            check(sorted(os.listdir(tmp)) == ["clip.mp4", "video.mp4"], f"no .part file left: {os.listdir(tmp)}")
+        head = b"".join(client.read_resource(video.resource_name, read_limit=8))
+        check(head[4:8] == b"ftyp", f"read_resource with read_limit 8: {head!r}")
+        with aiprod.Client(endpoint, os.environ["AIPROD_OTHER_API_KEY"]) as other:
+            for name in (video.resource_name, f"{video.resource_name}@{video.sha256}", clip.resource_name):
+                expect_error(aiprod.StatusCode.NOT_FOUND, lambda name=name: list(other.read_resource(name)))
+
     return (
         f"job {job.job_id} DELIVERED after {len(events)} events ({reconnects} reconnect(s)), "
-        f"billed ${report.billed_micros / 1e6:.2f} of max ${report.guaranteed_max_micros / 1e6:.2f}"
+        f"billed ${report.billed_micros / 1e6:.2f} of max ${report.guaranteed_max_micros / 1e6:.2f}, "
+        f"video {video.size_bytes} bytes {video.width}x{video.height} {video.frame_count} frames"
     )
 
 
@@ -224,14 +275,21 @@ def main() -> int:
     load_env()
     try:
         print("== quickstart")
-        quickstart()
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)  # the quickstart saves video.mp4 in the current directory
+            try:
+                quickstart()
+                check(os.path.getsize("video.mp4") > 0, "the quickstart saved video.mp4")
+            finally:
+                os.chdir(cwd)
         print("== scenario")
         summary = scenario()
     except (CheckFailed, aiprod.AiprodError) as err:
         traceback.print_exc()
         print(f"conformance (python): FAILED: {err}", file=sys.stderr)
         return 1
-    print(f"conformance (python): 10 steps passed: {summary}")
+    print(f"conformance (python): 11 steps passed: {summary}")
     return 0
 
 

@@ -27,4 +27,4 @@ def test_conformance_scenario() -> None:
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     assert proc.returncode == 0, f"conformance failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "conformance (python): 10 steps passed" in proc.stdout
+    assert "conformance (python): 11 steps passed" in proc.stdout
