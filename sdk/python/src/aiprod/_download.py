@@ -150,7 +150,7 @@ class _Part:
     def __init__(self, path: StrPath) -> None:
         self.path = os.fspath(path)
         self.part = self.path + ".part"
-        self.file = open(self.part, "wb")  # noqa: SIM115 - closed by finish() or discard()
+        self.file = open(self.part, "wb")  # closed by finish() or discard()
         self.hash = hashlib.sha256()
         self.written = 0
 
