@@ -201,16 +201,22 @@ export function videoOf(job: Job): VideoArtifact {
   const video = job.video;
   if (video !== undefined && video.resourceName !== "") return video;
   const state = JobState[job.state] ?? String(job.state);
-  const finished = job.state === JobState.CANCELLED || job.state === JobState.FAILED;
-  throw new ArtifactNotAvailableError(
-    job.jobId,
-    undefined,
-    job.state,
-    finished
-      ? `job ${job.jobId} has no video: it is ${state}`
-      : `the video of job ${job.jobId} is not available yet (job state ${state}); ` +
-          "it is set once the cut is assembled (AWAITING_FINAL_APPROVAL or DELIVERED)",
-  );
+  let message: string;
+  switch (job.state) {
+    case JobState.CANCELLED:
+    case JobState.FAILED:
+      message = `job ${job.jobId} has no video: it is ${state}`;
+      break;
+    case JobState.AWAITING_FINAL_APPROVAL:
+    case JobState.DELIVERED:
+      message = `job ${job.jobId} is ${state} but GetJob reported no video (Job.video is not set)`;
+      break;
+    default:
+      message =
+        `the video of job ${job.jobId} is not available yet (job state ${state}); ` +
+        "it is set once the cut is assembled (AWAITING_FINAL_APPROVAL or DELIVERED)";
+  }
+  throw new ArtifactNotAvailableError(job.jobId, undefined, job.state, message);
 }
 
 /** The clip of one shot of a job, or the clear error that it is not there yet. */
