@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Go SDK's committed code (sdk/go/gen/aiprod/v1) from proto/aiprod/v1 with buf and
 # local protoc-gen-go / protoc-gen-go-grpc installed at pinned versions into sdk/go/.bin. Idempotent.
+# proto/google/bytestream is left out (see buf.gen.yaml): its go_package is Google's published
+# google.golang.org/genproto/googleapis/bytestream, a dependency in go.mod.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

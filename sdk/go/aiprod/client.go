@@ -3,8 +3,9 @@
 // A Client wraps one gRPC connection and exposes every service as its generated, context-aware
 // gRPC client (Presets, CostEstimator, Render, Icc, Admin), with the bearer token, a default
 // deadline for unary calls and rich errors (*Error) added by interceptors. On top of them it
-// offers WatchJob, a job event stream that resumes by itself after connection loss, and the
-// list iterators Jobs and Tenants.
+// offers WatchJob, a job event stream that resumes by itself after connection loss, the list
+// iterators Jobs and Tenants, and downloads of videos and shot clips over google.bytestream
+// (DownloadVideo, DownloadShotClip, ReadResource) that resume and verify what they write.
 //
 //	client, err := aiprod.New("http://127.0.0.1:50051", apiKey)
 //	if err != nil { ... }
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,6 +57,10 @@ type Client struct {
 	Icc aiprodv1.IccServiceClient
 	// Admin manages tenants and API keys with the admin token (AdminService).
 	Admin aiprodv1.AdminServiceClient
+	// ByteStream reads the bytes of videos, clips and posters (google.bytestream.ByteStream, from
+	// google.golang.org/genproto/googleapis/bytestream). Prefer Client.DownloadVideo,
+	// Client.DownloadShotClip and Client.ReadResource: they resume and verify.
+	ByteStream bytestream.ByteStreamClient
 
 	watchRetry RetryPolicy
 }
@@ -171,6 +177,7 @@ func New(endpoint, apiKey string, opts ...Option) (*Client, error) {
 		Render:        aiprodv1.NewRenderServiceClient(conn),
 		Icc:           aiprodv1.NewIccServiceClient(conn),
 		Admin:         aiprodv1.NewAdminServiceClient(conn),
+		ByteStream:    bytestream.NewByteStreamClient(conn),
 		watchRetry:    o.watchRetry,
 	}, nil
 }

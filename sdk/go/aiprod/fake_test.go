@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -110,9 +111,10 @@ func (f *fakePresets) GetPreset(ctx context.Context, req *aiprodv1.GetPresetRequ
 
 type fakeRender struct {
 	aiprodv1.UnimplementedRenderServiceServer
-	rec *recorder
-	mu  sync.Mutex
-	n   map[string]int // WatchJob connections per job
+	rec   *recorder
+	store *fakeStore
+	mu    sync.Mutex
+	n     map[string]int // WatchJob connections per job
 }
 
 func (f *fakeRender) CreateJob(ctx context.Context, req *aiprodv1.CreateJobRequest) (*aiprodv1.CreateJobResponse, error) {
@@ -140,6 +142,9 @@ func (f *fakeRender) CreateJob(ctx context.Context, req *aiprodv1.CreateJobReque
 }
 
 func (f *fakeRender) GetJob(ctx context.Context, req *aiprodv1.GetJobRequest) (*aiprodv1.GetJobResponse, error) {
+	if job := f.store.getJob(req.GetJobId()); job != nil {
+		return &aiprodv1.GetJobResponse{Job: job}, nil
+	}
 	switch req.GetJobId() {
 	case "flaky":
 		return &aiprodv1.GetJobResponse{Job: &aiprodv1.Job{JobId: "flaky", State: aiprodv1.JobState_JOB_STATE_RENDERING, LastSequence: 4}}, nil
@@ -249,6 +254,14 @@ func (f *fakeAdmin) ListTenants(ctx context.Context, req *aiprodv1.ListTenantsRe
 // startFake serves the fake services on a loopback port; it returns the endpoint.
 func startFake(t *testing.T) (string, *recorder) {
 	t.Helper()
+	ep, rec, _ := startFakeStore(t)
+	return ep, rec
+}
+
+// startFakeStore is startFake that also returns the fake artifact store (jobs with videos, and
+// the ByteStream service that serves them).
+func startFakeStore(t *testing.T) (string, *recorder, *fakeStore) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -256,9 +269,11 @@ func startFake(t *testing.T) (string, *recorder) {
 	rec := &recorder{auth: map[string]string{}, deadline: map[string]time.Duration{}}
 	srv := grpc.NewServer()
 	aiprodv1.RegisterPresetServiceServer(srv, &fakePresets{rec: rec})
-	aiprodv1.RegisterRenderServiceServer(srv, &fakeRender{rec: rec, n: map[string]int{}})
+	store := newFakeStore()
+	aiprodv1.RegisterRenderServiceServer(srv, &fakeRender{rec: rec, n: map[string]int{}, store: store})
 	aiprodv1.RegisterAdminServiceServer(srv, &fakeAdmin{rec: rec})
+	bytestream.RegisterByteStreamServer(srv, &fakeByteStream{store: store})
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return "http://" + lis.Addr().String(), rec
+	return "http://" + lis.Addr().String(), rec, store
 }

@@ -516,7 +516,9 @@ type LedgerLine struct {
 	// Whether the attempt produced a usable shot (failed attempts the provider charges are our cost).
 	Succeeded bool `protobuf:"varint,7,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
 	// When it was recorded.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// For renders: what was measured on the clip the attempt produced.
+	Measurement   *QualityMeasurement `protobuf:"bytes,9,opt,name=measurement,proto3" json:"measurement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -603,6 +605,13 @@ func (x *LedgerLine) GetSucceeded() bool {
 func (x *LedgerLine) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *LedgerLine) GetMeasurement() *QualityMeasurement {
+	if x != nil {
+		return x.Measurement
 	}
 	return nil
 }
@@ -1002,7 +1011,7 @@ var File_aiprod_v1_cost_estimator_service_proto protoreflect.FileDescriptor
 
 const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\n" +
-	"&aiprod/v1/cost_estimator_service.proto\x12\taiprod.v1\x1a\x16aiprod/v1/common.proto\x1a\x18aiprod/v1/manifest.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n" +
+	"&aiprod/v1/cost_estimator_service.proto\x12\taiprod.v1\x1a\x16aiprod/v1/common.proto\x1a\x13aiprod/v1/job.proto\x1a\x18aiprod/v1/manifest.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n" +
 	"\x13EstimateCostRequest\x12\x1b\n" +
 	"\tpreset_id\x18\x01 \x01(\tR\bpresetId\x12\"\n" +
 	"\n" +
@@ -1040,7 +1049,7 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\vcompetitors\x18\x05 \x03(\v2\x1a.aiprod.v1.CompetitorPriceR\vcompetitors\x12&\n" +
 	"\x0fbrand_cache_hit\x18\x06 \x01(\bR\rbrandCacheHit\"+\n" +
 	"\x12GetJobCostsRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xb2\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf3\x02\n" +
 	"\n" +
 	"LedgerLine\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.aiprod.v1.LedgerKindR\x04kind\x12\x17\n" +
@@ -1051,7 +1060,8 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\aattempt\x18\x06 \x01(\rR\aattempt\x12\x1c\n" +
 	"\tsucceeded\x18\a \x01(\bR\tsucceeded\x12;\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xbf\x03\n" +
+	"createTime\x12?\n" +
+	"\vmeasurement\x18\t \x01(\v2\x1d.aiprod.v1.QualityMeasurementR\vmeasurement\"\xbf\x03\n" +
 	"\n" +
 	"CostReport\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
@@ -1132,7 +1142,8 @@ var file_aiprod_v1_cost_estimator_service_proto_goTypes = []any{
 	(Backend)(0),                  // 12: aiprod.v1.Backend
 	(*Quote)(nil),                 // 13: aiprod.v1.Quote
 	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(Tier)(0),                     // 15: aiprod.v1.Tier
+	(*QualityMeasurement)(nil),    // 15: aiprod.v1.QualityMeasurement
+	(Tier)(0),                     // 16: aiprod.v1.Tier
 }
 var file_aiprod_v1_cost_estimator_service_proto_depIdxs = []int32{
 	11, // 0: aiprod.v1.EstimateCostRequest.shots:type_name -> aiprod.v1.Shot
@@ -1143,21 +1154,22 @@ var file_aiprod_v1_cost_estimator_service_proto_depIdxs = []int32{
 	0,  // 5: aiprod.v1.LedgerLine.kind:type_name -> aiprod.v1.LedgerKind
 	12, // 6: aiprod.v1.LedgerLine.backend:type_name -> aiprod.v1.Backend
 	14, // 7: aiprod.v1.LedgerLine.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: aiprod.v1.CostReport.ledger:type_name -> aiprod.v1.LedgerLine
-	7,  // 9: aiprod.v1.GetJobCostsResponse.report:type_name -> aiprod.v1.CostReport
-	14, // 10: aiprod.v1.GetUsageResponse.period_start_time:type_name -> google.protobuf.Timestamp
-	15, // 11: aiprod.v1.GetUsageResponse.tier:type_name -> aiprod.v1.Tier
-	1,  // 12: aiprod.v1.CostEstimatorService.EstimateCost:input_type -> aiprod.v1.EstimateCostRequest
-	5,  // 13: aiprod.v1.CostEstimatorService.GetJobCosts:input_type -> aiprod.v1.GetJobCostsRequest
-	9,  // 14: aiprod.v1.CostEstimatorService.GetUsage:input_type -> aiprod.v1.GetUsageRequest
-	4,  // 15: aiprod.v1.CostEstimatorService.EstimateCost:output_type -> aiprod.v1.EstimateCostResponse
-	8,  // 16: aiprod.v1.CostEstimatorService.GetJobCosts:output_type -> aiprod.v1.GetJobCostsResponse
-	10, // 17: aiprod.v1.CostEstimatorService.GetUsage:output_type -> aiprod.v1.GetUsageResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 8: aiprod.v1.LedgerLine.measurement:type_name -> aiprod.v1.QualityMeasurement
+	6,  // 9: aiprod.v1.CostReport.ledger:type_name -> aiprod.v1.LedgerLine
+	7,  // 10: aiprod.v1.GetJobCostsResponse.report:type_name -> aiprod.v1.CostReport
+	14, // 11: aiprod.v1.GetUsageResponse.period_start_time:type_name -> google.protobuf.Timestamp
+	16, // 12: aiprod.v1.GetUsageResponse.tier:type_name -> aiprod.v1.Tier
+	1,  // 13: aiprod.v1.CostEstimatorService.EstimateCost:input_type -> aiprod.v1.EstimateCostRequest
+	5,  // 14: aiprod.v1.CostEstimatorService.GetJobCosts:input_type -> aiprod.v1.GetJobCostsRequest
+	9,  // 15: aiprod.v1.CostEstimatorService.GetUsage:input_type -> aiprod.v1.GetUsageRequest
+	4,  // 16: aiprod.v1.CostEstimatorService.EstimateCost:output_type -> aiprod.v1.EstimateCostResponse
+	8,  // 17: aiprod.v1.CostEstimatorService.GetJobCosts:output_type -> aiprod.v1.GetJobCostsResponse
+	10, // 18: aiprod.v1.CostEstimatorService.GetUsage:output_type -> aiprod.v1.GetUsageResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_aiprod_v1_cost_estimator_service_proto_init() }
@@ -1166,6 +1178,7 @@ func file_aiprod_v1_cost_estimator_service_proto_init() {
 		return
 	}
 	file_aiprod_v1_common_proto_init()
+	file_aiprod_v1_job_proto_init()
 	file_aiprod_v1_manifest_proto_init()
 	file_aiprod_v1_cost_estimator_service_proto_msgTypes[0].OneofWrappers = []any{}
 	file_aiprod_v1_cost_estimator_service_proto_msgTypes[9].OneofWrappers = []any{}

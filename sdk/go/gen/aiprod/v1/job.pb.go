@@ -9,6 +9,7 @@ package aiprodv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -204,7 +205,7 @@ type Job struct {
 	FailureReason FailureReason `protobuf:"varint,16,opt,name=failure_reason,json=failureReason,proto3,enum=aiprod.v1.FailureReason" json:"failure_reason,omitempty"`
 	// Human-readable failure or cancellation detail.
 	StatusMessage string `protobuf:"bytes,17,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
-	// Set when DELIVERED.
+	// The final cut: set once it is assembled (from AWAITING_FINAL_APPROVAL, and when DELIVERED).
 	Video *VideoArtifact `protobuf:"bytes,18,opt,name=video,proto3" json:"video,omitempty"`
 	// Whether every shot met the preset's quality floor; set once quality is checked.
 	SlaMet *bool `protobuf:"varint,19,opt,name=sla_met,json=slaMet,proto3,oneof" json:"sla_met,omitempty"`
@@ -215,7 +216,10 @@ type Job struct {
 	// When the job last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Whether the job runs on sandbox backends (created with a test-mode key).
-	Sandbox       bool `protobuf:"varint,23,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	Sandbox bool `protobuf:"varint,23,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// Every shot of the approved manifest, in manifest order, with its render progress and clip
+	// (empty before approval).
+	Shots         []*ShotStatus `protobuf:"bytes,24,rep,name=shots,proto3" json:"shots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,24 +415,336 @@ func (x *Job) GetSandbox() bool {
 	return false
 }
 
-// The delivered video.
-type VideoArtifact struct {
+func (x *Job) GetShots() []*ShotStatus {
+	if x != nil {
+		return x.Shots
+	}
+	return nil
+}
+
+// One shot's render progress, its measured quality and its clip.
+type ShotStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Where the video can be downloaded.
-	Uri string `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
-	// Duration in whole seconds.
+	// The shot (as in the manifest).
+	ShotId string `protobuf:"bytes,1,opt,name=shot_id,json=shotId,proto3" json:"shot_id,omitempty"`
+	// Length in whole seconds.
 	DurationS uint32 `protobuf:"varint,2,opt,name=duration_s,json=durationS,proto3" json:"duration_s,omitempty"`
-	// Hex SHA-256 of the video content as assembled by the service.
-	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// Number of shots in the cut.
-	ShotCount     uint32 `protobuf:"varint,4,opt,name=shot_count,json=shotCount,proto3" json:"shot_count,omitempty"`
+	// Whether the shot has a clip that passed the technical checks (false while it (re-)renders).
+	Rendered bool `protobuf:"varint,3,opt,name=rendered,proto3" json:"rendered,omitempty"`
+	// The backend of the clip, or of the attempt in flight.
+	Backend Backend `protobuf:"varint,4,opt,name=backend,proto3,enum=aiprod.v1.Backend" json:"backend,omitempty"`
+	// Render attempts so far (fallbacks, re-renders and revisions included).
+	Attempts uint32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The clip's quality score (0..1): the backend's nominal quality for a clip that passes the
+	// technical checks, 0 for one that does not.
+	Quality float64 `protobuf:"fixed64,6,opt,name=quality,proto3" json:"quality,omitempty"`
+	// Whether the clip met the preset's quality floor; unset until checked.
+	Passed *bool `protobuf:"varint,7,opt,name=passed,proto3,oneof" json:"passed,omitempty"`
+	// What was measured on the clip's frames.
+	Measurement *QualityMeasurement `protobuf:"bytes,8,opt,name=measurement,proto3" json:"measurement,omitempty"`
+	// The clip, readable as soon as the shot renders.
+	Clip          *VideoArtifact `protobuf:"bytes,9,opt,name=clip,proto3" json:"clip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *ShotStatus) Reset() {
+	*x = ShotStatus{}
+	mi := &file_aiprod_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShotStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShotStatus) ProtoMessage() {}
+
+func (x *ShotStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShotStatus.ProtoReflect.Descriptor instead.
+func (*ShotStatus) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ShotStatus) GetShotId() string {
+	if x != nil {
+		return x.ShotId
+	}
+	return ""
+}
+
+func (x *ShotStatus) GetDurationS() uint32 {
+	if x != nil {
+		return x.DurationS
+	}
+	return 0
+}
+
+func (x *ShotStatus) GetRendered() bool {
+	if x != nil {
+		return x.Rendered
+	}
+	return false
+}
+
+func (x *ShotStatus) GetBackend() Backend {
+	if x != nil {
+		return x.Backend
+	}
+	return Backend_BACKEND_UNSPECIFIED
+}
+
+func (x *ShotStatus) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *ShotStatus) GetQuality() float64 {
+	if x != nil {
+		return x.Quality
+	}
+	return 0
+}
+
+func (x *ShotStatus) GetPassed() bool {
+	if x != nil && x.Passed != nil {
+		return *x.Passed
+	}
+	return false
+}
+
+func (x *ShotStatus) GetMeasurement() *QualityMeasurement {
+	if x != nil {
+		return x.Measurement
+	}
+	return nil
+}
+
+func (x *ShotStatus) GetClip() *VideoArtifact {
+	if x != nil {
+		return x.Clip
+	}
+	return nil
+}
+
+// Technical measurements of a clip, read from its decoded frames.
+type QualityMeasurement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether every frame decoded.
+	Decodable bool `protobuf:"varint,1,opt,name=decodable,proto3" json:"decodable,omitempty"`
+	// Frames decoded.
+	DecodedFrames uint32 `protobuf:"varint,2,opt,name=decoded_frames,json=decodedFrames,proto3" json:"decoded_frames,omitempty"`
+	// Frames the shot's duration calls for at the clip's frame rate.
+	ExpectedFrames uint32 `protobuf:"varint,3,opt,name=expected_frames,json=expectedFrames,proto3" json:"expected_frames,omitempty"`
+	// Duration of the clip as stored.
+	Duration *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Width in pixels.
+	Width uint32 `protobuf:"varint,5,opt,name=width,proto3" json:"width,omitempty"`
+	// Height in pixels.
+	Height uint32 `protobuf:"varint,6,opt,name=height,proto3" json:"height,omitempty"`
+	// Share of frames that are black (0..1).
+	BlackFrameRatio float64 `protobuf:"fixed64,7,opt,name=black_frame_ratio,json=blackFrameRatio,proto3" json:"black_frame_ratio,omitempty"`
+	// Share of frames nearly identical to the frame before (0..1).
+	FrozenFrameRatio float64 `protobuf:"fixed64,8,opt,name=frozen_frame_ratio,json=frozenFrameRatio,proto3" json:"frozen_frame_ratio,omitempty"`
+	// Mean sharpness of the luma plane (normalised Laplacian variance, 0..1).
+	Sharpness float64 `protobuf:"fixed64,9,opt,name=sharpness,proto3" json:"sharpness,omitempty"`
+	// Mean RMS contrast of the luma plane (0..1).
+	Contrast float64 `protobuf:"fixed64,10,opt,name=contrast,proto3" json:"contrast,omitempty"`
+	// Whether the clip passed every technical check.
+	Passed bool `protobuf:"varint,11,opt,name=passed,proto3" json:"passed,omitempty"`
+	// The checks it failed: "undecodable", "duration", "resolution", "black_frames", "frozen_frames",
+	// "sharpness", "contrast".
+	Failures      []string `protobuf:"bytes,12,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QualityMeasurement) Reset() {
+	*x = QualityMeasurement{}
+	mi := &file_aiprod_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QualityMeasurement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QualityMeasurement) ProtoMessage() {}
+
+func (x *QualityMeasurement) ProtoReflect() protoreflect.Message {
+	mi := &file_aiprod_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QualityMeasurement.ProtoReflect.Descriptor instead.
+func (*QualityMeasurement) Descriptor() ([]byte, []int) {
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QualityMeasurement) GetDecodable() bool {
+	if x != nil {
+		return x.Decodable
+	}
+	return false
+}
+
+func (x *QualityMeasurement) GetDecodedFrames() uint32 {
+	if x != nil {
+		return x.DecodedFrames
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetExpectedFrames() uint32 {
+	if x != nil {
+		return x.ExpectedFrames
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *QualityMeasurement) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetBlackFrameRatio() float64 {
+	if x != nil {
+		return x.BlackFrameRatio
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetFrozenFrameRatio() float64 {
+	if x != nil {
+		return x.FrozenFrameRatio
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetSharpness() float64 {
+	if x != nil {
+		return x.Sharpness
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetContrast() float64 {
+	if x != nil {
+		return x.Contrast
+	}
+	return 0
+}
+
+func (x *QualityMeasurement) GetPassed() bool {
+	if x != nil {
+		return x.Passed
+	}
+	return false
+}
+
+func (x *QualityMeasurement) GetFailures() []string {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// A video file kept in AIPROD's own store: the final cut of a job or the clip of one shot. Every
+// figure is read from the stored file itself.
+//
+// Download it with `google.bytestream.ByteStream/Read` on `resource_name` (same API key; another
+// tenant's resource is NOT_FOUND), in chunks, resuming a dropped read with `read_offset`. Resource
+// names:
+//
+//	jobs/{job_id}/video                    the final cut
+//	jobs/{job_id}/video/poster             its poster (PNG)
+//	jobs/{job_id}/shots/{shot_id}/clip     a shot's clip (readable as soon as the shot renders)
+//	jobs/{job_id}/shots/{shot_id}/poster   the clip's poster (PNG)
+//
+// Appending "@{sha256}" (e.g. "jobs/job_1/video@3fa2…") pins the version: if a revision has replaced
+// the file since, the read fails with FAILED_PRECONDITION instead of mixing two versions.
+type VideoArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Deprecated: holds the same value as `resource_name`.
+	//
+	// Deprecated: Marked as deprecated in aiprod/v1/job.proto.
+	Uri string `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
+	// Duration in whole seconds, rounded (see `duration` for the exact value).
+	DurationS uint32 `protobuf:"varint,2,opt,name=duration_s,json=durationS,proto3" json:"duration_s,omitempty"`
+	// Lowercase hex SHA-256 of the file's bytes, exactly as ByteStream.Read returns them.
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Number of shots in the file (1 for a shot clip).
+	ShotCount uint32 `protobuf:"varint,4,opt,name=shot_count,json=shotCount,proto3" json:"shot_count,omitempty"`
+	// The name to read with google.bytestream.ByteStream/Read.
+	ResourceName string `protobuf:"bytes,5,opt,name=resource_name,json=resourceName,proto3" json:"resource_name,omitempty"`
+	// Size of the file in bytes.
+	SizeBytes uint64 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Width in pixels.
+	Width uint32 `protobuf:"varint,7,opt,name=width,proto3" json:"width,omitempty"`
+	// Height in pixels.
+	Height uint32 `protobuf:"varint,8,opt,name=height,proto3" json:"height,omitempty"`
+	// Frames per second.
+	FrameRate float64 `protobuf:"fixed64,9,opt,name=frame_rate,json=frameRate,proto3" json:"frame_rate,omitempty"`
+	// Number of video frames.
+	FrameCount uint32 `protobuf:"varint,10,opt,name=frame_count,json=frameCount,proto3" json:"frame_count,omitempty"`
+	// Exact duration of the video track.
+	Duration *durationpb.Duration `protobuf:"bytes,11,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Codec as an RFC 6381 `codecs` value (e.g. "avc1.42c01f": H.264).
+	Codec string `protobuf:"bytes,12,opt,name=codec,proto3" json:"codec,omitempty"`
+	// MIME type of the file ("video/mp4"; MP4 with its index at the front, playable while it downloads).
+	MimeType string `protobuf:"bytes,13,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
+	// ByteStream resource name of a poster frame (PNG, at most 320 px wide).
+	PosterResourceName string `protobuf:"bytes,14,opt,name=poster_resource_name,json=posterResourceName,proto3" json:"poster_resource_name,omitempty"`
+	// A presigned HTTPS URL of the file, when AIPROD keeps its artifacts in S3, GCS or Azure; empty with
+	// a local store. Valid until `download_url_expire_time`; each GetJob signs a new one.
+	DownloadUrl string `protobuf:"bytes,15,opt,name=download_url,json=downloadUrl,proto3" json:"download_url,omitempty"`
+	// When `download_url` stops working.
+	DownloadUrlExpireTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=download_url_expire_time,json=downloadUrlExpireTime,proto3" json:"download_url_expire_time,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
 func (x *VideoArtifact) Reset() {
 	*x = VideoArtifact{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[1]
+	mi := &file_aiprod_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +756,7 @@ func (x *VideoArtifact) String() string {
 func (*VideoArtifact) ProtoMessage() {}
 
 func (x *VideoArtifact) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[1]
+	mi := &file_aiprod_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,9 +769,10 @@ func (x *VideoArtifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VideoArtifact.ProtoReflect.Descriptor instead.
 func (*VideoArtifact) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
+// Deprecated: Marked as deprecated in aiprod/v1/job.proto.
 func (x *VideoArtifact) GetUri() string {
 	if x != nil {
 		return x.Uri
@@ -482,6 +799,90 @@ func (x *VideoArtifact) GetShotCount() uint32 {
 		return x.ShotCount
 	}
 	return 0
+}
+
+func (x *VideoArtifact) GetResourceName() string {
+	if x != nil {
+		return x.ResourceName
+	}
+	return ""
+}
+
+func (x *VideoArtifact) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *VideoArtifact) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *VideoArtifact) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *VideoArtifact) GetFrameRate() float64 {
+	if x != nil {
+		return x.FrameRate
+	}
+	return 0
+}
+
+func (x *VideoArtifact) GetFrameCount() uint32 {
+	if x != nil {
+		return x.FrameCount
+	}
+	return 0
+}
+
+func (x *VideoArtifact) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *VideoArtifact) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *VideoArtifact) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *VideoArtifact) GetPosterResourceName() string {
+	if x != nil {
+		return x.PosterResourceName
+	}
+	return ""
+}
+
+func (x *VideoArtifact) GetDownloadUrl() string {
+	if x != nil {
+		return x.DownloadUrl
+	}
+	return ""
+}
+
+func (x *VideoArtifact) GetDownloadUrlExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DownloadUrlExpireTime
+	}
+	return nil
 }
 
 // Something that happened to a job. Every event of a job has a per-job sequence 1, 2, 3, …
@@ -519,7 +920,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[2]
+	mi := &file_aiprod_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +932,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[2]
+	mi := &file_aiprod_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +945,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JobEvent) GetJobId() string {
@@ -791,7 +1192,7 @@ type StateChanged struct {
 
 func (x *StateChanged) Reset() {
 	*x = StateChanged{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[3]
+	mi := &file_aiprod_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1204,7 @@ func (x *StateChanged) String() string {
 func (*StateChanged) ProtoMessage() {}
 
 func (x *StateChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[3]
+	mi := &file_aiprod_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1217,7 @@ func (x *StateChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChanged.ProtoReflect.Descriptor instead.
 func (*StateChanged) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StateChanged) GetFromState() JobState {
@@ -850,7 +1251,7 @@ type ManifestReady struct {
 
 func (x *ManifestReady) Reset() {
 	*x = ManifestReady{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[4]
+	mi := &file_aiprod_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1263,7 @@ func (x *ManifestReady) String() string {
 func (*ManifestReady) ProtoMessage() {}
 
 func (x *ManifestReady) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[4]
+	mi := &file_aiprod_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1276,7 @@ func (x *ManifestReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManifestReady.ProtoReflect.Descriptor instead.
 func (*ManifestReady) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ManifestReady) GetRevision() uint32 {
@@ -921,7 +1322,7 @@ type ManifestUpdated struct {
 
 func (x *ManifestUpdated) Reset() {
 	*x = ManifestUpdated{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[5]
+	mi := &file_aiprod_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1334,7 @@ func (x *ManifestUpdated) String() string {
 func (*ManifestUpdated) ProtoMessage() {}
 
 func (x *ManifestUpdated) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[5]
+	mi := &file_aiprod_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1347,7 @@ func (x *ManifestUpdated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManifestUpdated.ProtoReflect.Descriptor instead.
 func (*ManifestUpdated) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ManifestUpdated) GetRevision() uint32 {
@@ -985,7 +1386,7 @@ type ShotStarted struct {
 
 func (x *ShotStarted) Reset() {
 	*x = ShotStarted{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[6]
+	mi := &file_aiprod_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1398,7 @@ func (x *ShotStarted) String() string {
 func (*ShotStarted) ProtoMessage() {}
 
 func (x *ShotStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[6]
+	mi := &file_aiprod_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1411,7 @@ func (x *ShotStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShotStarted.ProtoReflect.Descriptor instead.
 func (*ShotStarted) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ShotStarted) GetShotId() string {
@@ -1048,14 +1449,18 @@ type ShotRendered struct {
 	// The quality score (0..1).
 	Quality float64 `protobuf:"fixed64,5,opt,name=quality,proto3" json:"quality,omitempty"`
 	// Attempt number.
-	Attempt       uint32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The clip (readable at once).
+	Clip *VideoArtifact `protobuf:"bytes,7,opt,name=clip,proto3" json:"clip,omitempty"`
+	// What was measured on the clip.
+	Measurement   *QualityMeasurement `protobuf:"bytes,8,opt,name=measurement,proto3" json:"measurement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShotRendered) Reset() {
 	*x = ShotRendered{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[7]
+	mi := &file_aiprod_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1472,7 @@ func (x *ShotRendered) String() string {
 func (*ShotRendered) ProtoMessage() {}
 
 func (x *ShotRendered) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[7]
+	mi := &file_aiprod_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1485,7 @@ func (x *ShotRendered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShotRendered.ProtoReflect.Descriptor instead.
 func (*ShotRendered) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ShotRendered) GetShotId() string {
@@ -1125,6 +1530,20 @@ func (x *ShotRendered) GetAttempt() uint32 {
 	return 0
 }
 
+func (x *ShotRendered) GetClip() *VideoArtifact {
+	if x != nil {
+		return x.Clip
+	}
+	return nil
+}
+
+func (x *ShotRendered) GetMeasurement() *QualityMeasurement {
+	if x != nil {
+		return x.Measurement
+	}
+	return nil
+}
+
 // A render attempt failed and the shot moves to another backend.
 type BackendFallback struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1142,7 +1561,7 @@ type BackendFallback struct {
 
 func (x *BackendFallback) Reset() {
 	*x = BackendFallback{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[8]
+	mi := &file_aiprod_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1573,7 @@ func (x *BackendFallback) String() string {
 func (*BackendFallback) ProtoMessage() {}
 
 func (x *BackendFallback) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[8]
+	mi := &file_aiprod_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1586,7 @@ func (x *BackendFallback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendFallback.ProtoReflect.Descriptor instead.
 func (*BackendFallback) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BackendFallback) GetShotId() string {
@@ -1211,7 +1630,7 @@ type CostUpdated struct {
 
 func (x *CostUpdated) Reset() {
 	*x = CostUpdated{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[9]
+	mi := &file_aiprod_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1642,7 @@ func (x *CostUpdated) String() string {
 func (*CostUpdated) ProtoMessage() {}
 
 func (x *CostUpdated) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[9]
+	mi := &file_aiprod_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1655,7 @@ func (x *CostUpdated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostUpdated.ProtoReflect.Descriptor instead.
 func (*CostUpdated) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CostUpdated) GetMeteredMicros() int64 {
@@ -1265,14 +1684,21 @@ type QualityChecked struct {
 	// Whether it met the floor.
 	Passed bool `protobuf:"varint,4,opt,name=passed,proto3" json:"passed,omitempty"`
 	// Whether a re-render was scheduled.
-	Rerender      bool `protobuf:"varint,5,opt,name=rerender,proto3" json:"rerender,omitempty"`
+	Rerender bool `protobuf:"varint,5,opt,name=rerender,proto3" json:"rerender,omitempty"`
+	// What was measured on the clip. A clip that fails a technical check scores 0 and is rendered
+	// again on the next candidate backend.
+	Measurement *QualityMeasurement `protobuf:"bytes,6,opt,name=measurement,proto3" json:"measurement,omitempty"`
+	// The backend that rendered the clip.
+	Backend Backend `protobuf:"varint,7,opt,name=backend,proto3,enum=aiprod.v1.Backend" json:"backend,omitempty"`
+	// The attempt that produced the clip.
+	Attempt       uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QualityChecked) Reset() {
 	*x = QualityChecked{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[10]
+	mi := &file_aiprod_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1710,7 @@ func (x *QualityChecked) String() string {
 func (*QualityChecked) ProtoMessage() {}
 
 func (x *QualityChecked) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[10]
+	mi := &file_aiprod_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1723,7 @@ func (x *QualityChecked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QualityChecked.ProtoReflect.Descriptor instead.
 func (*QualityChecked) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QualityChecked) GetShotId() string {
@@ -1335,6 +1761,27 @@ func (x *QualityChecked) GetRerender() bool {
 	return false
 }
 
+func (x *QualityChecked) GetMeasurement() *QualityMeasurement {
+	if x != nil {
+		return x.Measurement
+	}
+	return nil
+}
+
+func (x *QualityChecked) GetBackend() Backend {
+	if x != nil {
+		return x.Backend
+	}
+	return Backend_BACKEND_UNSPECIFIED
+}
+
+func (x *QualityChecked) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // The tenant's month-to-date spend crossed a share of its monthly budget.
 type BudgetAlert struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1350,7 +1797,7 @@ type BudgetAlert struct {
 
 func (x *BudgetAlert) Reset() {
 	*x = BudgetAlert{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[11]
+	mi := &file_aiprod_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1809,7 @@ func (x *BudgetAlert) String() string {
 func (*BudgetAlert) ProtoMessage() {}
 
 func (x *BudgetAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[11]
+	mi := &file_aiprod_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1822,7 @@ func (x *BudgetAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetAlert.ProtoReflect.Descriptor instead.
 func (*BudgetAlert) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BudgetAlert) GetThresholdPercent() uint32 {
@@ -1414,7 +1861,7 @@ type Delivered struct {
 
 func (x *Delivered) Reset() {
 	*x = Delivered{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[12]
+	mi := &file_aiprod_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1873,7 @@ func (x *Delivered) String() string {
 func (*Delivered) ProtoMessage() {}
 
 func (x *Delivered) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[12]
+	mi := &file_aiprod_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1886,7 @@ func (x *Delivered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivered.ProtoReflect.Descriptor instead.
 func (*Delivered) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Delivered) GetVideo() *VideoArtifact {
@@ -1476,7 +1923,7 @@ type Failed struct {
 
 func (x *Failed) Reset() {
 	*x = Failed{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[13]
+	mi := &file_aiprod_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1935,7 @@ func (x *Failed) String() string {
 func (*Failed) ProtoMessage() {}
 
 func (x *Failed) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[13]
+	mi := &file_aiprod_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1948,7 @@ func (x *Failed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failed.ProtoReflect.Descriptor instead.
 func (*Failed) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Failed) GetReason() FailureReason {
@@ -1531,7 +1978,7 @@ type Cancelled struct {
 
 func (x *Cancelled) Reset() {
 	*x = Cancelled{}
-	mi := &file_aiprod_v1_job_proto_msgTypes[14]
+	mi := &file_aiprod_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1990,7 @@ func (x *Cancelled) String() string {
 func (*Cancelled) ProtoMessage() {}
 
 func (x *Cancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_aiprod_v1_job_proto_msgTypes[14]
+	mi := &file_aiprod_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +2003,7 @@ func (x *Cancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancelled.ProtoReflect.Descriptor instead.
 func (*Cancelled) Descriptor() ([]byte, []int) {
-	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_aiprod_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Cancelled) GetReason() string {
@@ -1577,7 +2024,7 @@ var File_aiprod_v1_job_proto protoreflect.FileDescriptor
 
 const file_aiprod_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13aiprod/v1/job.proto\x12\taiprod.v1\x1a\x16aiprod/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\a\n" +
+	"\x13aiprod/v1/job.proto\x12\taiprod.v1\x1a\x16aiprod/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\b\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
 	"\n" +
@@ -1607,20 +2054,64 @@ const file_aiprod_v1_job_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x18\n" +
-	"\asandbox\x18\x17 \x01(\bR\asandbox\x1a9\n" +
+	"\asandbox\x18\x17 \x01(\bR\asandbox\x12+\n" +
+	"\x05shots\x18\x18 \x03(\v2\x15.aiprod.v1.ShotStatusR\x05shots\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
 	"\x0e_budget_microsB\n" +
 	"\n" +
-	"\b_sla_met\"w\n" +
-	"\rVideoArtifact\x12\x10\n" +
-	"\x03uri\x18\x01 \x01(\tR\x03uri\x12\x1d\n" +
+	"\b_sla_met\"\xdb\x02\n" +
+	"\n" +
+	"ShotStatus\x12\x17\n" +
+	"\ashot_id\x18\x01 \x01(\tR\x06shotId\x12\x1d\n" +
+	"\n" +
+	"duration_s\x18\x02 \x01(\rR\tdurationS\x12\x1a\n" +
+	"\brendered\x18\x03 \x01(\bR\brendered\x12,\n" +
+	"\abackend\x18\x04 \x01(\x0e2\x12.aiprod.v1.BackendR\abackend\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\x12\x18\n" +
+	"\aquality\x18\x06 \x01(\x01R\aquality\x12\x1b\n" +
+	"\x06passed\x18\a \x01(\bH\x00R\x06passed\x88\x01\x01\x12?\n" +
+	"\vmeasurement\x18\b \x01(\v2\x1d.aiprod.v1.QualityMeasurementR\vmeasurement\x12,\n" +
+	"\x04clip\x18\t \x01(\v2\x18.aiprod.v1.VideoArtifactR\x04clipB\t\n" +
+	"\a_passed\"\xaf\x03\n" +
+	"\x12QualityMeasurement\x12\x1c\n" +
+	"\tdecodable\x18\x01 \x01(\bR\tdecodable\x12%\n" +
+	"\x0edecoded_frames\x18\x02 \x01(\rR\rdecodedFrames\x12'\n" +
+	"\x0fexpected_frames\x18\x03 \x01(\rR\x0eexpectedFrames\x125\n" +
+	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
+	"\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x06 \x01(\rR\x06height\x12*\n" +
+	"\x11black_frame_ratio\x18\a \x01(\x01R\x0fblackFrameRatio\x12,\n" +
+	"\x12frozen_frame_ratio\x18\b \x01(\x01R\x10frozenFrameRatio\x12\x1c\n" +
+	"\tsharpness\x18\t \x01(\x01R\tsharpness\x12\x1a\n" +
+	"\bcontrast\x18\n" +
+	" \x01(\x01R\bcontrast\x12\x16\n" +
+	"\x06passed\x18\v \x01(\bR\x06passed\x12\x1a\n" +
+	"\bfailures\x18\f \x03(\tR\bfailures\"\xc1\x04\n" +
+	"\rVideoArtifact\x12\x14\n" +
+	"\x03uri\x18\x01 \x01(\tB\x02\x18\x01R\x03uri\x12\x1d\n" +
 	"\n" +
 	"duration_s\x18\x02 \x01(\rR\tdurationS\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1d\n" +
 	"\n" +
-	"shot_count\x18\x04 \x01(\rR\tshotCount\"\x9b\a\n" +
+	"shot_count\x18\x04 \x01(\rR\tshotCount\x12#\n" +
+	"\rresource_name\x18\x05 \x01(\tR\fresourceName\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x04R\tsizeBytes\x12\x14\n" +
+	"\x05width\x18\a \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\b \x01(\rR\x06height\x12\x1d\n" +
+	"\n" +
+	"frame_rate\x18\t \x01(\x01R\tframeRate\x12\x1f\n" +
+	"\vframe_count\x18\n" +
+	" \x01(\rR\n" +
+	"frameCount\x125\n" +
+	"\bduration\x18\v \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
+	"\x05codec\x18\f \x01(\tR\x05codec\x12\x1b\n" +
+	"\tmime_type\x18\r \x01(\tR\bmimeType\x120\n" +
+	"\x14poster_resource_name\x18\x0e \x01(\tR\x12posterResourceName\x12!\n" +
+	"\fdownload_url\x18\x0f \x01(\tR\vdownloadUrl\x12S\n" +
+	"\x18download_url_expire_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x15downloadUrlExpireTime\"\x9b\a\n" +
 	"\bJobEvent\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12;\n" +
@@ -1658,7 +2149,7 @@ const file_aiprod_v1_job_proto_rawDesc = "" +
 	"\vShotStarted\x12\x17\n" +
 	"\ashot_id\x18\x01 \x01(\tR\x06shotId\x12,\n" +
 	"\abackend\x18\x02 \x01(\x0e2\x12.aiprod.v1.BackendR\abackend\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\rR\aattempt\"\xc9\x01\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\"\xb8\x02\n" +
 	"\fShotRendered\x12\x17\n" +
 	"\ashot_id\x18\x01 \x01(\tR\x06shotId\x12,\n" +
 	"\abackend\x18\x02 \x01(\x0e2\x12.aiprod.v1.BackendR\abackend\x12\x1d\n" +
@@ -1667,7 +2158,9 @@ const file_aiprod_v1_job_proto_rawDesc = "" +
 	"\vcost_micros\x18\x04 \x01(\x03R\n" +
 	"costMicros\x12\x18\n" +
 	"\aquality\x18\x05 \x01(\x01R\aquality\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\rR\aattempt\"\xac\x01\n" +
+	"\aattempt\x18\x06 \x01(\rR\aattempt\x12,\n" +
+	"\x04clip\x18\a \x01(\v2\x18.aiprod.v1.VideoArtifactR\x04clip\x12?\n" +
+	"\vmeasurement\x18\b \x01(\v2\x1d.aiprod.v1.QualityMeasurementR\vmeasurement\"\xac\x01\n" +
 	"\x0fBackendFallback\x12\x17\n" +
 	"\ashot_id\x18\x01 \x01(\tR\x06shotId\x125\n" +
 	"\ffrom_backend\x18\x02 \x01(\x0e2\x12.aiprod.v1.BackendR\vfromBackend\x121\n" +
@@ -1676,13 +2169,16 @@ const file_aiprod_v1_job_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"W\n" +
 	"\vCostUpdated\x12%\n" +
 	"\x0emetered_micros\x18\x01 \x01(\x03R\rmeteredMicros\x12!\n" +
-	"\fquote_micros\x18\x02 \x01(\x03R\vquoteMicros\"\x95\x01\n" +
+	"\fquote_micros\x18\x02 \x01(\x03R\vquoteMicros\"\x9e\x02\n" +
 	"\x0eQualityChecked\x12\x17\n" +
 	"\ashot_id\x18\x01 \x01(\tR\x06shotId\x12\x18\n" +
 	"\aquality\x18\x02 \x01(\x01R\aquality\x12\x1c\n" +
 	"\tthreshold\x18\x03 \x01(\x01R\tthreshold\x12\x16\n" +
 	"\x06passed\x18\x04 \x01(\bR\x06passed\x12\x1a\n" +
-	"\brerender\x18\x05 \x01(\bR\brerender\"\x82\x01\n" +
+	"\brerender\x18\x05 \x01(\bR\brerender\x12?\n" +
+	"\vmeasurement\x18\x06 \x01(\v2\x1d.aiprod.v1.QualityMeasurementR\vmeasurement\x12,\n" +
+	"\abackend\x18\a \x01(\x0e2\x12.aiprod.v1.BackendR\abackend\x12\x18\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\"\x82\x01\n" +
 	"\vBudgetAlert\x12+\n" +
 	"\x11threshold_percent\x18\x01 \x01(\rR\x10thresholdPercent\x12!\n" +
 	"\fspent_micros\x18\x02 \x01(\x03R\vspentMicros\x12#\n" +
@@ -1728,67 +2224,81 @@ func file_aiprod_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_aiprod_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_aiprod_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_aiprod_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_aiprod_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: aiprod.v1.JobState
 	(FailureReason)(0),            // 1: aiprod.v1.FailureReason
 	(*Job)(nil),                   // 2: aiprod.v1.Job
-	(*VideoArtifact)(nil),         // 3: aiprod.v1.VideoArtifact
-	(*JobEvent)(nil),              // 4: aiprod.v1.JobEvent
-	(*StateChanged)(nil),          // 5: aiprod.v1.StateChanged
-	(*ManifestReady)(nil),         // 6: aiprod.v1.ManifestReady
-	(*ManifestUpdated)(nil),       // 7: aiprod.v1.ManifestUpdated
-	(*ShotStarted)(nil),           // 8: aiprod.v1.ShotStarted
-	(*ShotRendered)(nil),          // 9: aiprod.v1.ShotRendered
-	(*BackendFallback)(nil),       // 10: aiprod.v1.BackendFallback
-	(*CostUpdated)(nil),           // 11: aiprod.v1.CostUpdated
-	(*QualityChecked)(nil),        // 12: aiprod.v1.QualityChecked
-	(*BudgetAlert)(nil),           // 13: aiprod.v1.BudgetAlert
-	(*Delivered)(nil),             // 14: aiprod.v1.Delivered
-	(*Failed)(nil),                // 15: aiprod.v1.Failed
-	(*Cancelled)(nil),             // 16: aiprod.v1.Cancelled
-	nil,                           // 17: aiprod.v1.Job.LabelsEntry
-	(AspectRatio)(0),              // 18: aiprod.v1.AspectRatio
-	(*Quote)(nil),                 // 19: aiprod.v1.Quote
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(Backend)(0),                  // 21: aiprod.v1.Backend
+	(*ShotStatus)(nil),            // 3: aiprod.v1.ShotStatus
+	(*QualityMeasurement)(nil),    // 4: aiprod.v1.QualityMeasurement
+	(*VideoArtifact)(nil),         // 5: aiprod.v1.VideoArtifact
+	(*JobEvent)(nil),              // 6: aiprod.v1.JobEvent
+	(*StateChanged)(nil),          // 7: aiprod.v1.StateChanged
+	(*ManifestReady)(nil),         // 8: aiprod.v1.ManifestReady
+	(*ManifestUpdated)(nil),       // 9: aiprod.v1.ManifestUpdated
+	(*ShotStarted)(nil),           // 10: aiprod.v1.ShotStarted
+	(*ShotRendered)(nil),          // 11: aiprod.v1.ShotRendered
+	(*BackendFallback)(nil),       // 12: aiprod.v1.BackendFallback
+	(*CostUpdated)(nil),           // 13: aiprod.v1.CostUpdated
+	(*QualityChecked)(nil),        // 14: aiprod.v1.QualityChecked
+	(*BudgetAlert)(nil),           // 15: aiprod.v1.BudgetAlert
+	(*Delivered)(nil),             // 16: aiprod.v1.Delivered
+	(*Failed)(nil),                // 17: aiprod.v1.Failed
+	(*Cancelled)(nil),             // 18: aiprod.v1.Cancelled
+	nil,                           // 19: aiprod.v1.Job.LabelsEntry
+	(AspectRatio)(0),              // 20: aiprod.v1.AspectRatio
+	(*Quote)(nil),                 // 21: aiprod.v1.Quote
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(Backend)(0),                  // 23: aiprod.v1.Backend
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_aiprod_v1_job_proto_depIdxs = []int32{
 	0,  // 0: aiprod.v1.Job.state:type_name -> aiprod.v1.JobState
-	18, // 1: aiprod.v1.Job.aspect_ratio:type_name -> aiprod.v1.AspectRatio
-	17, // 2: aiprod.v1.Job.labels:type_name -> aiprod.v1.Job.LabelsEntry
-	19, // 3: aiprod.v1.Job.quote:type_name -> aiprod.v1.Quote
+	20, // 1: aiprod.v1.Job.aspect_ratio:type_name -> aiprod.v1.AspectRatio
+	19, // 2: aiprod.v1.Job.labels:type_name -> aiprod.v1.Job.LabelsEntry
+	21, // 3: aiprod.v1.Job.quote:type_name -> aiprod.v1.Quote
 	1,  // 4: aiprod.v1.Job.failure_reason:type_name -> aiprod.v1.FailureReason
-	3,  // 5: aiprod.v1.Job.video:type_name -> aiprod.v1.VideoArtifact
-	20, // 6: aiprod.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	20, // 7: aiprod.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	20, // 8: aiprod.v1.JobEvent.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: aiprod.v1.JobEvent.state:type_name -> aiprod.v1.JobState
-	5,  // 10: aiprod.v1.JobEvent.state_changed:type_name -> aiprod.v1.StateChanged
-	6,  // 11: aiprod.v1.JobEvent.manifest_ready:type_name -> aiprod.v1.ManifestReady
-	7,  // 12: aiprod.v1.JobEvent.manifest_updated:type_name -> aiprod.v1.ManifestUpdated
-	8,  // 13: aiprod.v1.JobEvent.shot_started:type_name -> aiprod.v1.ShotStarted
-	9,  // 14: aiprod.v1.JobEvent.shot_rendered:type_name -> aiprod.v1.ShotRendered
-	10, // 15: aiprod.v1.JobEvent.backend_fallback:type_name -> aiprod.v1.BackendFallback
-	11, // 16: aiprod.v1.JobEvent.cost_updated:type_name -> aiprod.v1.CostUpdated
-	12, // 17: aiprod.v1.JobEvent.quality_checked:type_name -> aiprod.v1.QualityChecked
-	13, // 18: aiprod.v1.JobEvent.budget_alert:type_name -> aiprod.v1.BudgetAlert
-	14, // 19: aiprod.v1.JobEvent.delivered:type_name -> aiprod.v1.Delivered
-	15, // 20: aiprod.v1.JobEvent.failed:type_name -> aiprod.v1.Failed
-	16, // 21: aiprod.v1.JobEvent.cancelled:type_name -> aiprod.v1.Cancelled
-	0,  // 22: aiprod.v1.StateChanged.from_state:type_name -> aiprod.v1.JobState
-	0,  // 23: aiprod.v1.StateChanged.to_state:type_name -> aiprod.v1.JobState
-	21, // 24: aiprod.v1.ShotStarted.backend:type_name -> aiprod.v1.Backend
-	21, // 25: aiprod.v1.ShotRendered.backend:type_name -> aiprod.v1.Backend
-	21, // 26: aiprod.v1.BackendFallback.from_backend:type_name -> aiprod.v1.Backend
-	21, // 27: aiprod.v1.BackendFallback.to_backend:type_name -> aiprod.v1.Backend
-	3,  // 28: aiprod.v1.Delivered.video:type_name -> aiprod.v1.VideoArtifact
-	1,  // 29: aiprod.v1.Failed.reason:type_name -> aiprod.v1.FailureReason
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	5,  // 5: aiprod.v1.Job.video:type_name -> aiprod.v1.VideoArtifact
+	22, // 6: aiprod.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	22, // 7: aiprod.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: aiprod.v1.Job.shots:type_name -> aiprod.v1.ShotStatus
+	23, // 9: aiprod.v1.ShotStatus.backend:type_name -> aiprod.v1.Backend
+	4,  // 10: aiprod.v1.ShotStatus.measurement:type_name -> aiprod.v1.QualityMeasurement
+	5,  // 11: aiprod.v1.ShotStatus.clip:type_name -> aiprod.v1.VideoArtifact
+	24, // 12: aiprod.v1.QualityMeasurement.duration:type_name -> google.protobuf.Duration
+	24, // 13: aiprod.v1.VideoArtifact.duration:type_name -> google.protobuf.Duration
+	22, // 14: aiprod.v1.VideoArtifact.download_url_expire_time:type_name -> google.protobuf.Timestamp
+	22, // 15: aiprod.v1.JobEvent.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 16: aiprod.v1.JobEvent.state:type_name -> aiprod.v1.JobState
+	7,  // 17: aiprod.v1.JobEvent.state_changed:type_name -> aiprod.v1.StateChanged
+	8,  // 18: aiprod.v1.JobEvent.manifest_ready:type_name -> aiprod.v1.ManifestReady
+	9,  // 19: aiprod.v1.JobEvent.manifest_updated:type_name -> aiprod.v1.ManifestUpdated
+	10, // 20: aiprod.v1.JobEvent.shot_started:type_name -> aiprod.v1.ShotStarted
+	11, // 21: aiprod.v1.JobEvent.shot_rendered:type_name -> aiprod.v1.ShotRendered
+	12, // 22: aiprod.v1.JobEvent.backend_fallback:type_name -> aiprod.v1.BackendFallback
+	13, // 23: aiprod.v1.JobEvent.cost_updated:type_name -> aiprod.v1.CostUpdated
+	14, // 24: aiprod.v1.JobEvent.quality_checked:type_name -> aiprod.v1.QualityChecked
+	15, // 25: aiprod.v1.JobEvent.budget_alert:type_name -> aiprod.v1.BudgetAlert
+	16, // 26: aiprod.v1.JobEvent.delivered:type_name -> aiprod.v1.Delivered
+	17, // 27: aiprod.v1.JobEvent.failed:type_name -> aiprod.v1.Failed
+	18, // 28: aiprod.v1.JobEvent.cancelled:type_name -> aiprod.v1.Cancelled
+	0,  // 29: aiprod.v1.StateChanged.from_state:type_name -> aiprod.v1.JobState
+	0,  // 30: aiprod.v1.StateChanged.to_state:type_name -> aiprod.v1.JobState
+	23, // 31: aiprod.v1.ShotStarted.backend:type_name -> aiprod.v1.Backend
+	23, // 32: aiprod.v1.ShotRendered.backend:type_name -> aiprod.v1.Backend
+	5,  // 33: aiprod.v1.ShotRendered.clip:type_name -> aiprod.v1.VideoArtifact
+	4,  // 34: aiprod.v1.ShotRendered.measurement:type_name -> aiprod.v1.QualityMeasurement
+	23, // 35: aiprod.v1.BackendFallback.from_backend:type_name -> aiprod.v1.Backend
+	23, // 36: aiprod.v1.BackendFallback.to_backend:type_name -> aiprod.v1.Backend
+	4,  // 37: aiprod.v1.QualityChecked.measurement:type_name -> aiprod.v1.QualityMeasurement
+	23, // 38: aiprod.v1.QualityChecked.backend:type_name -> aiprod.v1.Backend
+	5,  // 39: aiprod.v1.Delivered.video:type_name -> aiprod.v1.VideoArtifact
+	1,  // 40: aiprod.v1.Failed.reason:type_name -> aiprod.v1.FailureReason
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_aiprod_v1_job_proto_init() }
@@ -1798,7 +2308,8 @@ func file_aiprod_v1_job_proto_init() {
 	}
 	file_aiprod_v1_common_proto_init()
 	file_aiprod_v1_job_proto_msgTypes[0].OneofWrappers = []any{}
-	file_aiprod_v1_job_proto_msgTypes[2].OneofWrappers = []any{
+	file_aiprod_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
+	file_aiprod_v1_job_proto_msgTypes[4].OneofWrappers = []any{
 		(*JobEvent_StateChanged)(nil),
 		(*JobEvent_ManifestReady)(nil),
 		(*JobEvent_ManifestUpdated)(nil),
@@ -1818,7 +2329,7 @@ func file_aiprod_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_aiprod_v1_job_proto_rawDesc), len(file_aiprod_v1_job_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
