@@ -27,8 +27,9 @@ var ErrNotAvailable = errors.New("aiprod: artifact not available yet")
 var ErrIntegrity = errors.New("aiprod: downloaded bytes do not match the artifact")
 
 // NotAvailableError is returned by DownloadVideo and DownloadShotClip when the job has no video
-// yet (it is set from AWAITING_FINAL_APPROVAL on) or the shot has no clip yet (it is set once the
-// shot renders). It matches ErrNotAvailable, and its GRPCStatus is FAILED_PRECONDITION.
+// (it is set from AWAITING_FINAL_APPROVAL on) or the shot has no clip (it is set once the shot
+// renders), yet or at all (a CANCELLED or FAILED job). It matches ErrNotAvailable, and its
+// GRPCStatus is FAILED_PRECONDITION.
 type NotAvailableError struct {
 	// JobID is the job asked for.
 	JobID string
@@ -38,16 +39,22 @@ type NotAvailableError struct {
 	State aiprodv1.JobState
 }
 
-func (e *NotAvailableError) what() string {
-	if e.ShotID != "" {
-		return fmt.Sprintf("the clip of shot %s of job %s", e.ShotID, e.JobID)
-	}
-	return "the video of job " + e.JobID
-}
-
-// Error implements error.
+// Error implements error. It says why: not yet (with the job's state and when the artifact comes),
+// never (the job was CANCELLED or FAILED first), or missing although the job is past that point.
 func (e *NotAvailableError) Error() string {
-	return fmt.Sprintf("aiprod: %s is not available yet (job state %s)", e.what(), e.State)
+	what, name, when := "the video of job "+e.JobID, "video", "once the cut is assembled (AWAITING_FINAL_APPROVAL or DELIVERED)"
+	if e.ShotID != "" {
+		what, name, when = fmt.Sprintf("the clip of shot %s of job %s", e.ShotID, e.JobID), "clip", "once the shot renders"
+	}
+	switch e.State {
+	case aiprodv1.JobState_JOB_STATE_CANCELLED, aiprodv1.JobState_JOB_STATE_FAILED:
+		return fmt.Sprintf("aiprod: %s is not available: the job ended %s without a %s", what, e.State, name)
+	case aiprodv1.JobState_JOB_STATE_AWAITING_FINAL_APPROVAL, aiprodv1.JobState_JOB_STATE_DELIVERED:
+		if e.ShotID == "" {
+			return fmt.Sprintf("aiprod: %s is not available: the job is %s but GetJob reported no video", what, e.State)
+		}
+	}
+	return fmt.Sprintf("aiprod: %s is not available yet (job state %s); it is set %s", what, e.State, when)
 }
 
 // Is makes errors.Is(err, ErrNotAvailable) true.

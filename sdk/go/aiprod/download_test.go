@@ -273,7 +273,8 @@ func TestDownloadNotAvailableYet(t *testing.T) {
 		t.Fatalf("got %#v", err)
 	}
 	if !errors.Is(err, aiprod.ErrNotAvailable) || aiprod.Code(err) != codes.FailedPrecondition ||
-		err.Error() != "aiprod: the video of job job_r is not available yet (job state JOB_STATE_RENDERING)" {
+		err.Error() != "aiprod: the video of job job_r is not available yet (job state JOB_STATE_RENDERING); "+
+			"it is set once the cut is assembled (AWAITING_FINAL_APPROVAL or DELIVERED)" {
 		t.Fatalf("got %v (code %s)", err, aiprod.Code(err))
 	}
 	nothingWritten(t, filepath.Join(dir, "video.mp4"))
@@ -300,7 +301,12 @@ func TestDownloadNotAvailableYet(t *testing.T) {
 	if aiprod.Code(err) != codes.NotFound {
 		t.Fatalf("got %v", err)
 	}
-	for _, p := range []string{"shot_2.mp4", "shot_9.mp4", "q.mp4", "missing.mp4"} {
+	store.setJob(&aiprodv1.Job{JobId: "job_c", State: aiprodv1.JobState_JOB_STATE_CANCELLED})
+	_, err = c.DownloadVideo(ctx, "job_c", filepath.Join(dir, "c.mp4"))
+	if !errors.Is(err, aiprod.ErrNotAvailable) || err.Error() != "aiprod: the video of job job_c is not available: the job ended JOB_STATE_CANCELLED without a video" {
+		t.Fatalf("got %v", err)
+	}
+	for _, p := range []string{"shot_2.mp4", "shot_9.mp4", "q.mp4", "missing.mp4", "c.mp4"} {
 		nothingWritten(t, filepath.Join(dir, p))
 	}
 }

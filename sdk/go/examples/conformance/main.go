@@ -1,5 +1,5 @@
 // Command conformance runs the AIPROD conformance scenario with the Go SDK (and the README's
-// quickstart) against a real server. It reads AIPROD_ENDPOINT, AIPROD_API_KEY and
+// quickstart, in a temporary directory where it saves video.mp4) against a real server. It reads AIPROD_ENDPOINT, AIPROD_API_KEY and
 // AIPROD_OTHER_API_KEY from the environment, or from the env file written by
 // scripts/test-server.sh (path as the first argument or in AIPROD_ENV_FILE).
 //
@@ -8,10 +8,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -77,6 +82,12 @@ func quickstart(ctx context.Context) error {
 	}
 	fmt.Printf("billed $%.2f (guaranteed max $%.2f)\n",
 		float64(costs.Report.BilledMicros)/1e6, float64(costs.Report.GuaranteedMaxMicros)/1e6)
+
+	video, err := client.DownloadVideo(ctx, jobID, "video.mp4") // resumes after drops, verifies the SHA-256
+	if err != nil {
+		return err
+	}
+	fmt.Printf("video.mp4: %d bytes, %dx%d, sha256 %s\n", video.SizeBytes, video.Width, video.Height, video.Sha256)
 	// [END quickstart]
 	return nil
 }
@@ -107,7 +118,32 @@ func expectCode(err error, code codes.Code) *aiprod.Error {
 	return e
 }
 
-// scenario runs the 10 steps; a failed check or an unexpected error panics (see run).
+func fileSHA256(path string) string {
+	f := must(os.Open(path))
+	defer f.Close()
+	h := sha256.New()
+	must(io.Copy(h, f))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkDownload checks that the file at path is want (from GetJob): the same size and SHA-256, an
+// MP4 with frames.
+func checkDownload(path string, got, want *aiprodv1.VideoArtifact, what string) {
+	check(got.ResourceName == want.ResourceName, "%s: resource %s != %s", what, got.ResourceName, want.ResourceName)
+	check(got.Sha256 == want.Sha256, "%s: downloaded version %s != GetJob's %s", what, got.Sha256, want.Sha256)
+	info := must(os.Stat(path))
+	check(info.Size() > 0 && uint64(info.Size()) == want.SizeBytes, "%s: %d bytes on disk, size_bytes %d", what, info.Size(), want.SizeBytes)
+	check(fileSHA256(path) == want.Sha256, "%s: SHA-256 of the file != %s", what, want.Sha256)
+	head := make([]byte, 8)
+	f := must(os.Open(path))
+	defer f.Close()
+	must(io.ReadFull(f, head))
+	check(string(head[4:8]) == "ftyp", "%s: an MP4 (ftyp at bytes 4..8), got %q", what, head)
+	check(want.FrameCount > 0, "%s: frame_count > 0, got %d", what, want.FrameCount)
+	check(want.MimeType == "video/mp4", "%s: mime_type video/mp4, got %q", what, want.MimeType)
+}
+
+// scenario runs the 11 steps; a failed check or an unexpected error panics (see run).
 func scenario(ctx context.Context) string {
 	endpoint, key := os.Getenv("AIPROD_ENDPOINT"), os.Getenv("AIPROD_API_KEY")
 	// Connections go through a dialer that can cut them, so that step 7 drops the TCP connection.
@@ -239,8 +275,43 @@ func scenario(ctx context.Context) string {
 	_, err = other.Render.GetJob(ctx, &aiprodv1.GetJobRequest{JobId: job.JobId})
 	expectCode(err, codes.NotFound)
 
-	return fmt.Sprintf("job %s DELIVERED after %d events (%d reconnect(s)), billed $%.2f of max $%.2f",
-		job.JobId, len(events), reconnects, float64(report.BilledMicros)/1e6, float64(report.GuaranteedMaxMicros)/1e6)
+	// 11. download the final cut and one shot's clip (ByteStream Read, verified); another tenant's
+	// read of the same resources is NOT_FOUND
+	step = "step 11: download the video and a shot clip"
+	delivered := must(client.Render.GetJob(ctx, &aiprodv1.GetJobRequest{JobId: job.JobId})).Job
+	check(delivered.Video.GetResourceName() != "", "a DELIVERED job has a video")
+	check(len(delivered.Shots) > 0, "a DELIVERED job lists its shots")
+	shot := delivered.Shots[0]
+	check(shot.Rendered && shot.Clip.GetResourceName() != "", "shot %s has a clip", shot.ShotId)
+	tmp := must(os.MkdirTemp("", "aiprod-go-conformance-"))
+	defer os.RemoveAll(tmp)
+	videoPath := filepath.Join(tmp, "video.mp4")
+	video := must(client.DownloadVideo(ctx, job.JobId, videoPath))
+	checkDownload(videoPath, video, delivered.Video, "video")
+	clipPath := filepath.Join(tmp, "clip.mp4")
+	clip := must(client.DownloadShotClip(ctx, job.JobId, shot.ShotId, clipPath))
+	checkDownload(clipPath, clip, shot.Clip, "clip of "+shot.ShotId)
+	entries := must(os.ReadDir(tmp))
+	check(len(entries) == 2, "no .part file left: %v", entries)
+	for data, err := range client.ReadResource(ctx, video.ResourceName, 0) {
+		must(0, err)
+		check(len(data) >= 8 && bytes.Equal(data[4:8], []byte("ftyp")), "ReadResource: the first chunk starts an MP4")
+		break
+	}
+	for _, name := range []string{video.ResourceName, video.ResourceName + "@" + video.Sha256, clip.ResourceName} {
+		var rerr error
+		for _, err := range other.ReadResource(ctx, name, 0) {
+			if err != nil {
+				rerr = err
+				break
+			}
+		}
+		expectCode(rerr, codes.NotFound)
+	}
+
+	return fmt.Sprintf("job %s DELIVERED after %d events (%d reconnect(s)), billed $%.2f of max $%.2f, video %d bytes %dx%d %d frames",
+		job.JobId, len(events), reconnects, float64(report.BilledMicros)/1e6, float64(report.GuaranteedMaxMicros)/1e6,
+		video.SizeBytes, video.Width, video.Height, video.FrameCount)
 }
 
 // loadEnv reads KEY=VALUE lines (scripts/test-server.sh's env file) into the environment.
@@ -261,6 +332,24 @@ func loadEnv(path string) error {
 	return sc.Err()
 }
 
+// inTempDir runs fn with a new temporary directory as the current directory, then removes it.
+func inTempDir(fn func() error) error {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "aiprod-go-quickstart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chdir(tmp); err != nil {
+		return err
+	}
+	defer func() { _ = os.Chdir(cwd) }()
+	return fn()
+}
+
 // run loads the env file (if any), runs the quickstart and the scenario, and returns the summary.
 func run(envFile string) (summary string, err error) {
 	if envFile != "" {
@@ -276,7 +365,16 @@ func run(envFile string) (summary string, err error) {
 		}
 	}()
 	fmt.Println("== quickstart")
-	if err := quickstart(ctx); err != nil {
+	if err := inTempDir(func() error { // the quickstart saves video.mp4 in the current directory
+		if err := quickstart(ctx); err != nil {
+			return err
+		}
+		info, err := os.Stat("video.mp4")
+		if err == nil && info.Size() == 0 {
+			err = fmt.Errorf("video.mp4 is empty")
+		}
+		return err
+	}); err != nil {
 		return "", fmt.Errorf("quickstart: %w", err)
 	}
 	fmt.Println("== scenario")
@@ -294,5 +392,5 @@ func main() {
 		fmt.Fprintf(os.Stderr, "conformance (go): FAILED: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Printf("conformance (go): 10 steps passed: %s\n", summary)
+	fmt.Printf("conformance (go): 11 steps passed: %s\n", summary)
 }

@@ -19,5 +19,5 @@ func TestConformance(t *testing.T) {
 	if err != nil {
 		t.Fatalf("conformance (go): FAILED: %v", err)
 	}
-	t.Logf("conformance (go): 10 steps passed: %s", summary)
+	t.Logf("conformance (go): 11 steps passed: %s", summary)
 }
