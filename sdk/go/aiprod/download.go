@@ -71,6 +71,7 @@ type DownloadOption func(*downloadOptions)
 type downloadOptions struct {
 	retry    RetryPolicy
 	progress func(written, total int64)
+	limit    int64
 }
 
 // WithDownloadRetry sets how a download or ReadResource resumes after a transient failure
@@ -83,6 +84,12 @@ func WithDownloadRetry(p RetryPolicy) DownloadOption {
 // artifact's size. It restarts from 0 if the file was replaced by a revision during the download.
 func WithProgress(fn func(written, total int64)) DownloadOption {
 	return func(o *downloadOptions) { o.progress = fn }
+}
+
+// WithReadLimit makes ReadResource stop after n bytes (read_limit; 0, the default, reads to the end
+// of the resource). Downloads ignore it.
+func WithReadLimit(n int64) DownloadOption {
+	return func(o *downloadOptions) { o.limit = n }
 }
 
 func newDownloadOptions(opts []DownloadOption) downloadOptions {
@@ -104,8 +111,8 @@ func transientRead(e *Error) bool {
 }
 
 // ReadResource streams the bytes of a google.bytestream resource (e.g. a VideoArtifact's
-// resource_name, optionally pinned with "@" + sha256) from offset to its end, in the server's
-// chunks (256 KiB). When the stream breaks with UNAVAILABLE, a lost connection, a reset stream or
+// resource_name, optionally pinned with "@" + sha256) from offset to its end (or for
+// WithReadLimit bytes), in the server's chunks (256 KiB). When the stream breaks with UNAVAILABLE, a lost connection, a reset stream or
 // RESOURCE_EXHAUSTED with RetryInfo, it reads again from the first byte not yet yielded, with
 // bounded exponential back-off; after the retry policy's MaxAttempts retries in a row without a
 // new byte it yields the last error and ends. Other errors (NOT_FOUND, OUT_OF_RANGE,
@@ -119,12 +126,19 @@ func transientRead(e *Error) bool {
 //		w.Write(chunk)
 //	}
 func (c *Client) ReadResource(ctx context.Context, resourceName string, offset int64, opts ...DownloadOption) iter.Seq2[[]byte, error] {
-	policy := newDownloadOptions(opts).retry
+	o := newDownloadOptions(opts)
+	policy := o.retry
 	return func(yield func([]byte, error) bool) {
 		pos := offset
 		failures := 0
 		for {
-			progressed, err := c.readOnce(ctx, resourceName, &pos, yield)
+			limit := int64(0)
+			if o.limit > 0 {
+				if limit = o.limit - (pos - offset); limit <= 0 {
+					return
+				}
+			}
+			progressed, err := c.readOnce(ctx, resourceName, &pos, limit, yield)
 			if err == nil || err == errStop {
 				return
 			}
@@ -160,14 +174,14 @@ func (c *Client) ReadResource(ctx context.Context, resourceName string, offset i
 	}
 }
 
-// readOnce runs one Read stream from *pos, advancing it by the bytes yielded. It returns nil at
-// the end of the resource, errStop when the consumer stopped, or the stream's error, and whether
-// it yielded any byte.
-func (c *Client) readOnce(ctx context.Context, name string, pos *int64, yield func([]byte, error) bool) (bool, error) {
+// readOnce runs one Read stream from *pos (limit bytes at most; 0: no limit), advancing *pos by the
+// bytes yielded. It returns nil at the end of the stream, errStop when the consumer stopped, or the
+// stream's error, and whether it yielded any byte.
+func (c *Client) readOnce(ctx context.Context, name string, pos *int64, limit int64, yield func([]byte, error) bool) (bool, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	progressed := false
-	stream, err := c.ByteStream.Read(sctx, &bytestream.ReadRequest{ResourceName: name, ReadOffset: *pos})
+	stream, err := c.ByteStream.Read(sctx, &bytestream.ReadRequest{ResourceName: name, ReadOffset: *pos, ReadLimit: limit})
 	if err != nil {
 		return false, err
 	}

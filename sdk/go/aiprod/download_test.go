@@ -352,6 +352,24 @@ func TestReadResource(t *testing.T) {
 			t.Errorf("%s at %d: %d items, %v; want one %s", tc.name, tc.offset, n, err, tc.code)
 		}
 	}
+	// A limit spans the resumed reads: 3 chunks from 1000 with a drop after 2.
+	limited := store.videoJob("job_limit", data)
+	store.setMode("jobs/job_limit/video", "drop-stream")
+	got = nil
+	n := len(store.readLog())
+	for b, err := range c.ReadResource(ctx, limited.GetVideo().GetResourceName()+"@"+sha(data), 1000, fastDownload, aiprod.WithReadLimit(3*chunk-5)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b...)
+	}
+	if !bytes.Equal(got, data[1000:1000+3*chunk-5]) {
+		t.Fatalf("read %d bytes with a limit of %d", len(got), 3*chunk-5)
+	}
+	if reads := store.readLog()[n:]; len(reads) != 2 || reads[0].offset != 1000 || reads[0].limit != 3*chunk-5 ||
+		reads[1].offset != 1000+2*chunk || reads[1].limit != chunk-5 {
+		t.Fatalf("reads %v", reads)
+	}
 	// Breaking out early cancels the stream without an error.
 	for range c.ReadResource(ctx, name, 0) {
 		break

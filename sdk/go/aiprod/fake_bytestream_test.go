@@ -44,8 +44,8 @@ func artifact(name string, data []byte) *aiprodv1.VideoArtifact {
 
 // fakeRead is one ByteStream.Read the fake server received.
 type fakeRead struct {
-	name   string
-	offset int64
+	name          string
+	offset, limit int64
 }
 
 // fakeStore holds jobs with artifacts and their bytes, and how Read misbehaves for each resource.
@@ -147,7 +147,7 @@ func (f *fakeByteStream) Read(req *bytestream.ReadRequest, stream bytestream.Byt
 	name := req.GetResourceName()
 	base, _, _ := strings.Cut(name, "@")
 	s.mu.Lock()
-	s.reads = append(s.reads, fakeRead{name: name, offset: req.GetReadOffset()})
+	s.reads = append(s.reads, fakeRead{name: name, offset: req.GetReadOffset(), limit: req.GetReadLimit()})
 	s.count[base]++
 	n, mode, replaced := s.count[base], s.modes[base], s.replaced[name]
 	data, ok := s.files[name]
@@ -158,6 +158,9 @@ func (f *fakeByteStream) Read(req *bytestream.ReadRequest, stream bytestream.Byt
 	off := req.GetReadOffset()
 	if off < 0 || off > int64(len(data)) {
 		return status.Errorf(codes.OutOfRange, "read_offset %d is outside 0..%d", off, len(data))
+	}
+	if l := req.GetReadLimit(); l > 0 && off+l < int64(len(data)) {
+		data = data[:off+l]
 	}
 	switch {
 	case mode == "down":

@@ -293,11 +293,11 @@ func scenario(ctx context.Context) string {
 	checkDownload(clipPath, clip, shot.Clip, "clip of "+shot.ShotId)
 	entries := must(os.ReadDir(tmp))
 	check(len(entries) == 2, "no .part file left: %v", entries)
-	for data, err := range client.ReadResource(ctx, video.ResourceName, 0) {
-		must(0, err)
-		check(len(data) >= 8 && bytes.Equal(data[4:8], []byte("ftyp")), "ReadResource: the first chunk starts an MP4")
-		break
+	var head []byte
+	for data, err := range client.ReadResource(ctx, video.ResourceName, 0, aiprod.WithReadLimit(8)) {
+		head = append(head, must(data, err)...)
 	}
+	check(len(head) == 8 && bytes.Equal(head[4:8], []byte("ftyp")), "ReadResource with a read limit of 8: %q", head)
 	for _, name := range []string{video.ResourceName, video.ResourceName + "@" + video.Sha256, clip.ResourceName} {
 		var rerr error
 		for _, err := range other.ReadResource(ctx, name, 0) {
