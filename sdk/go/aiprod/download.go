@@ -112,9 +112,9 @@ func transientRead(e *Error) bool {
 
 // ReadResource streams the bytes of a google.bytestream resource (e.g. a VideoArtifact's
 // resource_name, optionally pinned with "@" + sha256) from offset to its end (or for
-// WithReadLimit bytes), in the server's chunks (256 KiB). When the stream breaks with UNAVAILABLE, a lost connection, a reset stream or
-// RESOURCE_EXHAUSTED with RetryInfo, it reads again from the first byte not yet yielded, with
-// bounded exponential back-off; after the retry policy's MaxAttempts retries in a row without a
+// WithReadLimit bytes), in the server's chunks (256 KiB). When the stream breaks with
+// UNAVAILABLE, a lost connection, a reset stream or RESOURCE_EXHAUSTED with RetryInfo, it reads
+// again from the first byte not yet yielded, with bounded exponential back-off; after the retry policy's MaxAttempts retries in a row without a
 // new byte it yields the last error and ends. Other errors (NOT_FOUND, OUT_OF_RANGE,
 // FAILED_PRECONDITION for a pinned version that was replaced, ctx cancelled...) are yielded at
 // once as *Error. The stream has no default deadline: bound it with ctx.
