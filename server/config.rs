@@ -41,6 +41,126 @@ pub struct Config {
     pub catalog: Catalog,
     /// The render providers behind live (`aiprod_live_…`) keys; a provider without an API key is off.
     pub providers: ProvidersConfig,
+    /// How shots render in parallel.
+    pub render: RenderConfig,
+    /// Video formats and the media tools.
+    pub media: MediaConfig,
+    /// Where clips, cuts and posters are kept.
+    pub artifacts: ArtifactsConfig,
+    /// Limits of the technical checks every clip must pass.
+    pub quality: crate::domain::media::QualityLimits,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderConfig {
+    /// Shots of one job rendering at once.
+    pub max_parallel_shots_per_job: usize,
+    /// Render tasks running at once on each backend, across all jobs (match your provider plan's
+    /// concurrency limit); a backend missing here allows 4.
+    pub backend_concurrency: BTreeMap<Backend, usize>,
+    /// Media work (encoding, measuring, assembling) running at once; 0 = the number of CPUs.
+    pub media_workers: usize,
+    /// Largest provider output downloaded, in bytes.
+    pub max_download_bytes: u64,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            max_parallel_shots_per_job: 4,
+            backend_concurrency: BTreeMap::from([
+                (Backend::Runway, 4),
+                (Backend::Veo, 4),
+                (Backend::Replicate, 8),
+            ]),
+            media_workers: 0,
+            max_download_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// The local artifact directory: configured, or beside the SQLite database file.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.artifacts.dir {
+            return dir.clone();
+        }
+        let sqlite = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"));
+        match sqlite.map(|p| p.split('?').next().unwrap_or(p)) {
+            Some(file) => Path::new(file)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("artifacts"),
+            None => PathBuf::from("data/artifacts"),
+        }
+    }
+}
+
+impl RenderConfig {
+    pub fn backend_limit(&self, backend: Backend) -> usize {
+        self.backend_concurrency.get(&backend).copied().unwrap_or(4)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Short side in pixels of sandbox clips and sandbox cuts (the long side follows the aspect
+    /// ratio): 480 suits demos; tests and benchmarks use 144.
+    pub sandbox_short_side: u32,
+    /// Short side of the final cut of live jobs (720 → 1280x720 for 16:9).
+    pub live_short_side: u32,
+    /// Frames per second of every cut and sandbox clip.
+    pub fps: u32,
+    /// The ffmpeg assembler for provider clips the pure path cannot decode: `auto` (use `ffmpeg`
+    /// from PATH when present), `off`, or a path to the ffmpeg binary.
+    pub ffmpeg: String,
+    /// Largest poster width in pixels.
+    pub poster_width: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            sandbox_short_side: 480,
+            live_short_side: 720,
+            fps: 24,
+            ffmpeg: "auto".into(),
+            poster_width: 320,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Local directory of the artifacts when `url` is unset; default: `artifacts/` beside the SQLite
+    /// database file (`data/artifacts` with PostgreSQL).
+    pub dir: Option<PathBuf>,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` (or `file:///path`) for
+    /// a shared store across replicas; credentials from `options` or the provider's usual
+    /// environment variables (e.g. `AWS_ACCESS_KEY_ID`).
+    pub url: Option<String>,
+    /// object_store options, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`.
+    pub options: BTreeMap<String, String>,
+    /// Lifetime of presigned download URLs (remote stores), in seconds.
+    pub presign_expiry_s: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            dir: None,
+            url: None,
+            options: BTreeMap::new(),
+            presign_expiry_s: 3600,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +176,22 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// A rendered shot scores its backend's quality minus up to this much.
     pub quality_jitter: f64,
+    /// Probability (0..1) of each kind of bad output (a clip that renders but fails the
+    /// technical checks), for exercising the quality path.
+    pub bad_outputs: BadOutputRates,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BadOutputRates {
+    /// Every frame black.
+    pub black: f64,
+    /// Every frame the same.
+    pub frozen: f64,
+    /// Only the first part of the clip.
+    pub truncated: f64,
+    /// Bytes that do not decode.
+    pub undecodable: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +223,10 @@ impl Default for Config {
             circuit: CircuitConfig::default(),
             catalog: Catalog::default(),
             providers: ProvidersConfig::default(),
+            render: RenderConfig::default(),
+            media: MediaConfig::default(),
+            artifacts: ArtifactsConfig::default(),
+            quality: Default::default(),
         }
     }
 }
@@ -99,6 +239,7 @@ impl Default for SandboxConfig {
             backend_failure_rates: BTreeMap::new(),
             seed: 42,
             quality_jitter: 0.04,
+            bad_outputs: BadOutputRates::default(),
         }
     }
 }
@@ -344,6 +485,15 @@ pub struct ServeArgs {
     /// Seed of the sandbox simulation.
     #[arg(long, env = "AIPROD_SANDBOX_SEED")]
     pub sandbox_seed: Option<u64>,
+    /// Short side in pixels of sandbox clips and cuts [default: 480].
+    #[arg(long, env = "AIPROD_SANDBOX_SHORT_SIDE")]
+    pub sandbox_short_side: Option<u32>,
+    /// Local directory of clips, cuts and posters [default: `artifacts/` beside the SQLite file].
+    #[arg(long, env = "AIPROD_ARTIFACTS_DIR")]
+    pub artifacts_dir: Option<PathBuf>,
+    /// Shared artifact store: s3://bucket/prefix, gs://…, az://… (credentials from the environment).
+    #[arg(long, env = "AIPROD_ARTIFACTS_URL")]
+    pub artifacts_url: Option<String>,
 }
 
 impl Config {
@@ -384,6 +534,15 @@ impl Config {
         }
         if let Some(v) = args.sandbox_seed {
             config.sandbox.seed = v;
+        }
+        if let Some(v) = args.sandbox_short_side {
+            config.media.sandbox_short_side = v;
+        }
+        if let Some(v) = &args.artifacts_dir {
+            config.artifacts.dir = Some(v.clone());
+        }
+        if let Some(v) = &args.artifacts_url {
+            config.artifacts.url = Some(v.clone());
         }
         config.validate()?;
         Ok(config)
@@ -437,6 +596,46 @@ impl Config {
             problems.push("circuit.failure_threshold must be > 0".into());
         }
         problems.extend(self.providers.problems());
+        let b = &self.sandbox.bad_outputs;
+        if ![b.black, b.frozen, b.truncated, b.undecodable]
+            .into_iter()
+            .all(rate_ok)
+            || b.black + b.frozen + b.truncated + b.undecodable > 1.0
+        {
+            problems.push("sandbox.bad_outputs rates must be within 0..1 and add up to ≤ 1".into());
+        }
+        if self.render.max_parallel_shots_per_job == 0
+            || self.render.backend_concurrency.values().any(|n| *n == 0)
+        {
+            problems.push(
+                "render.max_parallel_shots_per_job and render.backend_concurrency must be > 0"
+                    .into(),
+            );
+        }
+        let m = &self.media;
+        if !(16..=2160).contains(&m.sandbox_short_side) || !(16..=2160).contains(&m.live_short_side)
+        {
+            problems.push("media.sandbox_short_side and live_short_side must be within 16..2160".into());
+        }
+        if !(1..=60).contains(&m.fps) {
+            problems.push("media.fps must be within 1..60".into());
+        }
+        if !(16..=1920).contains(&m.poster_width) {
+            problems.push("media.poster_width must be within 16..1920".into());
+        }
+        if m.ffmpeg.trim().is_empty() {
+            problems.push("media.ffmpeg must be auto, off or a path".into());
+        }
+        if self.artifacts.presign_expiry_s == 0 || self.artifacts.presign_expiry_s > 7 * 24 * 3600 {
+            problems.push("artifacts.presign_expiry_s must be within 1..604800 (7 days)".into());
+        }
+        if let Some(url) = &self.artifacts.url
+            && !["s3://", "gs://", "az://", "azure://", "abfs://", "file://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            problems.push("artifacts.url must start with s3://, gs://, az:// or file://".into());
+        }
         anyhow::ensure!(
             problems.is_empty(),
             "invalid configuration:\n  - {}",

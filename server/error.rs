@@ -35,6 +35,9 @@ pub enum Error {
         subject: String,
         message: String,
     },
+    /// An offset outside a resource (ByteStream reads), with the field that holds it.
+    #[error("{field} {message}")]
+    OutOfRange { field: &'static str, message: String },
     /// A stale etag or a lost optimistic-concurrency race.
     #[error("{0}")]
     Aborted(String),
@@ -130,6 +133,14 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_precondition_failure_violation(kind, subject, description),
             ),
+            Error::OutOfRange {
+                field,
+                message: description,
+            } => {
+                let mut d = ErrorDetails::new();
+                d.add_bad_request_violation(field, description);
+                Status::with_error_details(Code::OutOfRange, message, d)
+            }
             Error::Aborted(_) => Status::new(Code::Aborted, message),
             Error::ResourceExhausted {
                 subject,

@@ -21,12 +21,19 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aiprod_descriptor");
 }
 
+/// Generated code of `google.bytestream` (artifact downloads).
+pub mod bytestream {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("google.bytestream");
+}
+
 use api::Api;
 use api::auth::AuthLayer;
 use app::App;
 use backends::Backends;
 use config::Config;
 use events::EventHub;
+use bytestream::byte_stream_server::ByteStreamServer;
 use pb::admin_service_server::AdminServiceServer;
 use pb::cost_estimator_service_server::CostEstimatorServiceServer;
 use pb::icc_service_server::IccServiceServer;
@@ -43,12 +50,57 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Opens the store and builds the application (no network): for the server and the admin CLI.
 pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
     let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
+    let media = media_from_config(&config)?;
+    let media_permits = App::media_permits(&config);
+    let artifacts = match &config.artifacts.url {
+        Some(url) => {
+            let options: Vec<(String, String)> = config
+                .artifacts
+                .options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            aiprod_artifacts::ArtifactStore::from_url(url, &options)
+        }
+        None => aiprod_artifacts::ArtifactStore::local(&config.artifacts_dir()),
+    }
+    .map_err(|e| anyhow::anyhow!("artifact store: {e}"))?;
+    tracing::info!(artifacts = %artifacts.describe(), media = media.name(), "media and artifacts");
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let backends = Backends {
-        sandbox: App::sandbox_backends(&config),
+        sandbox: App::sandbox_backends(&config, &media, &media_permits),
         // One adapter per provider with an API key (`[providers.*]`); none without keys.
-        live: backends::http::live_backends(&config, || App::circuit(&config))?,
+        live: backends::http::live_backends(&config, || App::circuit(&config), &shutdown)?,
     };
-    Ok(App::new(config, store, backends))
+    Ok(App::new(
+        config,
+        app::Parts {
+            store,
+            backends,
+            media,
+            artifacts,
+            media_permits,
+            shutdown,
+        },
+    ))
+}
+
+/// The media seam: pure Rust, or ffmpeg's command line for assembling when `media.ffmpeg` allows
+/// it (`auto`: when `ffmpeg` is on PATH).
+fn media_from_config(config: &Config) -> anyhow::Result<Arc<dyn aiprod_media::Media>> {
+    use aiprod_media::{FfmpegMedia, PureMedia};
+    let ffmpeg = match config.media.ffmpeg.as_str() {
+        "off" => None,
+        "auto" => FfmpegMedia::find(None),
+        path => Some(
+            FfmpegMedia::find(Some(std::path::PathBuf::from(path)))
+                .ok_or_else(|| anyhow::anyhow!("media.ffmpeg: no working ffmpeg at {path}"))?,
+        ),
+    };
+    Ok(match ffmpeg {
+        Some(f) => Arc::new(f),
+        None => Arc::new(PureMedia::default()),
+    })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then shuts down gracefully: health turns
@@ -81,6 +133,7 @@ pub async fn serve(
     health.set_serving::<RenderServiceServer<Api>>().await;
     health.set_serving::<IccServiceServer<Api>>().await;
     health.set_serving::<AdminServiceServer<Api>>().await;
+    health.set_serving::<ByteStreamServer<Api>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -125,6 +178,9 @@ pub async fn serve(
         health_on_stop
             .set_not_serving::<AdminServiceServer<Api>>()
             .await;
+        health_on_stop
+            .set_not_serving::<ByteStreamServer<Api>>()
+            .await;
         stopping.cancel();
     };
 
@@ -152,7 +208,8 @@ pub async fn serve(
         .add_service(CostEstimatorServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(RenderServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(AdminServiceServer::new(api).max_decoding_message_size(max))
+        .add_service(AdminServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(ByteStreamServer::new(api).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(incoming, signal);
 
     if let Some(path) = &app.config.ready_file {

@@ -35,8 +35,14 @@ pub fn test_config(dir: &tempfile::TempDir, latency_ms: u64) -> Config {
         ..Config::default()
     };
     c.sandbox.latency_ms = latency_ms;
+    // Tiny real clips: every test job renders, measures and assembles real video.
+    c.media.sandbox_short_side = TEST_SHORT_SIDE;
+    c.media.ffmpeg = "off".into();
     c
 }
+
+/// Short side of sandbox clips in tests (160x90 for 16:9).
+pub const TEST_SHORT_SIDE: u32 = 90;
 
 impl TestServer {
     /// A server with the default test config.

@@ -490,6 +490,8 @@ async fn keys_never_appear_in_the_database_or_the_logs() {
             ADMIN_TOKEN,
             "--sandbox-latency-ms",
             "1",
+            "--sandbox-short-side",
+            "90",
         ])
         .arg("--ready-file")
         .arg(&ready)

@@ -10,6 +10,7 @@ mod isolation;
 mod jobs;
 mod limits;
 mod manifests;
+mod media;
 mod observability;
 mod postgres;
 mod providers;

@@ -50,6 +50,8 @@ async fn metrics_count_calls_by_method_and_code_and_jobs_by_state() {
             "--no-demo-tenant",
             "--sandbox-latency-ms",
             "1",
+            "--sandbox-short-side",
+            "90",
         ])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .arg("--ready-file")
@@ -120,6 +122,8 @@ async fn first_start_creates_the_demo_tenant_and_prints_its_key_once() {
                 &db,
                 "--sandbox-latency-ms",
                 "1",
+                "--sandbox-short-side",
+                "90",
             ])
             .arg("--ready-file")
             .arg(&ready)

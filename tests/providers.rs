@@ -47,6 +47,14 @@ struct Provider {
     kind: Kind,
     /// Every task fails instead of succeeding.
     fail: bool,
+    /// Where the fake serves its outputs (`{base_url}/outputs/{task}.mp4`).
+    base_url: std::sync::OnceLock<String>,
+    /// Status checks answered "running" before a task finishes.
+    running_polls: AtomicUsize,
+    /// Output clips by duration in seconds: real MP4s in a provider-like format (not ours).
+    clips: Mutex<HashMap<u32, Vec<u8>>>,
+    /// Seconds the provider renders for each task, by task id.
+    durations: Mutex<HashMap<String, u32>>,
     next_id: AtomicUsize,
     polls: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<Seen>>,
@@ -63,6 +71,10 @@ impl FakeProvider {
         let state = Arc::new(Provider {
             kind,
             fail,
+            base_url: std::sync::OnceLock::new(),
+            running_polls: AtomicUsize::new(RUNNING_POLLS),
+            clips: Mutex::new(HashMap::new()),
+            durations: Mutex::new(HashMap::new()),
             next_id: AtomicUsize::new(1),
             polls: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
@@ -72,8 +84,14 @@ impl FakeProvider {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        state.base_url.set(base_url.clone()).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeProvider { base_url, state }
+    }
+
+    /// Tasks stay "running" for this many status checks.
+    fn set_running_polls(&self, n: usize) {
+        self.state.running_polls.store(n, Ordering::SeqCst);
     }
 
     fn seen(&self, method: &str, path_prefix: &str) -> Vec<Seen> {
@@ -101,7 +119,46 @@ fn poll_done(p: &Provider, task: &str) -> Option<bool> {
     let mut polls = p.polls.lock().unwrap();
     let n = polls.get_mut(task)?;
     *n += 1;
-    Some(*n > RUNNING_POLLS)
+    Some(*n > p.running_polls.load(Ordering::SeqCst))
+}
+
+/// A provider-like clip: 192x108 at 16 fps (assembly re-encodes it into the job's format).
+fn provider_clip(p: &Provider, seconds: u32) -> Vec<u8> {
+    use aiprod_media::{Animatic, CameraMove, Format, Media, PureMedia};
+    p.clips
+        .lock()
+        .unwrap()
+        .entry(seconds)
+        .or_insert_with(|| {
+            PureMedia::default()
+                .render_animatic(
+                    &Animatic {
+                        shot_number: 1,
+                        shot_count: 1,
+                        description: "provider output",
+                        duration_ms: u64::from(seconds) * 1000,
+                        camera: CameraMove::Pan,
+                        palette: &[[30, 90, 160], [240, 200, 60]],
+                        format: Format {
+                            width: 192,
+                            height: 108,
+                            fps: 16,
+                        },
+                        seed: 1,
+                    },
+                    None,
+                )
+                .expect("render a provider clip")
+        })
+        .clone()
+}
+
+fn output_url(p: &Provider, task: &str) -> String {
+    format!(
+        "{}/outputs/{}.mp4",
+        p.base_url.get().expect("base url"),
+        task.replace('/', "_")
+    )
 }
 
 async fn answer(
@@ -124,6 +181,31 @@ async fn answer(
         p.polls.lock().unwrap().insert(id.clone(), 0);
         id
     };
+    if let Some(file) = path.strip_prefix("/outputs/") {
+        if p.kind == Kind::Veo && seen.header("x-goog-api-key") != Some(VEO_KEY) {
+            return reply(403, json!({"error": {"code": 403, "message": "API key not valid."}}));
+        }
+        let task = file.trim_end_matches(".mp4");
+        let seconds = p
+            .durations
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, _)| t.replace('/', "_") == task)
+            .map(|(_, s)| *s);
+        return match seconds {
+            Some(s) => (
+                StatusCode::OK,
+                [("content-type", "video/mp4")],
+                provider_clip(&p, s),
+            )
+                .into_response(),
+            None => reply(404, json!({"error": "no such output"})),
+        };
+    }
+    let remember = |task: &str, seconds: u32| {
+        p.durations.lock().unwrap().insert(task.to_string(), seconds);
+    };
     match p.kind {
         Kind::Runway => {
             if seen.header("authorization") != Some(&format!("Bearer {RUNWAY_KEY}"))
@@ -132,7 +214,11 @@ async fn answer(
                 return reply(401, json!({"error": "Unauthorized"}));
             }
             match (seen.method.as_str(), path) {
-                ("POST", "/v1/text_to_video") => reply(200, json!({"id": new_task("task-")})),
+                ("POST", "/v1/text_to_video") => {
+                    let id = new_task("task-");
+                    remember(&id, seen.body["duration"].as_u64().unwrap_or(10) as u32);
+                    reply(200, json!({"id": id}))
+                }
                 ("GET", _) if path.starts_with("/v1/tasks/") => {
                     let id = &path["/v1/tasks/".len()..];
                     match poll_done(&p, id) {
@@ -146,7 +232,7 @@ async fn answer(
                         ),
                         Some(true) => reply(
                             200,
-                            json!({"id": id, "status": "SUCCEEDED", "output": [format!("https://runway.example/{id}.mp4")]}),
+                            json!({"id": id, "status": "SUCCEEDED", "output": [output_url(&p, id)]}),
                         ),
                     }
                 }
@@ -164,6 +250,12 @@ async fn answer(
             match seen.method.as_str() {
                 "POST" if path == format!("{MODEL}:predictLongRunning") => {
                     let op = new_task("models/veo-3.1-generate-preview/operations/op-");
+                    remember(
+                        &op,
+                        seen.body["parameters"]["durationSeconds"]
+                            .as_u64()
+                            .unwrap_or(8) as u32,
+                    );
                     reply(200, json!({"name": op}))
                 }
                 "GET" if path.starts_with(&format!("{MODEL}/operations/")) => {
@@ -177,7 +269,7 @@ async fn answer(
                         ),
                         Some(true) => reply(
                             200,
-                            json!({"name": name, "done": true, "response": {"generateVideoResponse": {"generatedSamples": [{"video": {"uri": format!("https://veo.example/{name}.mp4")}}]}}}),
+                            json!({"name": name, "done": true, "response": {"generateVideoResponse": {"generatedSamples": [{"video": {"uri": output_url(&p, name)}}]}}}),
                         ),
                     }
                 }
@@ -191,6 +283,8 @@ async fn answer(
             match (seen.method.as_str(), path) {
                 ("POST", "/v1/models/wan-video/wan-2.2-t2v-fast/predictions") => {
                     let id = new_task("pred");
+                    // The model renders a fixed 10 s, whatever the shot asks.
+                    remember(&id, 10);
                     reply(
                         201,
                         json!({"id": id, "status": "starting", "input": seen.body["input"].clone()}),
@@ -207,7 +301,7 @@ async fn answer(
                         ),
                         Some(true) => reply(
                             200,
-                            json!({"id": id, "status": "succeeded", "output": format!("https://replicate.example/{id}.mp4")}),
+                            json!({"id": id, "status": "succeeded", "output": output_url(&p, id)}),
                         ),
                     }
                 }
@@ -225,6 +319,7 @@ fn live_config(
     replicate: Option<&FakeProvider>,
 ) -> Config {
     let mut c = test_config(dir, 2);
+    c.media.live_short_side = TEST_SHORT_SIDE;
     let p = &mut c.providers;
     p.poll_interval_ms = 5;
     p.task_timeout_s = 30;
@@ -245,6 +340,12 @@ fn live_config(
 
 /// A Platinum tenant with a LIVE key, and a client using it.
 async fn live_client(server: &TestServer) -> Client {
+    let key = live_key(server).await;
+    Client::connect(server.endpoint.clone(), &key).await.unwrap()
+}
+
+/// A new Platinum tenant's LIVE key.
+async fn live_key(server: &TestServer) -> String {
     let admin = server.admin().await;
     let tenant = admin
         .admin()
@@ -270,9 +371,7 @@ async fn live_client(server: &TestServer) -> Client {
         .expect("create live key")
         .into_inner();
     assert!(key.secret.starts_with("aiprod_live_"));
-    Client::connect(server.endpoint.clone(), &key.secret)
-        .await
-        .unwrap()
+    key.secret
 }
 
 /// Runs a quick_social job to its end; returns the job, its events and its shot descriptions.
@@ -440,4 +539,67 @@ async fn a_failing_provider_falls_back_to_another_provider() {
     let report = costs(&client, &job.job_id).await;
     assert_certified(&report);
     assert_no_double_billing(&report);
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_paid_provider_tasks_instead_of_submitting_new_ones() {
+    let replicate = FakeProvider::start(Kind::Replicate, false).await;
+    // The provider accepts every task and keeps it running until the server has restarted.
+    replicate.set_running_polls(usize::MAX);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = live_config(&dir, None, None, Some(&replicate));
+    let server = TestServer::start_with(config, dir).await;
+    let key = live_key(&server).await;
+    let client = Client::connect(server.endpoint.clone(), &key).await.unwrap();
+    let job = create(&client, create_request("live-restart-1", "quick_social")).await;
+    let is_start = |e: &pb::JobEvent| matches!(e.payload, Some(pb::job_event::Payload::ShotStarted(_)));
+    // ShotStarted is committed together with the provider's task id, before any wait on it.
+    let seen = AtomicUsize::new(0);
+    let events = watch_until(&client, &job.job_id, 0, |e| {
+        is_start(e) && seen.fetch_add(1, Ordering::SeqCst) + 1 == 3
+    })
+    .await;
+    assert_eq!(events.iter().filter(|e| is_start(e)).count(), 3);
+    let creates = "/v1/models/wan-video/wan-2.2-t2v-fast/predictions";
+    assert_eq!(replicate.seen("POST", creates).len(), 3);
+    let polled_before = replicate.seen("GET", "/v1/predictions/").len();
+
+    let (config, dir) = server.stop().await;
+    assert!(
+        replicate.seen("POST", "/cancel").is_empty(),
+        "a shutdown leaves the paid tasks running"
+    );
+    replicate.set_running_polls(RUNNING_POLLS);
+    let server = TestServer::start_with(config, dir).await;
+    let client = Client::connect(server.endpoint.clone(), &key).await.unwrap();
+    let events = watch_to_end(&client, &job.job_id, 0).await;
+    assert_gap_free(&events);
+    assert_eq!(states(&events).last(), Some(&Delivered));
+    assert_eq!(
+        replicate.seen("POST", creates).len(),
+        3,
+        "no task is submitted twice"
+    );
+    assert_eq!(events.iter().filter(|e| is_start(e)).count(), 3, "no new attempt started");
+    assert!(replicate.seen("GET", "/v1/predictions/").len() > polled_before, "the same tasks are polled again");
+    assert_eq!(replicate.seen("GET", "/outputs/").len(), 3, "each output is downloaded once");
+    let report = costs(&client, &job.job_id).await;
+    assert_certified(&report);
+    assert_no_double_billing(&report);
+    assert_eq!(
+        report.ledger.iter().filter(|l| l.kind == pb::LedgerKind::Render as i32).count(),
+        3,
+        "billed once per shot"
+    );
+    // The provider's 192x108 16 fps clips are normalised into the cut.
+    let job = crate::media::get_job(&client, &job.job_id).await;
+    let video = job.video.clone().expect("the cut");
+    let bytes = crate::media::read_all(&client, &video.resource_name).await.unwrap();
+    let seconds: Vec<u32> = job.shots.iter().map(|s| s.duration_s).collect();
+    crate::media::assert_playable(&bytes, &video, &seconds);
+    for shot in &job.shots {
+        let clip = shot.clip.as_ref().expect("the provider's clip is kept");
+        assert_eq!((clip.width, clip.height), (192, 108));
+        assert!(!clip.resource_name.contains("outputs"), "provider links never reach partners");
+    }
 }

@@ -109,6 +109,8 @@ async fn sigkill_mid_job_loses_nothing() {
                 "--no-demo-tenant",
                 "--sandbox-latency-ms",
                 "40",
+                "--sandbox-short-side",
+                "90",
             ])
             .arg("--ready-file")
             .arg(&ready)

@@ -61,7 +61,8 @@ where
         let app = self.app.clone();
         Box::pin(async move {
             let path = req.uri().path();
-            if path.starts_with("/aiprod.v1.") {
+            // ByteStream serves tenants' artifacts: the same credential and limits as aiprod.v1.
+            if path.starts_with("/aiprod.v1.") || path.starts_with("/google.bytestream.") {
                 let token = bearer(req.headers()).map(str::to_owned);
                 let outcome = if path.starts_with("/aiprod.v1.AdminService/") {
                     app.authenticate_admin(token.as_deref()).map(|()| {

@@ -4,9 +4,11 @@
 use crate::app::estimate::{Estimate, EstimateInput};
 use crate::app::jobs::NewJob;
 use crate::domain::catalog::{Catalog, Pipeline, PresetSpec, Priority};
+use crate::app::artifacts::DownloadLinks;
 use crate::domain::job::{
-    Event, EventKind, FailureReason, Job, JobSpec, LedgerEntry, LedgerKind, Video,
+    Event, EventKind, FailureReason, Job, JobSpec, LedgerEntry, LedgerKind, ShotProgress, Video,
 };
+use crate::domain::media::{Artifact, Measurement};
 use crate::domain::manifest::{
     self, AspectRatio, Camera, CharacterStyle, Lighting, Markers, Mood, Shot, Style,
 };
@@ -195,16 +197,110 @@ pub fn quote_pb(q: &Quote) -> pb::Quote {
     }
 }
 
-fn video_pb(v: &Video) -> pb::VideoArtifact {
+fn duration_pb(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A stored file as the API shows it; `resource_name` is its ByteStream name.
+fn artifact_pb(
+    resource_name: &str,
+    shot_count: u32,
+    a: &Artifact,
+    links: &DownloadLinks,
+) -> pb::VideoArtifact {
+    let (download_url, expire) = match links.get(&a.key) {
+        Some((url, expire_ms)) => (url.clone(), Some(ts(*expire_ms))),
+        None => (String::new(), None),
+    };
+    #[allow(deprecated)] // `uri` is still filled for clients that read it.
     pb::VideoArtifact {
-        uri: v.uri.clone(),
-        duration_s: v.duration_s,
-        sha256: v.sha256.clone(),
-        shot_count: v.shot_count,
+        uri: resource_name.to_string(),
+        duration_s: ((a.duration_ms + 500) / 1000) as u32,
+        sha256: a.sha256.clone(),
+        shot_count,
+        resource_name: resource_name.to_string(),
+        size_bytes: a.size,
+        width: a.width,
+        height: a.height,
+        frame_rate: a.fps,
+        frame_count: a.frame_count,
+        duration: Some(duration_pb(a.duration_ms)),
+        codec: a.codec.clone(),
+        mime_type: a.mime_type.clone(),
+        poster_resource_name: if a.poster.is_some() {
+            format!("{resource_name}/poster").replace("/clip/poster", "/poster")
+        } else {
+            String::new()
+        },
+        download_url,
+        download_url_expire_time: expire,
+    }
+}
+
+fn video_pb(v: &Video, links: &DownloadLinks) -> pb::VideoArtifact {
+    match &v.artifact {
+        Some(a) => artifact_pb(&v.uri, v.shot_count, a, links),
+        #[allow(deprecated)]
+        None => pb::VideoArtifact {
+            uri: v.uri.clone(),
+            duration_s: v.duration_s,
+            sha256: v.sha256.clone(),
+            shot_count: v.shot_count,
+            ..Default::default()
+        },
+    }
+}
+
+pub fn measurement_pb(m: &Measurement) -> pb::QualityMeasurement {
+    pb::QualityMeasurement {
+        decodable: m.decodable,
+        decoded_frames: m.decoded_frames,
+        expected_frames: m.expected_frames,
+        duration: Some(duration_pb(m.duration_ms)),
+        width: m.width,
+        height: m.height,
+        black_frame_ratio: m.black_frame_ratio,
+        frozen_frame_ratio: m.frozen_frame_ratio,
+        sharpness: m.sharpness,
+        contrast: m.contrast,
+        passed: m.passed(),
+        failures: m.failures.clone(),
+    }
+}
+
+fn shot_status_pb(s: &ShotProgress, links: &DownloadLinks) -> pb::ShotStatus {
+    let result = s.result.as_ref();
+    let backend = s
+        .task
+        .as_ref()
+        .map(|t| t.backend)
+        .or(result.map(|r| r.backend));
+    pb::ShotStatus {
+        shot_id: s.shot_id.clone(),
+        duration_s: s.duration_s,
+        rendered: result.is_some() && !s.needs_render,
+        backend: backend.map_or(pb::Backend::Unspecified, backend_pb) as i32,
+        attempts: s.attempts,
+        quality: result.map_or(0.0, |r| r.quality),
+        passed: s.passed,
+        measurement: result.and_then(|r| r.measurement.as_ref()).map(measurement_pb),
+        clip: result.and_then(|r| {
+            r.artifact
+                .as_ref()
+                .map(|a| artifact_pb(&r.uri, 1, a, links))
+        }),
     }
 }
 
 pub fn job_pb(j: &Job) -> pb::Job {
+    job_pb_with(j, &DownloadLinks::default())
+}
+
+/// A job with presigned download URLs for its files (GetJob, when the store is remote).
+pub fn job_pb_with(j: &Job, links: &DownloadLinks) -> pb::Job {
     pb::Job {
         job_id: j.id.clone(),
         request_id: j.request_id.clone(),
@@ -223,12 +319,13 @@ pub fn job_pb(j: &Job) -> pb::Job {
         shots_rendered: j.shots_rendered(),
         failure_reason: j.failure.map_or(pb::FailureReason::Unspecified, failure_pb) as i32,
         status_message: j.status_message.clone(),
-        video: j.video.as_ref().map(video_pb),
+        video: j.video.as_ref().map(|v| video_pb(v, links)),
         sla_met: j.sla_met,
         last_sequence: j.last_seq,
         create_time: Some(ts(j.created_ms)),
         update_time: Some(ts(j.updated_ms)),
         sandbox: j.sandbox,
+        shots: j.shots.iter().map(|s| shot_status_pb(s, links)).collect(),
     }
 }
 
@@ -438,6 +535,8 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             cost,
             quality,
             attempt,
+            clip,
+            measurement,
         } => Payload::ShotRendered(pb::ShotRendered {
             shot_id: shot_id.clone(),
             backend: backend_pb(*backend) as i32,
@@ -445,6 +544,15 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             cost_micros: cost.micros(),
             quality: *quality,
             attempt: *attempt,
+            clip: clip.as_ref().map(|a| {
+                artifact_pb(
+                    &crate::app::artifacts::shot_clip_name(&e.job_id, shot_id),
+                    1,
+                    a,
+                    &DownloadLinks::default(),
+                )
+            }),
+            measurement: measurement.as_ref().map(measurement_pb),
         }),
         EventKind::BackendFallback {
             shot_id,
@@ -467,12 +575,18 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             threshold,
             passed,
             rerender,
+            measurement,
+            backend,
+            attempt,
         } => Payload::QualityChecked(pb::QualityChecked {
             shot_id: shot_id.clone(),
             quality: *quality,
             threshold: *threshold,
             passed: *passed,
             rerender: *rerender,
+            measurement: measurement.as_ref().map(measurement_pb),
+            backend: backend.map_or(pb::Backend::Unspecified, backend_pb) as i32,
+            attempt: *attempt,
         }),
         EventKind::BudgetAlert {
             threshold_percent,
@@ -488,7 +602,7 @@ pub fn event_pb(e: &Event) -> pb::JobEvent {
             billed,
             sla_met,
         } => Payload::Delivered(pb::Delivered {
-            video: Some(video_pb(video)),
+            video: Some(video_pb(video, &DownloadLinks::default())),
             billed_micros: billed.micros(),
             sla_met: *sla_met,
         }),
@@ -541,6 +655,7 @@ pub fn cost_report_pb(j: &Job, ledger: &[LedgerEntry]) -> pb::CostReport {
                 attempt: l.attempt,
                 succeeded: l.succeeded,
                 create_time: Some(ts(l.at_ms)),
+                measurement: l.measurement.as_ref().map(measurement_pb),
             })
             .collect(),
         metered_micros: j.metered.micros(),

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bytestream;
 pub mod convert;
 pub mod cost;
 pub mod icc;

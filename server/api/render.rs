@@ -1,6 +1,6 @@
 //! RenderService.
 
-use super::convert::{create_job_input, event_pb, job_pb, require_id, state_from};
+use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
 use super::{Api, caller};
 use crate::app::jobs::parse_page_token;
 use crate::domain::validate::Violations;
@@ -35,8 +35,9 @@ impl RenderService for Api {
         let who = caller(&req)?;
         require_id("job_id", &req.get_ref().job_id)?;
         let job = self.app.job(&who, &req.get_ref().job_id).await?;
+        let links = self.app.download_links(&job).await;
         Ok(Response::new(GetJobResponse {
-            job: Some(job_pb(&job)),
+            job: Some(job_pb_with(&job, &links)),
         }))
     }
 

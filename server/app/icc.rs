@@ -1,7 +1,6 @@
 //! Interactive Creative Control: manifest review, edits and approval; final review; brand markers.
 
 use super::{App, Caller};
-use crate::app::pipeline::assemble_video;
 use crate::domain::JobState;
 use crate::domain::job::{EventKind, Job};
 use crate::domain::manifest::{AspectRatio, ManifestEdit, Markers, Shot, validate_shots};
@@ -187,7 +186,10 @@ impl App {
                 if job.state != JobState::AwaitingFinalApproval {
                     return Err(wrong_state(job, JobState::AwaitingFinalApproval));
                 }
-                let video = assemble_video(job);
+                // The cut the partner reviewed is the one delivered.
+                let video = job.video.clone().ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("job {} awaits final approval without a cut", job.id))
+                })?;
                 job.deliver(video).map_err(Error::internal)
             })
             .await?;

@@ -233,6 +233,8 @@ impl App {
                 _ => job.cancel(reason).map_err(Error::internal),
             })
             .await?;
+        // Every shot in flight stops now (their provider tasks are cancelled).
+        self.stop_job(&job.id);
         tracing::info!(job_id = %job.id, "job cancelled");
         Ok(job)
     }

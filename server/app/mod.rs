@@ -2,6 +2,7 @@
 //! domain inputs, applies the domain rules, and uses the store and the backends.
 
 pub mod admin;
+pub mod artifacts;
 pub mod auth;
 pub mod estimate;
 pub mod icc;
@@ -16,7 +17,9 @@ use crate::backends::{BackendSet, Backends};
 use crate::config::Config;
 use crate::domain::Backend;
 use crate::store::Store;
-use std::collections::HashSet;
+use aiprod_artifacts::ArtifactStore;
+use aiprod_media::Media;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -39,26 +42,112 @@ pub struct App {
     workers: Arc<Semaphore>,
     pub rate_limiter: limits::RateLimiter,
     pub auth_cache: auth::AuthCache,
+    /// Encodes, measures and assembles video (CPU-bound: run in `spawn_blocking`).
+    pub media: Arc<dyn Media>,
+    /// Clips, cuts and posters.
+    pub artifacts: ArtifactStore,
+    /// Bounds CPU-heavy media work across the process.
+    pub media_permits: Arc<Semaphore>,
+    /// Render tasks running at once per (sandbox?, backend), across jobs.
+    backend_permits: BTreeMap<(bool, Backend), Arc<Semaphore>>,
+    /// Cancelled when a job ends while shots are in flight: they stop at once.
+    job_tokens: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// What the application is built from besides its configuration.
+pub struct Parts {
+    pub store: Store,
+    pub backends: Backends,
+    pub media: Arc<dyn Media>,
+    pub artifacts: ArtifactStore,
+    pub media_permits: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, backends: Backends) -> Arc<App> {
+    pub fn new(config: Config, parts: Parts) -> Arc<App> {
         let workers = Arc::new(Semaphore::new(config.pipeline_workers));
+        let backend_permits = [true, false]
+            .into_iter()
+            .flat_map(|sandbox| Backend::ALL.into_iter().map(move |b| (sandbox, b)))
+            .map(|(sandbox, b)| {
+                let n = config.render.backend_limit(b);
+                ((sandbox, b), Arc::new(Semaphore::new(n)))
+            })
+            .collect();
         Arc::new(App {
             config,
-            store,
-            backends,
-            shutdown: CancellationToken::new(),
+            store: parts.store,
+            backends: parts.backends,
+            shutdown: parts.shutdown,
             tasks: TaskTracker::new(),
             driving: Mutex::new(HashSet::new()),
             workers,
             rate_limiter: limits::RateLimiter::default(),
             auth_cache: auth::AuthCache::default(),
+            media: parts.media,
+            artifacts: parts.artifacts,
+            media_permits: parts.media_permits,
+            backend_permits,
+            job_tokens: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Media work slots: `render.media_workers`, or one per CPU.
+    pub fn media_permits(config: &Config) -> Arc<Semaphore> {
+        let n = match config.render.media_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Arc::new(Semaphore::new(n))
+    }
+
+    /// A slot for CPU-heavy media work.
+    pub async fn media_permit(&self) -> crate::error::Result<tokio::sync::SemaphorePermit<'_>> {
+        self.media_permits.acquire().await.map_err(|_| {
+            crate::error::Error::Unavailable {
+                message: "shutting down".into(),
+                retry_after: Duration::from_secs(1),
+            }
+        })
+    }
+
+    /// The render slots of a backend.
+    pub fn backend_permits(&self, sandbox: bool, backend: Backend) -> Arc<Semaphore> {
+        self.backend_permits
+            .get(&(sandbox, backend))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(1)))
+    }
+
+    /// The token that stops a job's in-flight shots.
+    pub fn job_token(&self, job_id: &str) -> CancellationToken {
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(job_id.to_string())
+            .or_insert_with(|| self.shutdown.child_token())
+            .clone()
+    }
+
+    /// Stops a job's in-flight shots (cancel, failure).
+    pub fn stop_job(&self, job_id: &str) {
+        if let Some(t) = self
+            .job_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job_id)
+        {
+            t.cancel();
+        }
+    }
+
     /// Sandbox backends from the configuration, one per catalog backend.
-    pub fn sandbox_backends(config: &Config) -> BackendSet {
+    pub fn sandbox_backends(
+        config: &Config,
+        media: &Arc<dyn Media>,
+        media_permits: &Arc<Semaphore>,
+    ) -> BackendSet {
         let mut set = BackendSet::default();
         for spec in &config.catalog.backends {
             let failure_rate = config
@@ -75,7 +164,12 @@ impl App {
                     quality_jitter: config.sandbox.quality_jitter,
                     latency: Duration::from_millis(config.sandbox.latency_ms),
                     failure_rate,
+                    bad_outputs: config.sandbox.bad_outputs.clone(),
                     seed: config.sandbox.seed,
+                    media: media.clone(),
+                    media_permits: media_permits.clone(),
+                    short_side: config.media.sandbox_short_side,
+                    fps: config.media.fps,
                 }),
                 App::circuit(config),
             );

@@ -1,21 +1,34 @@
 //! The durable job runner. Each step reads the job from the store, does at most one piece of
-//! outside work (plan, or one render attempt), and commits the result with its events and ledger
-//! lines in one transaction. A crash or restart loses at most the step in flight, which is redone:
-//! nothing is billed twice because a render is billed in the same commit that records it.
+//! outside work (plan, one render attempt, the assembly), and commits the result with its events and
+//! ledger lines in one transaction. A crash or restart loses at most the work in flight, which is
+//! redone: nothing is billed twice because a render is billed in the same commit that records it.
+//!
+//! Shots render in parallel: the render phase keeps up to `render.max_parallel_shots_per_job`
+//! attempts of a job in flight, each also holding a slot of its backend
+//! (`render.backend_concurrency`) while it waits and a media slot while it encodes or measures; the
+//! job itself holds no worker slot while it waits on providers. Each attempt commits the provider's
+//! task id before waiting on it (a restart resumes that task, never submits a second one), copies the
+//! clip into the artifact store, and measures its frames: a clip that fails a technical check scores
+//! 0 and is rendered again on the next candidate backend. Once every shot has a clip, the cut is
+//! assembled and stored before DELIVERED (or AWAITING_FINAL_APPROVAL) is committed.
 
+use super::artifacts::{artifact_error, media_error, shot_clip_name, video_name};
 use super::{App, limits};
-use crate::backends::{RenderError, RenderRequest};
+use crate::backends::{RenderError, RenderOutput, RenderRequest};
 use crate::domain::job::{
-    EventKind, FailureReason, Job, LedgerEntry, LedgerKind, RenderResult, Video,
+    EventKind, FailureReason, Job, LedgerEntry, LedgerKind, PendingTask, RenderResult, Video,
 };
+use crate::domain::media::{self as media_rules, Expected, Figures, Measurement};
 use crate::domain::pricing::{self, QuoteParams, Selection};
+use crate::domain::manifest::Camera;
 use crate::domain::{Backend, JobState, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use futures::FutureExt;
-use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// What the runner does after a step.
@@ -61,10 +74,6 @@ impl App {
         }
         let app = self.clone();
         self.tasks.spawn(async move {
-            let permit = tokio::select! {
-                p = app.workers.clone().acquire_owned() => p,
-                _ = app.shutdown.cancelled() => { app.undrive(&job_id); return; }
-            };
             let mut errors = 0u32;
             while !app.shutdown.is_cancelled() {
                 // A panic in a step must not leave the job without a driver: treat it like an error.
@@ -86,7 +95,6 @@ impl App {
                     }
                 }
             }
-            drop(permit);
             app.undrive(&job_id);
             // A partner action may have made the job runnable while this task was finishing.
             if !app.shutdown.is_cancelled()
@@ -117,6 +125,16 @@ impl App {
     async fn run_step(self: &Arc<Self>, job: Job) -> Result<Step> {
         let job_id = job.id.clone();
         let job_id = job_id.as_str();
+        // Rendering waits on providers without a worker slot; every other step takes one.
+        let rendering = job.shots.iter().any(|s| s.needs_render)
+            && matches!(job.state, JobState::Rendering | JobState::QualityCheck);
+        if rendering {
+            return self.render_phase(job_id).await;
+        }
+        let _permit = tokio::select! {
+            p = self.workers.acquire() => p.map_err(Error::internal)?,
+            _ = self.shutdown.cancelled() => return Ok(Step::Idle),
+        };
         match job.state {
             JobState::Queued => {
                 self.commit_if(job_id, JobState::Queued, |j| {
@@ -126,16 +144,13 @@ impl App {
                 Ok(Step::Continue)
             }
             JobState::Planning => self.plan(job).await,
-            JobState::Rendering => match job.shots.iter().position(|s| s.needs_render) {
-                Some(i) => self.render_shot(&job, i).await,
-                None => {
-                    self.commit_if(job_id, JobState::Rendering, |j| {
-                        j.move_to(JobState::QualityCheck).map_err(Error::internal)
-                    })
-                    .await?;
-                    Ok(Step::Continue)
-                }
-            },
+            JobState::Rendering => {
+                self.commit_if(job_id, JobState::Rendering, |j| {
+                    j.move_to(JobState::QualityCheck).map_err(Error::internal)
+                })
+                .await?;
+                Ok(Step::Continue)
+            }
             JobState::QualityCheck => self.quality_check(job).await,
             JobState::AwaitingApproval | JobState::AwaitingFinalApproval => Ok(Step::Idle),
             JobState::Delivered | JobState::Cancelled | JobState::Failed => Ok(Step::Idle),
@@ -283,7 +298,7 @@ impl App {
             return false;
         }
         let set = self.backend_set(job.sandbox);
-        let hard_limit = job.spec.budget.map(|b| b - job.metered);
+        let hard_limit = job.spec.budget.map(|b| b - job.billable);
         self.config.catalog.backends.iter().any(|b| {
             set.get(b.backend)
                 .is_some_and(|(_, circuit)| !circuit.allows_call())
@@ -320,11 +335,13 @@ impl App {
             .as_ref()
             .map(|q| q.guaranteed_max())
             .unwrap_or(cap);
+        // What the partner pays counts against its limits; failed attempts and bad outputs
+        // (metered, not billable) are the service's cost.
         let limit = job.spec.budget.unwrap_or(guaranteed);
         (
-            limit - job.metered,
-            job.spec.budget.map(|b| b - job.metered),
-            cap - job.metered,
+            limit - job.billable,
+            job.spec.budget.map(|b| b - job.billable),
+            cap - job.billable,
         )
     }
 
@@ -358,70 +375,194 @@ impl App {
         pricing::select_backend(catalog, &selection).map(|b| b.backend)
     }
 
-    async fn render_shot(self: &Arc<Self>, job: &Job, index: usize) -> Result<Step> {
-        let state = job.state;
-        let shot = job.shots[index].clone();
-        let Some(backend) = self.choose_backend(job, index) else {
-            if self.waiting_for_circuits(job, index) {
-                // Every able backend is cooling down after failures: wait for a half-open trial
-                // instead of failing the job on a transient outage.
-                let wait = Duration::from_secs(self.config.circuit.cooldown_s)
-                    .clamp(Duration::from_millis(50), Duration::from_secs(1));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.shutdown.cancelled() => return Ok(Step::Idle),
-                }
-                return Ok(Step::Continue);
-            }
-            let reason = if job.spec.budget.is_some() {
-                FailureReason::BudgetExhausted
-            } else {
-                FailureReason::AllBackendsFailed
+    /// Renders every shot that needs it, up to `max_parallel_shots_per_job` at once, until none
+    /// needs rendering, the job leaves its render state, or the server stops.
+    async fn render_phase(self: &Arc<Self>, job_id: &str) -> Result<Step> {
+        let token = self.job_token(job_id);
+        let limit = self.config.render.max_parallel_shots_per_job;
+        let mut inflight: JoinSet<(String, Result<()>)> = JoinSet::new();
+        let mut running: HashSet<String> = HashSet::new();
+        // Another replica may cancel the job: look at it now and then while shots are in flight.
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            let Some(job) = self.store.job_by_id(job_id).await? else {
+                break Ok(Step::Idle);
             };
-            let message = format!(
-                "no backend can render shot {} any more (tried: {:?})",
-                shot.shot_id, shot.failed
-            );
-            self.commit_if(&job.id, state, |j| {
-                j.fail(reason, message).map_err(Error::internal)
-            })
-            .await?;
-            return Ok(Step::Idle);
+            if !matches!(job.state, JobState::Rendering | JobState::QualityCheck) {
+                break Ok(Step::Continue);
+            }
+            for s in job.shots.iter().filter(|s| s.needs_render) {
+                if running.len() >= limit {
+                    break;
+                }
+                if running.insert(s.shot_id.clone()) {
+                    let app = self.clone();
+                    let (job_id, shot_id, token) =
+                        (job_id.to_string(), s.shot_id.clone(), token.clone());
+                    let span = tracing::info_span!("shot", job_id = %job_id, shot = %shot_id);
+                    inflight.spawn(
+                        async move {
+                            // A panic in an attempt must not take the job down: it is an error.
+                            let r = std::panic::AssertUnwindSafe(app.shot_attempt(&job_id, &shot_id, &token))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| Err(Error::internal(anyhow::anyhow!("shot attempt panicked"))));
+                            (shot_id, r)
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+            if inflight.is_empty() {
+                break Ok(Step::Continue);
+            }
+            tokio::select! {
+                done = inflight.join_next() => {
+                    if let Some(done) = done {
+                        let (shot_id, r) = done.map_err(Error::internal)?;
+                        running.remove(&shot_id);
+                        if let Err(e) = r {
+                            tracing::warn!(job_id, shot = %shot_id, error = %e, "shot attempt failed; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = self.shutdown.cancelled() => {}
+                            }
+                        }
+                    }
+                }
+                _ = recheck.tick() => {}
+                _ = token.cancelled() => break Ok(Step::Continue),
+                _ = self.shutdown.cancelled() => break Ok(Step::Idle),
+            }
         };
-        let attempt = shot.attempts + 1;
-        let started = self
-            .commit_if(&job.id, state, |j| {
-                j.shots[index].attempts = attempt;
-                j.emit(EventKind::ShotStarted {
-                    shot_id: shot.shot_id.clone(),
-                    backend,
+        // Whatever ended the phase, no attempt outlives it (a cancelled job stops every shot).
+        inflight.shutdown().await;
+        self.forget_job_token(job_id);
+        result
+    }
+
+    /// One render attempt of a shot: choose a backend, submit and commit the task id (or resume a
+    /// committed task), wait for the clip, store and measure it, and commit the outcome.
+    async fn shot_attempt(
+        self: &Arc<Self>,
+        job_id: &str,
+        shot_id: &str,
+        token: &tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        let Some(job) = self.store.job_by_id(job_id).await? else {
+            return Ok(());
+        };
+        let state = job.state;
+        let Some(index) = job
+            .shots
+            .iter()
+            .position(|s| s.shot_id == shot_id && s.needs_render)
+        else {
+            return Ok(());
+        };
+        let shot = job.shots[index].clone();
+        let request = self.render_request(&job, index, shot.attempts + 1);
+        let (backend, attempt, task_id, permit) = match &shot.task {
+            // Resumed after a restart: wait on the task that was already paid for.
+            Some(task) => {
+                let permits = self.backend_permits(job.sandbox, task.backend);
+                let permit = tokio::select! {
+                    p = permits.acquire_owned() => p.map_err(Error::internal)?,
+                    _ = token.cancelled() => return Ok(()),
+                };
+                tracing::info!(backend = task.backend.as_str(), task = %task.task_id, attempt = task.attempt, "resuming a provider task");
+                (task.backend, task.attempt, task.task_id.clone(), permit)
+            }
+            None => {
+                let Some(backend) = self.choose_backend(&job, index) else {
+                    return self.no_backend(&job, index).await;
+                };
+                let permits = self.backend_permits(job.sandbox, backend);
+                let permit = tokio::select! {
+                    p = permits.acquire_owned() => p.map_err(Error::internal)?,
+                    _ = token.cancelled() => return Ok(()),
+                };
+                let set = self.backend_set(job.sandbox);
+                let (imp, circuit) = set.get(backend).ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("backend {backend:?} not configured"))
+                })?;
+                let attempt = shot.attempts + 1;
+                let request = RenderRequest {
                     attempt,
-                });
-                Ok(())
-            })
-            .await?;
-        if !started {
-            return Ok(Step::Continue);
-        }
-        metrics::counter!("backend_selection_total", "backend" => backend.as_str()).increment(1);
-        let set = self.backend_set(job.sandbox);
-        let (imp, circuit) = set.get(backend).ok_or_else(|| {
-            Error::internal(anyhow::anyhow!("backend {backend:?} not configured"))
-        })?;
-        let request = RenderRequest {
-            job_id: job.id.clone(),
-            shot_id: shot.shot_id.clone(),
-            attempt,
-            prompt: shot.description.clone(),
-            duration_s: shot.duration_s,
-            aspect_ratio: job.spec.aspect_ratio,
+                    ..request.clone()
+                };
+                let submitted = tokio::select! {
+                    r = imp.submit(&request) => r,
+                    _ = token.cancelled() => return Ok(()),
+                };
+                let task_id = match submitted {
+                    Ok(t) => t,
+                    Err(error) => {
+                        if circuit.record_failure() {
+                            tracing::warn!(backend = backend.as_str(), "circuit opened");
+                        }
+                        self.record_failure(job_id, state, index, backend, attempt, &error, true)
+                            .await?;
+                        return Ok(());
+                    }
+                };
+                metrics::counter!("backend_selection_total", "backend" => backend.as_str())
+                    .increment(1);
+                let now = now_ms();
+                let recorded = self
+                    .commit_if(job_id, state, |j| {
+                        let s = &mut j.shots[index];
+                        if !s.needs_render || s.attempts != shot.attempts || s.task.is_some() {
+                            return Ok(false); // another attempt got there first
+                        }
+                        s.attempts = attempt;
+                        s.task = Some(PendingTask {
+                            backend,
+                            attempt,
+                            task_id: task_id.clone(),
+                            submitted_ms: now,
+                        });
+                        j.emit(EventKind::ShotStarted {
+                            shot_id: shot.shot_id.clone(),
+                            backend,
+                            attempt,
+                        });
+                        Ok(true)
+                    })
+                    .await?;
+                if !recorded {
+                    return Ok(());
+                }
+                (backend, attempt, task_id, permit)
+            }
         };
+        let request = RenderRequest { attempt, ..request };
+        let set = self.backend_set(job.sandbox);
+        let (imp, circuit) = set
+            .get(backend)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("backend {backend:?} not configured")))?;
         let timeout = Duration::from_secs(self.config.render_timeout_s);
         let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, imp.render(&request)) => r.unwrap_or(Err(RenderError::Timeout(timeout.as_secs()))),
-            // Shutting down: the attempt is redone after the restart.
-            _ = self.shutdown.cancelled() => return Ok(Step::Idle),
+            r = tokio::time::timeout(timeout, imp.finish(&request, &task_id)) => r.unwrap_or(Err(RenderError::Timeout(timeout.as_secs()))),
+            // Cancelled job: dropping the wait cancels the provider task. Shutdown: the task keeps
+            // running and the next start resumes it.
+            _ = token.cancelled() => return Ok(()),
         };
+        drop(permit);
+        let output = match outcome {
+            Ok(output) => output,
+            Err(error) => {
+                if circuit.record_failure() {
+                    tracing::warn!(backend = backend.as_str(), "circuit opened");
+                }
+                tracing::info!(backend = backend.as_str(), error = %error, "render attempt failed");
+                return self
+                    .record_failure(job_id, state, index, backend, attempt, &error, false)
+                    .await;
+            }
+        };
+        circuit.record_success();
         let spec = self
             .config
             .catalog
@@ -429,93 +570,353 @@ impl App {
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no spec for {backend:?}")))?
             .clone();
         let cost = spec.shot_cost(shot.duration_s);
+        let duration_ms = u64::from(shot.duration_s) * 1000;
+        let nominal = output.quality;
+        let (measurement, clip) = self.measure_clip(output, duration_ms).await?;
+        let artifact = match clip {
+            Some(bytes) => Some(self.store_video(bytes).await?),
+            None => None,
+        };
         let now = now_ms();
-        let budget = self.monthly_budget_position(job).await?;
-        match outcome {
-            Ok(output) => {
-                circuit.record_success();
-                metrics::histogram!("quality_score").record(output.quality);
-                self.commit_if(&job.id, state, |j| {
-                    let s = &mut j.shots[index];
-                    if !s.needs_render || s.attempts != attempt {
-                        return Ok(()); // superseded
-                    }
-                    let kind = if s.rerender {
-                        LedgerKind::Rerender
-                    } else {
-                        LedgerKind::Render
-                    };
-                    s.result = Some(RenderResult {
-                        backend,
-                        quality: output.quality,
-                        cost,
-                        uri: output.uri,
-                        attempt,
-                    });
-                    s.needs_render = false;
-                    s.rerender = false;
-                    s.rerender_on = None;
-                    s.failed.clear();
-                    let shot_id = s.shot_id.clone();
-                    j.emit(EventKind::ShotRendered {
-                        shot_id: shot_id.clone(),
-                        backend,
-                        duration_s: shot.duration_s,
-                        cost,
-                        quality: output.quality,
-                        attempt,
-                    });
-                    j.charge(LedgerEntry {
-                        kind,
-                        shot_id: Some(shot_id),
-                        backend: Some(backend),
-                        seconds: shot.duration_s,
-                        amount: cost,
-                        attempt,
-                        succeeded: true,
-                        at_ms: now,
-                    });
-                    alert_budget(j, budget, cost);
-                    Ok(())
-                })
-                .await?;
-            }
-            Err(error) => {
-                if circuit.record_failure() {
-                    tracing::warn!(backend = backend.as_str(), "circuit opened");
-                }
-                tracing::info!(job_id = %job.id, shot = %shot.shot_id, backend = backend.as_str(), error = %error, "render attempt failed");
-                self.commit_if(&job.id, state, |j| {
-                    let s = &mut j.shots[index];
-                    if s.attempts != attempt {
-                        return Ok(());
-                    }
-                    s.failed.push(backend);
-                    let mut next = self.choose_backend(j, index);
-                    if next.is_none() && j.shots[index].attempts < MAX_ATTEMPTS_PER_SHOT {
-                        // Every candidate failed once: start another round rather than give up.
-                        j.shots[index].failed.clear();
-                        next = self.choose_backend(j, index);
-                    }
-                    metrics::counter!("backend_fallback_total", "from" => backend.as_str(), "to" => next.map_or("none", Backend::as_str), "reason" => error.label())
-                        .increment(1);
-                    j.emit(EventKind::BackendFallback { shot_id: shot.shot_id.clone(), from: backend, to: next, reason: error.to_string() });
-                    if next.is_none() && !self.waiting_for_circuits(j, index) {
-                        let reason = if j.spec.budget.is_some() { FailureReason::BudgetExhausted } else { FailureReason::AllBackendsFailed };
-                        j.fail(reason, format!("every backend able to render shot {} failed", shot.shot_id)).map_err(Error::internal)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-            }
+        let budget = self.monthly_budget_position(&job).await?;
+        let passed = measurement.passed();
+        if passed {
+            metrics::histogram!("quality_score").record(nominal);
         }
-        Ok(Step::Continue)
+        self.commit_if(job_id, state, |j| {
+            let s = &mut j.shots[index];
+            if !s.needs_render || s.attempts != attempt {
+                return Ok(()); // superseded
+            }
+            s.task = None;
+            let shot_id = s.shot_id.clone();
+            if !passed {
+                // The provider delivered, so the attempt is metered; the clip is unusable, so it is
+                // the service's cost, not the partner's.
+                s.failed.push(backend);
+                j.emit(EventKind::QualityChecked {
+                    shot_id: shot_id.clone(),
+                    quality: 0.0,
+                    threshold: j.quality_floor,
+                    passed: false,
+                    rerender: true,
+                    measurement: Some(measurement.clone()),
+                    backend: Some(backend),
+                    attempt,
+                });
+                j.charge(LedgerEntry {
+                    kind: LedgerKind::Render,
+                    shot_id: Some(shot_id.clone()),
+                    backend: Some(backend),
+                    seconds: shot.duration_s,
+                    amount: cost,
+                    attempt,
+                    succeeded: false,
+                    at_ms: now,
+                    measurement: Some(measurement.clone()),
+                });
+                let reason = format!(
+                    "output failed the technical checks: {}",
+                    measurement.failures.join(", ")
+                );
+                self.fall_back(j, index, backend, "bad_output", reason)?;
+                return Ok(());
+            }
+            let kind = if s.rerender {
+                LedgerKind::Rerender
+            } else {
+                LedgerKind::Render
+            };
+            s.result = Some(RenderResult {
+                backend,
+                // A clip that passes the technical checks scores its backend's nominal quality.
+                quality: nominal,
+                cost,
+                uri: shot_clip_name(&j.id, &shot_id),
+                attempt,
+                artifact: artifact.clone(),
+                measurement: Some(measurement.clone()),
+            });
+            s.needs_render = false;
+            s.rerender = false;
+            s.rerender_on = None;
+            s.failed.clear();
+            let quality = nominal;
+            j.emit(EventKind::ShotRendered {
+                shot_id: shot_id.clone(),
+                backend,
+                duration_s: shot.duration_s,
+                cost,
+                quality,
+                attempt,
+                clip: artifact.clone(),
+                measurement: Some(measurement.clone()),
+            });
+            j.charge(LedgerEntry {
+                kind,
+                shot_id: Some(shot_id),
+                backend: Some(backend),
+                seconds: shot.duration_s,
+                amount: cost,
+                attempt,
+                succeeded: true,
+                at_ms: now,
+                measurement: Some(measurement.clone()),
+            });
+            alert_budget(j, budget, cost);
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Probes and measures a clip on the media slots; returns the verdict and, when the clip
+    /// passed, its bytes to store.
+    async fn measure_clip(
+        &self,
+        output: RenderOutput,
+        duration_ms: u64,
+    ) -> Result<(Measurement, Option<Vec<u8>>)> {
+        let media = self.media.clone();
+        let limits = self.config.quality.clone();
+        let _permit = self.media_permit().await?;
+        let fps = f64::from(self.config.media.fps);
+        let (measurement, clip) = tokio::task::spawn_blocking(move || {
+            let expected = Expected {
+                duration_ms,
+                size: output.exact_size,
+            };
+            match media.measure(&output.clip) {
+                Ok(m) => {
+                    let figures = Figures {
+                        frame_count: m.info.frame_count,
+                        decoded_frames: m.decoded_frames,
+                        decode_errors: m.decode_errors,
+                        fps: m.info.fps,
+                        duration_ms: m.info.duration_ms,
+                        width: m.info.width,
+                        height: m.info.height,
+                        black_frame_ratio: m.black_frame_ratio,
+                        frozen_frame_ratio: m.frozen_frame_ratio,
+                        sharpness: m.sharpness,
+                        contrast: m.contrast,
+                    };
+                    let verdict = media_rules::check(&figures, &expected, &limits);
+                    let keep = verdict.passed().then_some(output.clip);
+                    (verdict, keep)
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "clip does not decode");
+                    let frames = (duration_ms as f64 * fps / 1000.0).round() as u32;
+                    (Measurement::undecodable(frames), None)
+                }
+            }
+        })
+        .await
+        .map_err(Error::internal)?;
+        Ok((measurement, clip))
+    }
+
+    /// What a backend needs to render shot `index`.
+    fn render_request(&self, job: &Job, index: usize, attempt: u32) -> RenderRequest {
+        let shot = &job.shots[index];
+        let manifest_shot = job
+            .manifest
+            .as_ref()
+            .and_then(|m| m.shots.iter().find(|s| s.shot_id == shot.shot_id));
+        let palette = job
+            .manifest
+            .as_ref()
+            .map(|m| {
+                m.markers
+                    .color_palette
+                    .iter()
+                    .filter_map(|c| parse_hex_colour(c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        RenderRequest {
+            job_id: job.id.clone(),
+            shot_id: shot.shot_id.clone(),
+            attempt,
+            prompt: shot.description.clone(),
+            duration_s: shot.duration_s,
+            aspect_ratio: job.spec.aspect_ratio,
+            camera: shot
+                .camera
+                .or(manifest_shot.map(|s| s.camera))
+                .unwrap_or(Camera::Static),
+            shot_number: index as u32 + 1,
+            shot_count: job.shots.len() as u32,
+            palette,
+        }
+    }
+
+    /// No backend can take the shot now: wait out open circuits, or fail the job.
+    async fn no_backend(self: &Arc<Self>, job: &Job, index: usize) -> Result<()> {
+        let shot = &job.shots[index];
+        if self.waiting_for_circuits(job, index) {
+            // Every able backend is cooling down after failures: wait for a half-open trial
+            // instead of failing the job on a transient outage.
+            let wait = Duration::from_secs(self.config.circuit.cooldown_s)
+                .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return Ok(());
+        }
+        let reason = if job.spec.budget.is_some() {
+            FailureReason::BudgetExhausted
+        } else {
+            FailureReason::AllBackendsFailed
+        };
+        let message = format!(
+            "no backend can render shot {} any more (tried: {:?})",
+            shot.shot_id, shot.failed
+        );
+        self.commit_if(&job.id, job.state, |j| {
+            j.fail(reason, message).map_err(Error::internal)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt (`before_start`: the backend refused the submission) and moves the
+    /// shot to the next candidate.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failure(
+        &self,
+        job_id: &str,
+        state: JobState,
+        index: usize,
+        backend: Backend,
+        attempt: u32,
+        error: &RenderError,
+        before_start: bool,
+    ) -> Result<()> {
+        self.commit_if(job_id, state, |j| {
+            let s = &mut j.shots[index];
+            if before_start {
+                if s.attempts + 1 != attempt || s.task.is_some() || !s.needs_render {
+                    return Ok(());
+                }
+                s.attempts = attempt;
+            } else if s.attempts != attempt {
+                return Ok(());
+            }
+            s.task = None;
+            self.fall_back(j, index, backend, error.label(), error.to_string())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// After a failed attempt on `backend`: pick the next candidate (starting another round when
+    /// every candidate failed once), announce it, or fail the job when none is left.
+    fn fall_back(
+        &self,
+        j: &mut Job,
+        index: usize,
+        backend: Backend,
+        label: &'static str,
+        reason: String,
+    ) -> Result<()> {
+        j.shots[index].failed.push(backend);
+        let shot_id = j.shots[index].shot_id.clone();
+        let mut next = self.choose_backend(j, index);
+        if next.is_none() && j.shots[index].attempts < MAX_ATTEMPTS_PER_SHOT {
+            // Every candidate failed once: start another round rather than give up.
+            j.shots[index].failed.clear();
+            next = self.choose_backend(j, index);
+        }
+        metrics::counter!("backend_fallback_total", "from" => backend.as_str(), "to" => next.map_or("none", Backend::as_str), "reason" => label)
+            .increment(1);
+        j.emit(EventKind::BackendFallback {
+            shot_id: shot_id.clone(),
+            from: backend,
+            to: next,
+            reason,
+        });
+        if next.is_none() && !self.waiting_for_circuits(j, index) {
+            let reason = if j.spec.budget.is_some() {
+                FailureReason::BudgetExhausted
+            } else {
+                FailureReason::AllBackendsFailed
+            };
+            j.fail(
+                reason,
+                format!("every backend able to render shot {shot_id} failed"),
+            )
+            .map_err(Error::internal)?;
+        }
+        Ok(())
+    }
+
+    /// The cut: every shot's clip in manifest order, normalised to the job's format, stored.
+    async fn assemble(&self, job: &Job) -> Result<std::result::Result<Video, String>> {
+        let mut clips = Vec::with_capacity(job.shots.len());
+        for s in &job.shots {
+            let artifact = s
+                .result
+                .as_ref()
+                .and_then(|r| r.artifact.as_ref())
+                .ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("shot {} has no stored clip", s.shot_id))
+                })?;
+            clips.push(
+                self.artifacts
+                    .read(&artifact.key)
+                    .await
+                    .map_err(artifact_error)?,
+            );
+        }
+        let short_side = if job.sandbox {
+            self.config.media.sandbox_short_side
+        } else {
+            self.config.media.live_short_side
+        };
+        let (width, height) = media_rules::frame_size(job.spec.aspect_ratio, short_side);
+        let format = aiprod_media::Format {
+            width,
+            height,
+            fps: self.config.media.fps,
+        };
+        let media = self.media.clone();
+        let started = std::time::Instant::now();
+        let permit = self.media_permit().await?;
+        let cut = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_ref()).collect();
+            media.assemble(&refs, format)
+        })
+        .await
+        .map_err(Error::internal)?;
+        drop(permit);
+        let cut = match cut {
+            Ok(cut) => cut,
+            // An input this media seam cannot read will not become readable by retrying.
+            Err(e @ aiprod_media::MediaError::Unsupported(_)) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(media_error(e)),
+        };
+        metrics::histogram!("assembly_seconds").record(started.elapsed().as_secs_f64());
+        let artifact = self.store_video(cut).await?;
+        Ok(Ok(Video {
+            uri: video_name(&job.id),
+            duration_s: ((artifact.duration_ms + 500) / 1000) as u32,
+            sha256: artifact.sha256.clone(),
+            shot_count: job.shots.len() as u32,
+            artifact: Some(artifact),
+        }))
+    }
+
+    fn forget_job_token(&self, job_id: &str) {
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job_id);
     }
 
     async fn quality_check(self: &Arc<Self>, job: Job) -> Result<Step> {
-        if let Some(i) = job.shots.iter().position(|s| s.needs_render) {
-            return self.render_shot(&job, i).await;
-        }
         let Some(index) = job.shots.iter().position(|s| !s.quality_checked) else {
             return self.finish(job).await;
         };
@@ -540,7 +941,7 @@ impl App {
                 .as_ref()
                 .map(|q| q.guaranteed_max())
                 .unwrap_or_default();
-            let remaining = job.spec.budget.unwrap_or(guaranteed) - job.metered;
+            let remaining = job.spec.budget.unwrap_or(guaranteed) - job.billable;
             catalog
                 .backends
                 .iter()
@@ -572,6 +973,9 @@ impl App {
                 threshold,
                 passed,
                 rerender: better.is_some(),
+                measurement: result.measurement.clone(),
+                backend: Some(result.backend),
+                attempt: result.attempt,
             });
             Ok(())
         })
@@ -582,10 +986,23 @@ impl App {
     async fn finish(self: &Arc<Self>, job: Job) -> Result<Step> {
         let sla_met = job.shots.iter().all(|s| s.passed == Some(true));
         let hold_for_review = job.final_review && !job.spec.auto_approve;
-        let video = assemble_video(&job);
+        let video = self.assemble(&job).await?;
         self.commit_if(&job.id, JobState::QualityCheck, |j| {
+            let video = match video {
+                Ok(v) => v,
+                Err(why) => {
+                    return j
+                        .fail(
+                            FailureReason::Internal,
+                            format!("the cut could not be assembled: {why}"),
+                        )
+                        .map_err(Error::internal);
+                }
+            };
             j.sla_met = Some(sla_met);
             if hold_for_review {
+                // The partner reviews this cut; RequestRevision replaces it.
+                j.video = Some(video);
                 j.move_to(JobState::AwaitingFinalApproval)
                     .map_err(Error::internal)
             } else {
@@ -616,25 +1033,12 @@ fn alert_budget(job: &mut Job, position: Option<(Money, Money)>, amount: Money) 
     }
 }
 
-/// The delivered video: the cut of every shot's final render, identified by a content hash.
-pub fn assemble_video(job: &Job) -> Video {
-    let mut h = Sha256::new();
-    for s in &job.shots {
-        if let Some(r) = &s.result {
-            h.update(r.uri.as_bytes());
-            h.update([0]);
-        }
+/// `#RRGGBB` as RGB.
+fn parse_hex_colour(c: &str) -> Option<[u8; 3]> {
+    let hex = c.strip_prefix('#')?;
+    if hex.len() != 6 {
+        return None;
     }
-    let scheme = if job.sandbox { "sandbox" } else { "https" };
-    let host = if job.sandbox {
-        "videos"
-    } else {
-        "videos.aiprod.dev"
-    };
-    Video {
-        uri: format!("{scheme}://{host}/{}.mp4", job.id),
-        duration_s: job.shots.iter().map(|s| s.duration_s).sum(),
-        sha256: hex::encode(h.finalize()),
-        shot_count: job.shots.len() as u32,
-    }
+    let v = u32::from_str_radix(hex, 16).ok()?;
+    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
 }

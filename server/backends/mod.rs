@@ -6,7 +6,7 @@ pub mod http;
 pub mod sandbox;
 
 use crate::domain::Backend;
-use crate::domain::manifest::AspectRatio;
+use crate::domain::manifest::{AspectRatio, Camera};
 use circuit::Circuit;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,15 +20,23 @@ pub struct RenderRequest {
     pub prompt: String,
     pub duration_s: u32,
     pub aspect_ratio: AspectRatio,
+    pub camera: Camera,
+    /// 1-based position of the shot in the manifest, and the number of shots.
+    pub shot_number: u32,
+    pub shot_count: u32,
+    /// The brand palette (consistency markers) as RGB.
+    pub palette: Vec<[u8; 3]>,
 }
 
-/// A rendered shot.
+/// A rendered shot: the clip's bytes, already copied out of the provider (whose links expire).
 #[derive(Clone, Debug)]
 pub struct RenderOutput {
-    /// Where the rendered clip is.
-    pub uri: String,
-    /// Quality score (0..1).
+    pub clip: Vec<u8>,
+    /// The backend's nominal quality score (0..1) for this clip, if it passes the technical checks.
     pub quality: f64,
+    /// The frame size the clip must have exactly (our own renders); providers' clips are
+    /// normalised at assembly and only need a minimum size.
+    pub exact_size: Option<(u32, u32)>,
 }
 
 /// Why an attempt failed; every variant moves the shot to the next candidate backend.
@@ -56,9 +64,19 @@ impl RenderError {
     }
 }
 
+/// A render backend. Rendering is two calls so that the provider's task id can be committed
+/// between them: a restart then resumes waiting on the same task instead of paying for another.
 #[async_trait::async_trait]
 pub trait RenderBackend: Send + Sync {
-    async fn render(&self, request: &RenderRequest) -> Result<RenderOutput, RenderError>;
+    /// Starts rendering a shot; returns the provider's task id.
+    async fn submit(&self, request: &RenderRequest) -> Result<String, RenderError>;
+    /// Waits for a submitted task (also one submitted before a restart) and downloads its clip.
+    /// Dropping the future cancels the task on the provider's side where the API allows it.
+    async fn finish(
+        &self,
+        request: &RenderRequest,
+        task_id: &str,
+    ) -> Result<RenderOutput, RenderError>;
 }
 
 /// The backends of one mode (sandbox or live), each with its circuit.

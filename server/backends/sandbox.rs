@@ -1,11 +1,19 @@
-//! Sandbox backends: simulate a provider with its catalog profile (quality), a configurable latency
-//! and failure rate, deterministically by seed: the same job, shot, attempt and seed always give the
-//! same outcome.
+//! Sandbox backends: simulate a provider with its catalog profile (quality), a configurable latency,
+//! failure rate and rate of bad outputs, deterministically by seed: the same job, shot, attempt and
+//! seed always give the same outcome and the same bytes. Every successful attempt is a real clip: an
+//! animatic of the shot (its number and description over the brand palette, its camera move, its
+//! exact duration) rendered and encoded by the media seam.
 
 use super::{RenderBackend, RenderError, RenderOutput, RenderRequest};
+use crate::config::BadOutputRates;
 use crate::domain::Backend;
+use crate::domain::manifest::{AspectRatio, Camera};
+use crate::domain::media::frame_size;
+use aiprod_media::{Animatic, CameraMove, Defect, Format, Media};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 pub struct SandboxBackend {
     pub backend: Backend,
@@ -13,7 +21,15 @@ pub struct SandboxBackend {
     pub quality_jitter: f64,
     pub latency: Duration,
     pub failure_rate: f64,
+    pub bad_outputs: BadOutputRates,
     pub seed: u64,
+    /// Renders the animatic clips.
+    pub media: Arc<dyn Media>,
+    /// Shared with the pipeline: bounds CPU-heavy media work across the process.
+    pub media_permits: Arc<Semaphore>,
+    /// Short side of the clips in pixels, and their frame rate.
+    pub short_side: u32,
+    pub fps: u32,
 }
 
 impl SandboxBackend {
@@ -35,11 +51,63 @@ impl SandboxBackend {
         let n = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
         (n >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// The bad output this attempt produces, if any (one draw over the configured rates).
+    fn defect(&self, request: &RenderRequest) -> Option<Defect> {
+        let r = self.draw(request, "defect");
+        let b = &self.bad_outputs;
+        let mut edge = 0.0;
+        for (rate, defect) in [
+            (b.black, Defect::Black),
+            (b.frozen, Defect::Frozen),
+            (b.truncated, Defect::Truncated),
+            (b.undecodable, Defect::Undecodable),
+        ] {
+            edge += rate;
+            if r < edge {
+                return Some(defect);
+            }
+        }
+        None
+    }
+
+    pub fn format(&self, aspect: AspectRatio) -> Format {
+        let (width, height) = frame_size(aspect, self.short_side);
+        Format {
+            width,
+            height,
+            fps: self.fps,
+        }
+    }
+}
+
+pub fn camera_move(camera: Camera) -> CameraMove {
+    match camera {
+        Camera::Static => CameraMove::Static,
+        Camera::Pan => CameraMove::Pan,
+        Camera::Dolly => CameraMove::Dolly,
+        Camera::Zoom => CameraMove::Zoom,
+        Camera::Orbital => CameraMove::Orbital,
+    }
 }
 
 #[async_trait::async_trait]
 impl RenderBackend for SandboxBackend {
-    async fn render(&self, request: &RenderRequest) -> Result<RenderOutput, RenderError> {
+    async fn submit(&self, request: &RenderRequest) -> Result<String, RenderError> {
+        let mut h = Sha256::new();
+        for part in [self.backend.as_str(), &request.job_id, &request.shot_id] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(request.attempt.to_le_bytes());
+        Ok(format!("sbx_{}", &hex::encode(h.finalize())[..24]))
+    }
+
+    async fn finish(
+        &self,
+        request: &RenderRequest,
+        _task_id: &str,
+    ) -> Result<RenderOutput, RenderError> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -51,15 +119,38 @@ impl RenderBackend for SandboxBackend {
         }
         let quality =
             (self.quality - self.quality_jitter * self.draw(request, "quality")).clamp(0.0, 1.0);
+        let format = self.format(request.aspect_ratio);
+        let defect = self.defect(request);
+        let media = self.media.clone();
+        let request = request.clone();
+        let seed = self.seed;
+        let _permit = self
+            .media_permits
+            .acquire()
+            .await
+            .map_err(|_| RenderError::Provider("shutting down".into()))?;
+        let clip = tokio::task::spawn_blocking(move || {
+            media.render_animatic(
+                &Animatic {
+                    shot_number: request.shot_number,
+                    shot_count: request.shot_count,
+                    description: &request.prompt,
+                    duration_ms: u64::from(request.duration_s) * 1000,
+                    camera: camera_move(request.camera),
+                    palette: &request.palette,
+                    format,
+                    seed,
+                },
+                defect,
+            )
+        })
+        .await
+        .map_err(|e| RenderError::Provider(format!("sandbox render task failed: {e}")))?
+        .map_err(|e| RenderError::Provider(format!("sandbox render failed: {e}")))?;
         Ok(RenderOutput {
-            uri: format!(
-                "sandbox://{}/{}/{}/{}.mp4",
-                self.backend.as_str(),
-                request.job_id,
-                request.shot_id,
-                request.attempt
-            ),
+            clip,
             quality: (quality * 1000.0).round() / 1000.0,
+            exact_size: Some((format.width, format.height)),
         })
     }
 }
@@ -74,34 +165,76 @@ mod tests {
             shot_id: "shot-01".into(),
             attempt,
             prompt: "p".into(),
-            duration_s: 5,
+            duration_s: 1,
             aspect_ratio: Default::default(),
+            camera: Camera::Pan,
+            shot_number: 1,
+            shot_count: 1,
+            palette: vec![[200, 40, 40]],
+        }
+    }
+
+    fn sandbox(failure_rate: f64, bad_outputs: BadOutputRates) -> SandboxBackend {
+        SandboxBackend {
+            backend: Backend::Runway,
+            quality: 0.95,
+            quality_jitter: 0.04,
+            latency: Duration::ZERO,
+            failure_rate,
+            bad_outputs,
+            seed: 7,
+            media: Arc::new(aiprod_media::PureMedia::default()),
+            media_permits: Arc::new(Semaphore::new(2)),
+            short_side: 32,
+            fps: 8,
         }
     }
 
     #[tokio::test]
     async fn deterministic_and_the_failure_rate_holds() {
-        let b = SandboxBackend {
-            backend: Backend::Runway,
-            quality: 0.95,
-            quality_jitter: 0.04,
-            latency: Duration::ZERO,
-            failure_rate: 0.3,
-            seed: 7,
-        };
+        let b = sandbox(0.3, BadOutputRates::default());
         let mut failures = 0;
-        for attempt in 0..1000 {
-            let a = b.render(&req(attempt)).await;
-            let again = b.render(&req(attempt)).await;
+        for attempt in 0..200 {
+            let task = b.submit(&req(attempt)).await.unwrap();
+            assert_eq!(task, b.submit(&req(attempt)).await.unwrap());
+            let a = b.finish(&req(attempt), &task).await;
+            let again = b.finish(&req(attempt), &task).await;
             assert_eq!(a.is_ok(), again.is_ok());
-            match a {
-                Ok(out) => assert!((0.91..=0.95).contains(&out.quality), "{}", out.quality),
-                Err(_) => failures += 1,
+            match (a, again) {
+                (Ok(out), Ok(again)) => {
+                    assert!((0.91..=0.95).contains(&out.quality), "{}", out.quality);
+                    assert_eq!(out.clip, again.clip, "same attempt, same bytes");
+                    assert_eq!(&out.clip[4..8], b"ftyp");
+                }
+                _ => failures += 1,
             }
         }
         assert!(
-            (240..=360).contains(&failures),
-            "{failures} failures of 1000 at 30 %"
+            (40..=80).contains(&failures),
+            "{failures} failures of 200 at 30 %"
         );
+    }
+
+    #[test]
+    fn bad_outputs_follow_their_rates() {
+        let b = sandbox(
+            0.0,
+            BadOutputRates {
+                black: 0.25,
+                frozen: 0.25,
+                truncated: 0.25,
+                undecodable: 0.0,
+            },
+        );
+        let mut counts = std::collections::BTreeMap::new();
+        for attempt in 0..2000 {
+            *counts
+                .entry(format!("{:?}", b.defect(&req(attempt))))
+                .or_insert(0) += 1;
+        }
+        for (kind, n) in &counts {
+            assert!((400..=600).contains(n), "{kind}: {n} of 2000 ({counts:?})");
+        }
+        assert_eq!(counts.len(), 4, "black, frozen, truncated and none: {counts:?}");
     }
 }

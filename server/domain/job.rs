@@ -4,6 +4,7 @@
 
 use super::Money;
 use super::catalog::Backend;
+use super::media::{Artifact, Measurement};
 use super::manifest::{AspectRatio, Manifest};
 use super::pricing::{Quote, certified_bill};
 use super::state::{IllegalTransition, JobState};
@@ -33,12 +34,17 @@ pub enum FailureReason {
     Internal,
 }
 
+/// The final cut of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Video {
+    /// ByteStream resource name (`jobs/{job_id}/video`).
     pub uri: String,
     pub duration_s: u32,
     pub sha256: String,
     pub shot_count: u32,
+    /// The stored file (absent only in jobs delivered before artifacts existed).
+    #[serde(default)]
+    pub artifact: Option<Artifact>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,8 +52,25 @@ pub struct RenderResult {
     pub backend: Backend,
     pub quality: f64,
     pub cost: Money,
+    /// ByteStream resource name of the clip (`jobs/{job_id}/shots/{shot_id}/clip`).
     pub uri: String,
     pub attempt: u32,
+    /// The stored clip.
+    #[serde(default)]
+    pub artifact: Option<Artifact>,
+    #[serde(default)]
+    pub measurement: Option<Measurement>,
+}
+
+/// A render task a backend accepted, committed before waiting on it so that a restart resumes
+/// polling the same task instead of paying for a second one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingTask {
+    pub backend: Backend,
+    pub attempt: u32,
+    /// The provider's task id.
+    pub task_id: String,
+    pub submitted_ms: i64,
 }
 
 /// One shot's progress through rendering and quality checking.
@@ -71,6 +94,12 @@ pub struct ShotProgress {
     pub quality_checked: bool,
     pub quality_rerendered: bool,
     pub passed: Option<bool>,
+    /// The attempt in flight, once its backend accepted it.
+    #[serde(default)]
+    pub task: Option<PendingTask>,
+    /// The shot's camera move (from the manifest).
+    #[serde(default)]
+    pub camera: Option<super::manifest::Camera>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +132,10 @@ pub enum EventKind {
         cost: Money,
         quality: f64,
         attempt: u32,
+        #[serde(default)]
+        clip: Option<Artifact>,
+        #[serde(default)]
+        measurement: Option<Measurement>,
     },
     BackendFallback {
         shot_id: String,
@@ -120,6 +153,12 @@ pub enum EventKind {
         threshold: f64,
         passed: bool,
         rerender: bool,
+        #[serde(default)]
+        measurement: Option<Measurement>,
+        #[serde(default)]
+        backend: Option<Backend>,
+        #[serde(default)]
+        attempt: u32,
     },
     BudgetAlert {
         threshold_percent: u32,
@@ -170,6 +209,9 @@ pub struct LedgerEntry {
     pub attempt: u32,
     pub succeeded: bool,
     pub at_ms: i64,
+    /// For renders: what was measured on the clip.
+    #[serde(default)]
+    pub measurement: Option<Measurement>,
 }
 
 /// The job document.
@@ -209,6 +251,10 @@ pub struct Job {
     pub pending_events: Vec<(JobState, EventKind)>,
     #[serde(skip)]
     pub pending_ledger: Vec<LedgerEntry>,
+    /// Set by a mutation that changes the document without an event (e.g. recording a provider
+    /// task id): the store writes it anyway.
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 impl Job {
@@ -304,6 +350,8 @@ impl Job {
                 .shots
                 .iter()
                 .map(|s| ShotProgress {
+                    camera: Some(s.camera),
+                    task: None,
                     shot_id: s.shot_id.clone(),
                     description: s.description.clone(),
                     duration_s: s.duration_s,

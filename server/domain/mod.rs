@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod job;
 pub mod manifest;
+pub mod media;
 pub mod money;
 pub mod planner;
 pub mod pricing;

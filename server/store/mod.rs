@@ -639,7 +639,7 @@ impl Store {
         let out = change(&mut job)?;
         let events = std::mem::take(&mut job.pending_events);
         let ledger = std::mem::take(&mut job.pending_ledger);
-        if events.is_empty() && ledger.is_empty() {
+        if events.is_empty() && ledger.is_empty() && !std::mem::take(&mut job.dirty) {
             // Nothing happened: nothing to write.
             return Ok((out, job));
         }

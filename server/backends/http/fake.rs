@@ -41,6 +41,10 @@ pub fn request(aspect_ratio: AspectRatio, duration_s: u32) -> RenderRequest {
         prompt: PROMPT.into(),
         duration_s,
         aspect_ratio,
+        camera: crate::domain::manifest::Camera::Pan,
+        shot_number: 1,
+        shot_count: 1,
+        palette: vec![],
     }
 }
 

@@ -1,5 +1,6 @@
-//! Adapters for the render providers' HTTP APIs (live keys): create a task, poll it every
-//! `poll_interval` until it finishes, and return the output's URI. A task still unfinished after
+//! Adapters for the render providers' HTTP APIs (live keys): create a task (its id is committed by
+//! the pipeline before any wait), poll it every `poll_interval` until it finishes, and download the
+//! output at once (provider links expire; they never reach partners). A task still unfinished after
 //! `task_timeout` is cancelled where the API allows it and the attempt fails with
 //! `RenderError::Timeout`; HTTP 429 is retried after `Retry-After`, a bounded number of times.
 //! Providers return no quality score, so a rendered shot scores its backend's catalog quality.
@@ -81,6 +82,17 @@ pub trait TaskApi: Send + Sync + 'static {
     fn parse_status(&self, body: &Value) -> Result<TaskStatus, String>;
     /// The request that cancels the task, when the API has one.
     fn cancel(&self, http: &reqwest::Client, task: &str) -> Option<RequestBuilder>;
+    /// The request that downloads a finished task's output (some APIs want the key on it too).
+    fn download(&self, http: &reqwest::Client, uri: &str) -> RequestBuilder {
+        http.get(uri)
+    }
+}
+
+/// A finished task: its output's URI and the score a passing clip gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskOutput {
+    pub uri: String,
+    pub quality: f64,
 }
 
 /// A render backend speaking a provider's HTTP API.
@@ -89,6 +101,10 @@ pub struct HttpBackend<A> {
     http: reqwest::Client,
     settings: PollSettings,
     quality: f64,
+    max_download_bytes: u64,
+    /// Set when the server shuts down: an abandoned wait then leaves the task running, because the
+    /// next start resumes it by its committed id.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl<A: TaskApi> HttpBackend<A> {
@@ -107,7 +123,21 @@ impl<A: TaskApi> HttpBackend<A> {
             http,
             settings,
             quality,
+            max_download_bytes: 512 * 1024 * 1024,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// The server's shutdown token (see `stopping`).
+    pub fn with_shutdown(mut self, stopping: tokio_util::sync::CancellationToken) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Refuses provider outputs larger than this.
+    pub fn with_max_download_bytes(mut self, max: u64) -> Self {
+        self.max_download_bytes = max;
+        self
     }
 
     fn name(&self) -> &'static str {
@@ -215,7 +245,9 @@ impl<A: TaskApi> HttpBackend<A> {
         RenderError::Timeout(self.settings.task_timeout.as_secs())
     }
 
-    async fn run(&self, request: &RenderRequest, deadline: Instant) -> Result<String, RenderError> {
+    /// Creates the task; returns its id.
+    async fn create_task(&self, request: &RenderRequest) -> Result<String, RenderError> {
+        let deadline = Instant::now() + self.settings.task_timeout;
         let created = match tokio::time::timeout_at(
             deadline,
             self.call("create", || self.api.create(&self.http, request), deadline),
@@ -223,7 +255,7 @@ impl<A: TaskApi> HttpBackend<A> {
         .await
         {
             Ok(r) => r.map_err(CallError::into_render)?,
-            Err(_) => return Err(self.time_out(CancelOnDrop(None), None).await),
+            Err(_) => return Err(self.time_out(CancelOnDrop(None, None), None).await),
         };
         let task = self.api.task_id(&created).ok_or_else(|| {
             RenderError::Provider(format!(
@@ -240,9 +272,18 @@ impl<A: TaskApi> HttpBackend<A> {
             task = %task,
             "provider task created"
         );
+        Ok(task)
+    }
+
+    /// Polls a task until it finishes; returns its output's URI.
+    async fn wait(&self, task: &str, deadline: Instant) -> Result<String, RenderError> {
+        let task = task.to_string();
         // Whatever ends this attempt before the task finishes (an error, the pipeline's own
         // timeout, shutdown) cancels the task on the provider's side.
-        let cancel = CancelOnDrop(self.api.cancel(&self.http, &task));
+        let cancel = CancelOnDrop(
+            self.api.cancel(&self.http, &task),
+            Some(self.stopping.clone()),
+        );
         let mut transient_errors = 0;
         loop {
             let next = Instant::now() + self.settings.poll_interval;
@@ -295,14 +336,69 @@ impl<A: TaskApi> HttpBackend<A> {
     }
 }
 
-#[async_trait::async_trait]
-impl<A: TaskApi> RenderBackend for HttpBackend<A> {
-    async fn render(&self, request: &RenderRequest) -> Result<RenderOutput, RenderError> {
-        let deadline = Instant::now() + self.settings.task_timeout;
-        let uri = self.run(request, deadline).await?;
-        Ok(RenderOutput {
+    /// Downloads a finished task's output, bounded in size; the URI is never logged (it may
+    /// carry a signature).
+    async fn download(&self, uri: &str) -> Result<Vec<u8>, RenderError> {
+        let failed = |what: String| RenderError::Provider(format!("{} output download {what}", self.name()));
+        let mut response = self
+            .api
+            .download(&self.http, uri)
+            .send()
+            .await
+            .map_err(|e| failed(format!("failed: {}", e.without_url())))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("answered HTTP {}", response.status().as_u16())));
+        }
+        let mut clip = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed(format!("broke off: {}", e.without_url())))?
+        {
+            if (clip.len() + chunk.len()) as u64 > self.max_download_bytes {
+                return Err(failed(format!(
+                    "is larger than {} bytes",
+                    self.max_download_bytes
+                )));
+            }
+            clip.extend_from_slice(&chunk);
+        }
+        Ok(clip)
+    }
+
+    /// Create, wait and return the output's URI (without downloading it): the adapters' tests.
+    pub async fn render_uri(&self, request: &RenderRequest) -> Result<TaskOutput, RenderError> {
+        let task = self.create_task(request).await?;
+        let uri = self
+            .wait(&task, Instant::now() + self.settings.task_timeout)
+            .await?;
+        Ok(TaskOutput {
             uri,
             quality: self.quality,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: TaskApi> RenderBackend for HttpBackend<A> {
+    async fn submit(&self, request: &RenderRequest) -> Result<String, RenderError> {
+        self.create_task(request).await
+    }
+
+    async fn finish(
+        &self,
+        _request: &RenderRequest,
+        task_id: &str,
+    ) -> Result<RenderOutput, RenderError> {
+        // After a restart the task may have run for a while already: it gets a full timeout again.
+        let uri = self
+            .wait(task_id, Instant::now() + self.settings.task_timeout)
+            .await?;
+        let clip = self.download(&uri).await?;
+        Ok(RenderOutput {
+            clip,
+            quality: self.quality,
+            exact_size: None,
         })
     }
 }
@@ -327,8 +423,11 @@ impl CallError {
     }
 }
 
-/// A cancel request sent (in the background) if dropped armed.
-struct CancelOnDrop(Option<RequestBuilder>);
+/// A cancel request sent (in the background) if dropped armed, unless the server is stopping.
+struct CancelOnDrop(
+    Option<RequestBuilder>,
+    Option<tokio_util::sync::CancellationToken>,
+);
 
 impl CancelOnDrop {
     fn take(mut self) -> Option<RequestBuilder> {
@@ -342,6 +441,9 @@ impl CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        if self.1.as_ref().is_some_and(|s| s.is_cancelled()) {
+            return;
+        }
         if let (Some(request), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
         {
             runtime.spawn(async move {
@@ -412,9 +514,14 @@ fn join(base: &str, path: &str) -> String {
 }
 
 /// The live backends: one per provider that has an API key, each with its own circuit.
-pub fn live_backends(config: &Config, circuit: impl Fn() -> Circuit) -> anyhow::Result<BackendSet> {
+pub fn live_backends(
+    config: &Config,
+    circuit: impl Fn() -> Circuit,
+    stopping: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<BackendSet> {
     let settings = PollSettings::from_config(config);
     let request_timeout = Duration::from_secs(config.providers.request_timeout_s);
+    let max_download = config.render.max_download_bytes;
     let quality = |backend: Backend| {
         config
             .catalog
@@ -432,7 +539,9 @@ pub fn live_backends(config: &Config, circuit: impl Fn() -> Circuit) -> anyhow::
             settings.clone(),
             request_timeout,
             quality(Backend::Runway)?,
-        )?;
+        )?
+        .with_max_download_bytes(max_download)
+        .with_shutdown(stopping.clone());
         set.insert(Backend::Runway, Arc::new(imp), circuit());
         enabled.push("runway");
     }
@@ -443,13 +552,17 @@ pub fn live_backends(config: &Config, circuit: impl Fn() -> Circuit) -> anyhow::
             settings.clone(),
             request_timeout,
             quality(Backend::Veo)?,
-        )?;
+        )?
+        .with_max_download_bytes(max_download)
+        .with_shutdown(stopping.clone());
         set.insert(Backend::Veo, Arc::new(imp), circuit());
         enabled.push("veo");
     }
     if let Some(key) = &p.replicate.api_key {
         let api = replicate::Replicate::new(&p.replicate, key)?;
-        let imp = HttpBackend::new(api, settings, request_timeout, quality(Backend::Replicate)?)?;
+        let imp = HttpBackend::new(api, settings, request_timeout, quality(Backend::Replicate)?)?
+            .with_max_download_bytes(max_download)
+        .with_shutdown(stopping.clone());
         set.insert(Backend::Replicate, Arc::new(imp), circuit());
         enabled.push("replicate");
     }
@@ -507,14 +620,14 @@ mod tests {
     fn only_providers_with_a_key_are_live() {
         let mut config = Config::default();
         assert!(
-            live_backends(&config, || Circuit::new(3, Duration::from_secs(30)))
+            live_backends(&config, || Circuit::new(3, Duration::from_secs(30)), &Default::default())
                 .unwrap()
                 .unavailable()
                 .len()
                 == 3
         );
         config.providers.replicate.api_key = Some(crate::config::Secret::new("r8_x"));
-        let set = live_backends(&config, || Circuit::new(3, Duration::from_secs(30))).unwrap();
+        let set = live_backends(&config, || Circuit::new(3, Duration::from_secs(30)), &Default::default()).unwrap();
         assert_eq!(set.unavailable(), vec![Backend::Runway, Backend::Veo]);
         assert!(set.get(Backend::Replicate).is_some());
     }

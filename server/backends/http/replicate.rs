@@ -228,7 +228,7 @@ mod tests {
     async fn a_prediction_succeeds_after_a_few_polls() {
         let fake = fake_replicate(Script::new(Outcome::Succeed).running(3)).await;
         let out = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Portrait4x5, 10))
+            .render_uri(&fake::request(AspectRatio::Portrait4x5, 10))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -256,7 +256,7 @@ mod tests {
             ..ReplicateConfig::default()
         };
         backend(&fake, fake::settings(), config)
-            .render(&fake::request(AspectRatio::Landscape16x9, 7))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 7))
             .await
             .unwrap();
         let create = &fake.requests_to("POST", "/v1/predictions")[0];
@@ -274,7 +274,7 @@ mod tests {
     async fn a_failed_prediction_is_a_provider_error() {
         let fake = fake_replicate(Script::new(Outcome::Fail).running(2)).await;
         let err = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         match err {
@@ -287,7 +287,7 @@ mod tests {
     async fn a_success_without_output_is_rejected() {
         let fake = fake_replicate(Script::new(Outcome::SucceedWithoutOutput)).await;
         let err = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::Rejected(_)), "{err:?}");
@@ -297,7 +297,7 @@ mod tests {
     async fn http_429_is_retried_after_retry_after() {
         let fake = fake_replicate(Script::new(Outcome::Succeed).rate_limited(3).running(1)).await;
         let out = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -312,7 +312,7 @@ mod tests {
     async fn a_prediction_that_never_finishes_times_out_and_is_cancelled() {
         let fake = fake_replicate(Script::new(Outcome::Never)).await;
         let err = backend(&fake, fake::short_timeout(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::Timeout(_)), "{err:?}");
@@ -328,7 +328,7 @@ mod tests {
     async fn malformed_responses_are_provider_errors() {
         let fake = fake_replicate(Script::new(Outcome::MalformedStatus)).await;
         let err = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         match err {
@@ -338,7 +338,7 @@ mod tests {
         // An HTML error page from a proxy: a provider error that quotes it.
         let fake = fake_replicate(Script::new(Outcome::MalformedCreate)).await;
         let err = backend(&fake, fake::settings(), ReplicateConfig::default())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         match err {
@@ -351,12 +351,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_prediction_is_cancelled_in_the_background() {
-        // The pipeline's own timeout (or shutdown) drops the attempt: the prediction is cancelled.
+        // The pipeline's own timeout (or a job cancel) drops the attempt: the prediction is cancelled.
         let fake = fake_replicate(Script::new(Outcome::Never)).await;
         let b = backend(&fake, fake::settings(), ReplicateConfig::default());
         let request = fake::request(AspectRatio::Landscape16x9, 5);
         tokio::select! {
-            r = b.render(&request) => panic!("never finishes: {r:?}"),
+            r = b.render_uri(&request) => panic!("never finishes: {r:?}"),
             // Dropped once the prediction exists and has been polled.
             _ = fake.wait_for("GET", "/v1/predictions/") => {}
         }

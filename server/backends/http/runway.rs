@@ -200,7 +200,7 @@ mod tests {
     async fn a_task_succeeds_after_a_few_polls() {
         let fake = fake_runway(Script::new(Outcome::Succeed).running(3)).await;
         let out = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Portrait9x16, 12))
+            .render_uri(&fake::request(AspectRatio::Portrait9x16, 12))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -225,7 +225,7 @@ mod tests {
     async fn a_failed_task_is_a_provider_error() {
         let fake = fake_runway(Script::new(Outcome::Fail).running(1)).await;
         let err = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         match err {
@@ -243,7 +243,7 @@ mod tests {
     async fn a_success_without_output_is_rejected() {
         let fake = fake_runway(Script::new(Outcome::SucceedWithoutOutput)).await;
         let err = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::Rejected(_)), "{err:?}");
@@ -253,7 +253,7 @@ mod tests {
     async fn http_429_is_retried_after_retry_after() {
         let fake = fake_runway(Script::new(Outcome::Succeed).rate_limited(2)).await;
         let out = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -268,7 +268,7 @@ mod tests {
             ..fake::settings()
         };
         let err = backend(&fake, settings)
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::RateLimited), "{err:?}");
@@ -283,7 +283,7 @@ mod tests {
     async fn a_task_that_never_finishes_times_out_and_is_cancelled() {
         let fake = fake_runway(Script::new(Outcome::Never)).await;
         let err = backend(&fake, fake::short_timeout())
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::Timeout(_)), "{err:?}");
@@ -300,7 +300,7 @@ mod tests {
         for outcome in [Outcome::MalformedCreate, Outcome::MalformedStatus] {
             let fake = fake_runway(Script::new(outcome)).await;
             let err = backend(&fake, fake::settings())
-                .render(&fake::request(AspectRatio::Landscape16x9, 5))
+                .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
                 .await
                 .unwrap_err();
             match err {
@@ -320,7 +320,7 @@ mod tests {
         let api = Runway::new(&config, &Secret::new("wrong-key-456")).unwrap();
         let b = HttpBackend::new(api, fake::settings(), Duration::from_secs(5), 0.95).unwrap();
         let err = b
-            .render(&fake::request(AspectRatio::Landscape16x9, 5))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 5))
             .await
             .unwrap_err();
         let text = format!("{err} {err:?}");

@@ -133,6 +133,11 @@ impl TaskApi for Veo {
         })
     }
 
+    /// Gemini API files are downloaded with the API key.
+    fn download(&self, http: &reqwest::Client, uri: &str) -> RequestBuilder {
+        http.get(uri).header("x-goog-api-key", self.api_key.clone())
+    }
+
     fn cancel(&self, _http: &reqwest::Client, _task: &str) -> Option<RequestBuilder> {
         None
     }
@@ -228,7 +233,7 @@ mod tests {
     async fn an_operation_succeeds_after_a_few_polls() {
         let fake = fake_gemini(Script::new(Outcome::Succeed).running(2)).await;
         let out = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Square1x1, 5))
+            .render_uri(&fake::request(AspectRatio::Square1x1, 5))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -248,7 +253,7 @@ mod tests {
     async fn a_failed_operation_is_a_provider_error() {
         let fake = fake_gemini(Script::new(Outcome::Fail).running(1)).await;
         let err = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Landscape16x9, 8))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 8))
             .await
             .unwrap_err();
         match err {
@@ -264,7 +269,7 @@ mod tests {
     async fn a_filtered_video_is_rejected_with_the_reason() {
         let fake = fake_gemini(Script::new(Outcome::SucceedWithoutOutput)).await;
         let err = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Landscape16x9, 8))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 8))
             .await
             .unwrap_err();
         match err {
@@ -277,7 +282,7 @@ mod tests {
     async fn http_429_is_retried_after_retry_after() {
         let fake = fake_gemini(Script::new(Outcome::Succeed).rate_limited(1).running(1)).await;
         let out = backend(&fake, fake::settings())
-            .render(&fake::request(AspectRatio::Portrait9x16, 4))
+            .render_uri(&fake::request(AspectRatio::Portrait9x16, 4))
             .await
             .unwrap();
         assert_eq!(out.uri, URI);
@@ -291,7 +296,7 @@ mod tests {
     async fn an_operation_that_never_finishes_times_out() {
         let fake = fake_gemini(Script::new(Outcome::Never)).await;
         let err = backend(&fake, fake::short_timeout())
-            .render(&fake::request(AspectRatio::Landscape16x9, 8))
+            .render_uri(&fake::request(AspectRatio::Landscape16x9, 8))
             .await
             .unwrap_err();
         assert!(matches!(err, RenderError::Timeout(_)), "{err:?}");
@@ -306,7 +311,7 @@ mod tests {
         for outcome in [Outcome::MalformedCreate, Outcome::MalformedStatus] {
             let fake = fake_gemini(Script::new(outcome)).await;
             let err = backend(&fake, fake::settings())
-                .render(&fake::request(AspectRatio::Landscape16x9, 8))
+                .render_uri(&fake::request(AspectRatio::Landscape16x9, 8))
                 .await
                 .unwrap_err();
             match err {
