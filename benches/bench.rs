@@ -11,7 +11,11 @@
 //!    the receive time) and the resident memory an idle open stream costs (VmRSS delta of this
 //!    process, client and server side together, over the opening of the N streams);
 //! 3. end-to-end `quick_social` jobs per second with zero sandbox latency, created concurrently and
-//!    watched to DELIVERED, on SQLite and on a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`).
+//!    watched to DELIVERED, on SQLite and on a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`);
+//!    every job renders, measures and assembles real video at the smallest sandbox resolution
+//!    (160x90);
+//! 4. media (`benches/media.rs`): encode speed, assembly, premium_spot delivery in parallel vs one
+//!    shot at a time, download throughput, CPU-seconds per delivered video-minute.
 //!
 //! Prints a table and one JSON document, also written to `target/bench-results.json`. Figures
 //! only: nothing here asserts a timing. Settings (environment; defaults in parentheses):
@@ -22,6 +26,8 @@
 //! once, 50), `AIPROD_BENCH_FANOUT_LATENCY_MS` (sandbox latency of the fan-out server, 20),
 //! `AIPROD_BENCH_JOB_CONCURRENCY` (32), `AIPROD_BENCH_POSTGRES` (`auto`, `0` or `1`),
 //! `AIPROD_BENCH_JSON` (output path), `AIPROD_PG_BIN` (PostgreSQL binaries).
+
+mod media;
 
 use aiprod::config::Config;
 use aiprod_sdk::pb::cost_estimator_service_client::CostEstimatorServiceClient;
@@ -255,6 +261,10 @@ fn aiprod_config(dir: &tempfile::TempDir, database_url: Option<&str>, latency_ms
         ..Config::default()
     };
     c.sandbox.latency_ms = latency_ms;
+    // The smallest sandbox resolution: the control plane plus the least media work per job.
+    c.media.sandbox_short_side = 90;
+    c.media.ffmpeg = "off".into();
+    c.artifacts.dir = Some(dir.path().join("artifacts"));
     // Measure the service, not the per-tenant limits: lift every tier's request rate and
     // concurrent-job limits (the checks still run on every call).
     for tier in c.catalog.tiers.values_mut() {
@@ -1263,6 +1273,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
     let postgres = e2e_postgres(&s).await?;
     let jobs = [sqlite, postgres];
+    eprintln!("aiprod bench: media ...");
+    let media = media::run().await?;
 
     let report = json!({
         "benchmark": "aiprod",
@@ -1271,9 +1283,11 @@ async fn main() -> anyhow::Result<()> {
         "unary": unary.iter().map(UnaryPair::json).collect::<Vec<_>>(),
         "watch_fanout": fan.iter().map(Fanout::json).collect::<Vec<_>>(),
         "e2e_jobs": jobs.iter().map(E2e::json).collect::<Vec<_>>(),
+        "media": media,
         "total_seconds": round2(started.elapsed().as_secs_f64()),
     });
     print_table(&machine, &s, &unary, &fan, &jobs);
+    media::print(&report["media"]);
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(parent) = s.json_path.parent() {

@@ -40,6 +40,7 @@ other=$("$bin" admin --database-url "$db" create-key --tenant-id "$globex" --mod
 rm -f "$dir/ready"
 AIPROD_ADMIN_TOKEN="$admin_token" "$bin" serve --listen 127.0.0.1:0 --database-url "$db" \
   --ready-file "$dir/ready" --no-demo-tenant --sandbox-latency-ms "${AIPROD_SANDBOX_LATENCY_MS:-20}" \
+  --sandbox-short-side "${AIPROD_TEST_SHORT_SIDE:-90}" \
   >"$dir/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do

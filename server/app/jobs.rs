@@ -160,6 +160,7 @@ impl App {
             updated_ms: now,
             pending_events: vec![],
             pending_ledger: vec![],
+            dirty: false,
         };
         job.emit(EventKind::StateChanged {
             from: None,

@@ -269,6 +269,7 @@ impl App {
                     attempt: 1,
                     succeeded: true,
                     at_ms: now,
+                    measurement: None,
                 });
                 alert_budget(j, budget, planner_cost);
             }
@@ -510,11 +511,11 @@ impl App {
                 metrics::counter!("backend_selection_total", "backend" => backend.as_str())
                     .increment(1);
                 let now = now_ms();
-                let recorded = self
-                    .commit_if(job_id, state, |j| {
+                let mut recorded = false;
+                self.commit_if(job_id, state, |j| {
                         let s = &mut j.shots[index];
                         if !s.needs_render || s.attempts != shot.attempts || s.task.is_some() {
-                            return Ok(false); // another attempt got there first
+                            return Ok(()); // another attempt got there first
                         }
                         s.attempts = attempt;
                         s.task = Some(PendingTask {
@@ -528,7 +529,8 @@ impl App {
                             backend,
                             attempt,
                         });
-                        Ok(true)
+                        recorded = true;
+                        Ok(())
                     })
                     .await?;
                 if !recorded {

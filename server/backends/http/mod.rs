@@ -334,7 +334,6 @@ impl<A: TaskApi> HttpBackend<A> {
             }
         }
     }
-}
 
     /// Downloads a finished task's output, bounded in size; the URI is never logged (it may
     /// carry a signature).

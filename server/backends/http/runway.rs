@@ -137,7 +137,7 @@ mod tests {
     use super::super::fake::{self, Fake, Outcome, Reply, Script};
     use super::super::{HttpBackend, PollSettings};
     use super::*;
-    use crate::backends::{RenderBackend, RenderError};
+    use crate::backends::RenderError;
     use crate::domain::manifest::AspectRatio;
     use std::time::Duration;
 
