@@ -566,9 +566,16 @@ async fn keys_never_appear_in_the_database_or_the_logs() {
     child.kill().unwrap();
     child.wait().unwrap();
     let mut haystack = Vec::new();
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        let path = f.unwrap().path();
-        haystack.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for f in std::fs::read_dir(d).unwrap() {
+            let path = f.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path); // artifacts/
+            } else {
+                haystack.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
     }
     assert!(
         haystack.iter().any(|(p, _)| p.ends_with("server.log")),

@@ -191,6 +191,9 @@ async fn a_backend_that_always_fails_falls_back_and_opens_its_circuit() {
         .sandbox
         .backend_failure_rates
         .insert(Backend::Runway, 1.0);
+    // One shot at a time, so the count of attempts before the circuit opens is exact (in
+    // parallel, attempts already in flight when it opens fail too).
+    config.render.max_parallel_shots_per_job = 1;
     let server = TestServer::start_with(config, dir).await;
     let client = server.platinum("acme").await;
     let job = create(

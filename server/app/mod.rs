@@ -52,6 +52,9 @@ pub struct App {
     backend_permits: BTreeMap<(bool, Backend), Arc<Semaphore>>,
     /// Cancelled when a job ends while shots are in flight: they stop at once.
     job_tokens: Mutex<HashMap<String, CancellationToken>>,
+    /// Serialises the charges of one job's parallel shots, so each budget alert reads the spend
+    /// that the job's previous charge committed.
+    charge_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What the application is built from besides its configuration.
@@ -90,6 +93,7 @@ impl App {
             media_permits: parts.media_permits,
             backend_permits,
             job_tokens: Mutex::new(HashMap::new()),
+            charge_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +132,28 @@ impl App {
             .entry(job_id.to_string())
             .or_insert_with(|| self.shutdown.child_token())
             .clone()
+    }
+
+    /// The lock that orders the charges of one job.
+    pub fn charge_lock(&self, job_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.charge_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(job_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets a job's per-job state once its render phase is over.
+    pub fn forget_job(&self, job_id: &str) {
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job_id);
+        self.charge_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job_id);
     }
 
     /// Stops a job's in-flight shots (cancel, failure).

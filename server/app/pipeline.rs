@@ -439,7 +439,7 @@ impl App {
         };
         // Whatever ended the phase, no attempt outlives it (a cancelled job stops every shot).
         inflight.shutdown().await;
-        self.forget_job_token(job_id);
+        self.forget_job(job_id);
         result
     }
 
@@ -579,6 +579,8 @@ impl App {
             Some(bytes) => Some(self.store_video(bytes).await?),
             None => None,
         };
+        let charging = self.charge_lock(job_id);
+        let _charging = charging.lock().await;
         let now = now_ms();
         let budget = self.monthly_budget_position(&job).await?;
         let passed = measurement.passed();
@@ -911,12 +913,6 @@ impl App {
         }))
     }
 
-    fn forget_job_token(&self, job_id: &str) {
-        self.job_tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(job_id);
-    }
 
     async fn quality_check(self: &Arc<Self>, job: Job) -> Result<Step> {
         let Some(index) = job.shots.iter().position(|s| !s.quality_checked) else {
