@@ -1,8 +1,12 @@
 // SDK features beyond the conformance scenario, against the real server named by AIPROD_ENDPOINT:
-// pagination, the admin token, and the rich error details the protos promise.
+// pagination, the admin token, the rich error details the protos promise, and ByteStream downloads.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AiprodClient, AiprodError, ApiKeyMode, Code, JobState, Tier } from "@aiprod/sdk";
+import { AiprodClient, AiprodError, ApiKeyMode, Code, JobState, Tier, type ReadRetryInfo } from "@aiprod/sdk";
 
 const env = process.env;
 const skip = env.AIPROD_ENDPOINT ? false : "AIPROD_ENDPOINT is not set (run sdk/typescript/test.sh)";
@@ -132,6 +136,60 @@ describe("AiprodClient against the real server", { skip, timeout: 120_000 }, () 
     let more = 0;
     for await (const _ of client.watchJob(job!.jobId, { afterSequence: done!.lastSequence, signal: AbortSignal.timeout(10_000) })) more++;
     assert.equal(more, 0);
+  });
+
+  it("downloads resume after a dropped connection; ByteStream Read honours offsets, limits and version pins", async () => {
+    const { job } = await client.render.createJob({ requestId: `${run}-download`, presetId: "quick_social", brief, autoApprove: true });
+    const jobId = job!.jobId;
+    for await (const _ of client.watchJob(jobId, { signal: AbortSignal.timeout(60_000) })) void _;
+    const dir = await mkdtemp(join(tmpdir(), "aiprod-ts-server-download-"));
+    try {
+      // Drop the connection after the first chunk: the download resumes at the bytes written.
+      const retries: ReadRetryInfo[] = [];
+      let dropped = false;
+      const path = join(dir, "video.mp4");
+      const video = await client.downloadVideo(jobId, path, {
+        initialBackoffMs: 10,
+        onRetry: (i) => retries.push(i),
+        onProgress: ({ bytesWritten }) => {
+          if (!dropped) {
+            dropped = true;
+            client.resetConnection();
+          }
+          assert.ok(bytesWritten > 0);
+        },
+      });
+      const bytes = await readFile(path);
+      assert.equal(BigInt(bytes.length), video.sizeBytes);
+      assert.equal(createHash("sha256").update(bytes).digest("hex"), video.sha256);
+      assert.ok(bytes.length > 256 * 1024, "more than one chunk");
+      assert.equal(retries.length, 1, "one retry after the dropped connection");
+      const resumedAt = retries[0]!.readOffset;
+      assert.ok(resumedAt > 0n && resumedAt < video.sizeBytes && resumedAt % (256n * 1024n) === 0n, `resumed mid-way at ${resumedAt}`);
+
+      // A slice, read with offset and limit.
+      const slice: Uint8Array[] = [];
+      for await (const chunk of client.readResource(`${video.resourceName}@${video.sha256}`, { readOffset: 1000, readLimit: 300_000 })) {
+        slice.push(chunk);
+      }
+      assert.deepEqual(Buffer.concat(slice), bytes.subarray(1000, 301_000));
+
+      // An offset beyond the end is OUT_OF_RANGE; another version is FAILED_PRECONDITION.
+      const readAll = async (name: string, readOffset = 0n) => {
+        for await (const _ of client.readResource(name, { readOffset })) void _;
+      };
+      assert.equal((await failure(() => readAll(video.resourceName, video.sizeBytes + 1n))).codeName, "OUT_OF_RANGE");
+      assert.equal((await failure(() => readAll(`${video.resourceName}@${"0".repeat(64)}`))).codeName, "FAILED_PRECONDITION");
+      assert.equal((await failure(() => readAll("jobs/job_does_not_exist/video"))).codeName, "NOT_FOUND");
+      assert.equal((await failure(() => readAll(`jobs/${jobId}/shots/no_such_shot/clip`))).codeName, "NOT_FOUND");
+
+      // The poster is a PNG.
+      const poster: Uint8Array[] = [];
+      for await (const chunk of client.readResource(video.posterResourceName)) poster.push(chunk);
+      assert.equal(Buffer.concat(poster).subarray(1, 4).toString("latin1"), "PNG");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("INVALID_ARGUMENT when after_sequence is beyond the job's last sequence", async () => {
