@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -118,6 +119,19 @@ func expectCode(err error, code codes.Code) *aiprod.Error {
 	return e
 }
 
+// readRecorder records the read_offset of a ByteStream.Read.
+type readRecorder struct {
+	grpc.ClientStream
+	offsets *[]int64
+}
+
+func (r readRecorder) SendMsg(m any) error {
+	if req, ok := m.(*bytestream.ReadRequest); ok {
+		*r.offsets = append(*r.offsets, req.ReadOffset)
+	}
+	return r.ClientStream.SendMsg(m)
+}
+
 func fileSHA256(path string) string {
 	f := must(os.Open(path))
 	defer f.Close()
@@ -148,7 +162,16 @@ func scenario(ctx context.Context) string {
 	endpoint, key := os.Getenv("AIPROD_ENDPOINT"), os.Getenv("AIPROD_API_KEY")
 	// Connections go through a dialer that can cut them, so that step 7 drops the TCP connection.
 	dialer := aiprodtest.NewDropDialer()
-	client := must(aiprod.New(endpoint, key, aiprod.WithDialOptions(grpc.WithContextDialer(dialer.DialContext))))
+	var readOffsets []int64 // of every ByteStream.Read (step 11 checks the resumed one)
+	recordReads := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err == nil && method == "/google.bytestream.ByteStream/Read" {
+			s = readRecorder{s, &readOffsets}
+		}
+		return s, err
+	}
+	client := must(aiprod.New(endpoint, key, aiprod.WithDialOptions(grpc.WithContextDialer(dialer.DialContext),
+		grpc.WithChainStreamInterceptor(recordReads))))
 	defer client.Close()
 	var events []*aiprodv1.JobEvent
 
@@ -286,8 +309,21 @@ func scenario(ctx context.Context) string {
 	tmp := must(os.MkdirTemp("", "aiprod-go-conformance-"))
 	defer os.RemoveAll(tmp)
 	videoPath := filepath.Join(tmp, "video.mp4")
-	video := must(client.DownloadVideo(ctx, job.JobId, videoPath))
+	// The connection is cut after the first chunk: the download resumes where it was (unless the
+	// whole file was already buffered), and must end with the same bytes.
+	dials, cut, reads := dialer.Dials(), false, len(readOffsets)
+	video := must(client.DownloadVideo(ctx, job.JobId, videoPath, aiprod.WithProgress(func(written, _ int64) {
+		if !cut {
+			cut = dialer.Drop() > 0
+		}
+	})))
 	checkDownload(videoPath, video, delivered.Video, "video")
+	check(cut, "a connection to cut during the download")
+	downloadReconnects, videoReads := dialer.Dials()-dials, readOffsets[reads:]
+	check(len(videoReads) >= 1 && videoReads[0] == 0, "the download reads from 0: %v", videoReads)
+	for i := 1; i < len(videoReads); i++ {
+		check(videoReads[i] > videoReads[i-1], "resumed reads go forward: %v", videoReads)
+	}
 	clipPath := filepath.Join(tmp, "clip.mp4")
 	clip := must(client.DownloadShotClip(ctx, job.JobId, shot.ShotId, clipPath))
 	checkDownload(clipPath, clip, shot.Clip, "clip of "+shot.ShotId)
@@ -309,9 +345,10 @@ func scenario(ctx context.Context) string {
 		expectCode(rerr, codes.NotFound)
 	}
 
-	return fmt.Sprintf("job %s DELIVERED after %d events (%d reconnect(s)), billed $%.2f of max $%.2f, video %d bytes %dx%d %d frames",
+	return fmt.Sprintf("job %s DELIVERED after %d events (%d reconnect(s)), billed $%.2f of max $%.2f, "+
+		"video %d bytes %dx%d %d frames (%d reconnect(s) while downloading, reads at %v)",
 		job.JobId, len(events), reconnects, float64(report.BilledMicros)/1e6, float64(report.GuaranteedMaxMicros)/1e6,
-		video.SizeBytes, video.Width, video.Height, video.FrameCount)
+		video.SizeBytes, video.Width, video.Height, video.FrameCount, downloadReconnects, videoReads)
 }
 
 // loadEnv reads KEY=VALUE lines (scripts/test-server.sh's env file) into the environment.
