@@ -1,4 +1,7 @@
-//! The `aiprod` command: `serve` (the default), `migrate`, and `admin` (tenants and keys, offline).
+//! The `aiprod` command: `serve` (the default), `migrate`, `admin` (tenants and keys, offline) and
+//! `download` (a job's video, as a partner would fetch it).
+
+mod cli_download;
 
 use aiprod::config::{Config, ServeArgs};
 use aiprod::domain::tenant::KeyMode;
@@ -31,6 +34,24 @@ enum Command {
             default_value = "sqlite://data/aiprod.db"
         )]
         database_url: String,
+    },
+    /// Download a job's video (or one shot's clip) from a running server, resuming after dropped
+    /// connections and verifying its SHA-256.
+    Download {
+        /// The server's gRPC endpoint.
+        #[arg(long, env = "AIPROD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// The tenant's API key.
+        #[arg(long, env = "AIPROD_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The job.
+        job_id: String,
+        /// Where to write the file [default: <job_id>.mp4].
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// Download this shot's clip instead of the video.
+        #[arg(long)]
+        shot: Option<String>,
     },
     /// Manage tenants and API keys directly in the database.
     Admin {
@@ -233,6 +254,21 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None => run_server(cli.serve).await,
         Some(Command::Serve(args)) => run_server(args).await,
+        Some(Command::Download {
+            endpoint,
+            api_key,
+            job_id,
+            output,
+            shot,
+        }) => {
+            let output = output.unwrap_or_else(|| {
+                std::path::PathBuf::from(match &shot {
+                    Some(s) => format!("{job_id}-{s}.mp4"),
+                    None => format!("{job_id}.mp4"),
+                })
+            });
+            cli_download::run(endpoint, api_key, job_id, shot, output).await
+        }
         Some(Command::Migrate { database_url }) => {
             async {
                 let app = aiprod::open_app(Config {

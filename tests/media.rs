@@ -83,7 +83,10 @@ pub fn assert_playable(bytes: &[u8], artifact: &pb::VideoArtifact, shot_seconds:
         m.info.frame_count
     );
     assert_eq!(artifact.frame_count, m.info.frame_count);
-    assert_eq!((artifact.width, artifact.height), (m.info.width, m.info.height));
+    assert_eq!(
+        (artifact.width, artifact.height),
+        (m.info.width, m.info.height)
+    );
     assert!(
         (artifact.frame_rate - f64::from(FPS)).abs() < 0.01,
         "{}",
@@ -92,7 +95,8 @@ pub fn assert_playable(bytes: &[u8], artifact: &pb::VideoArtifact, shot_seconds:
     let duration = artifact.duration.expect("duration");
     let duration_ms = duration.seconds as u64 * 1000 + duration.nanos as u64 / 1_000_000;
     assert!(
-        duration_ms.abs_diff(u64::from(total) * 1000) <= 1000 / u64::from(FPS) * shot_seconds.len() as u64,
+        duration_ms.abs_diff(u64::from(total) * 1000)
+            <= 1000 / u64::from(FPS) * shot_seconds.len() as u64,
         "{duration_ms} ms for {total} s"
     );
     assert!(m.info.faststart, "index at the front");
@@ -116,7 +120,10 @@ pub fn assert_playable(bytes: &[u8], artifact: &pb::VideoArtifact, shot_seconds:
 
 /// A second opinion from ffprobe when it is installed (CI installs Debian's ffmpeg for it).
 fn ffprobe_agrees(bytes: &[u8], frames: u32, width: u32, height: u32) {
-    let Ok(out) = std::process::Command::new("ffprobe").arg("-version").output() else {
+    let Ok(out) = std::process::Command::new("ffprobe")
+        .arg("-version")
+        .output()
+    else {
         eprintln!("ffprobe not on PATH: second opinion skipped");
         return;
     };
@@ -140,7 +147,11 @@ fn ffprobe_agrees(bytes: &[u8], frames: u32, width: u32, height: u32) {
         .arg(file.path())
         .output()
         .expect("ffprobe runs");
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(
         line,
@@ -205,7 +216,11 @@ async fn every_preset_delivers_a_playable_video() {
             },
         )
         .await;
-        assert_eq!(job.state, Delivered as i32, "{preset}: {}", job.status_message);
+        assert_eq!(
+            job.state, Delivered as i32,
+            "{preset}: {}",
+            job.status_message
+        );
         let (artifact, bytes) = download(&client, &job.job_id).await;
         assert_eq!(Some(&artifact), job.video.as_ref());
         assert_eq!(artifact.resource_name, format!("jobs/{}/video", job.job_id));
@@ -213,7 +228,9 @@ async fn every_preset_delivers_a_playable_video() {
         assert_eq!(artifact.shot_count, job.shots_total);
         assert_playable(&bytes, &artifact, &shot_seconds(&job));
         // The poster is a PNG.
-        let poster = read_all(&client, &artifact.poster_resource_name).await.unwrap();
+        let poster = read_all(&client, &artifact.poster_resource_name)
+            .await
+            .unwrap();
         assert_eq!(&poster[..8], b"\x89PNG\r\n\x1a\n");
         // Every shot has its own clip, measured and stored.
         for shot in &job.shots {
@@ -233,10 +250,17 @@ async fn every_preset_delivers_a_playable_video() {
     wait_for_state(&client, &job.job_id, AwaitingFinalApproval).await;
     let held = get_job(&client, &job.job_id).await;
     assert_eq!(held.state, AwaitingFinalApproval as i32);
-    let cut = held.video.clone().expect("the cut exists before final approval");
+    let cut = held
+        .video
+        .clone()
+        .expect("the cut exists before final approval");
     let dir = tempfile::tempdir().unwrap();
     let clip = client
-        .download_shot_clip(&job.job_id, &held.shots[0].shot_id, dir.path().join("clip.mp4"))
+        .download_shot_clip(
+            &job.job_id,
+            &held.shots[0].shot_id,
+            dir.path().join("clip.mp4"),
+        )
         .await
         .expect("a shot clip downloads during final review");
     assert_eq!(Some(&clip), held.shots[0].clip.as_ref());
@@ -249,7 +273,11 @@ async fn every_preset_delivers_a_playable_video() {
         .expect("approve delivery");
     let delivered = get_job(&client, &job.job_id).await;
     assert_eq!(delivered.state, Delivered as i32);
-    assert_eq!(delivered.video.as_ref(), Some(&cut), "the reviewed cut is delivered");
+    assert_eq!(
+        delivered.video.as_ref(),
+        Some(&cut),
+        "the reviewed cut is delivered"
+    );
     let (artifact, bytes) = download(&client, &job.job_id).await;
     assert_eq!(artifact.shot_count, 12);
     assert_playable(&bytes, &artifact, &shot_seconds(&delivered));
@@ -305,22 +333,35 @@ async fn a_revision_re_renders_the_named_shots_and_re_assembles() {
             _ => None,
         })
         .collect();
-    assert_eq!(rerendered, vec![revised.clone()], "only the named shot renders again");
+    assert_eq!(
+        rerendered,
+        vec![revised.clone()],
+        "only the named shot renders again"
+    );
     let after = get_job(&client, &job.job_id).await;
     let new_cut = after.video.clone().unwrap();
     assert_ne!(new_cut.sha256, old_cut.sha256, "the cut is assembled again");
     for (b, a) in before.shots.iter().zip(&after.shots) {
         let (b, a) = (b.clip.as_ref().unwrap(), a.clip.as_ref().unwrap());
-        assert_eq!(b.sha256 == a.sha256, b.resource_name != format!("jobs/{}/shots/{revised}/clip", job.job_id));
+        assert_eq!(
+            b.sha256 == a.sha256,
+            b.resource_name != format!("jobs/{}/shots/{revised}/clip", job.job_id)
+        );
     }
     // A read pinned to the replaced version refuses to mix versions.
-    let stale = read_all(&client, &format!("{}@{}", old_cut.resource_name, old_cut.sha256))
-        .await
-        .expect_err("the old version is gone");
+    let stale = read_all(
+        &client,
+        &format!("{}@{}", old_cut.resource_name, old_cut.sha256),
+    )
+    .await
+    .expect_err("the old version is gone");
     assert_eq!(stale.code(), Code::FailedPrecondition);
-    let bytes = read_all(&client, &format!("{}@{}", new_cut.resource_name, new_cut.sha256))
-        .await
-        .unwrap();
+    let bytes = read_all(
+        &client,
+        &format!("{}@{}", new_cut.resource_name, new_cut.sha256),
+    )
+    .await
+    .unwrap();
     assert_playable(&bytes, &new_cut, &shot_seconds(&after));
 }
 
@@ -361,7 +402,10 @@ async fn bad_sandbox_outputs_are_measured_and_rendered_again() {
         for q in &rejected {
             let m = q.measurement.as_ref().expect("the measured figures");
             assert!(!m.passed && !m.failures.is_empty(), "{m:?}");
-            assert_eq!(q.quality, 0.0, "a clip that fails a technical check scores 0");
+            assert_eq!(
+                q.quality, 0.0,
+                "a clip that fails a technical check scores 0"
+            );
             failures_seen.extend(m.failures.iter().cloned());
         }
         let report = costs(&client, &job.job_id).await;
@@ -371,12 +415,19 @@ async fn bad_sandbox_outputs_are_measured_and_rendered_again() {
             .iter()
             .filter(|l| !l.succeeded && l.measurement.as_ref().is_some_and(|m| !m.passed))
             .count();
-        assert_eq!(unusable, rejected.len(), "each bad output is metered, not billed");
+        assert_eq!(
+            unusable,
+            rejected.len(),
+            "each bad output is metered, not billed"
+        );
         let (artifact, bytes) = download(&client, &job.job_id).await;
         assert_playable(&bytes, &artifact, &shot_seconds(&job));
     }
     for kind in ["black_frames", "frozen_frames", "undecodable"] {
-        assert!(failures_seen.contains(kind), "{kind} caught: {failures_seen:?}");
+        assert!(
+            failures_seen.contains(kind),
+            "{kind} caught: {failures_seen:?}"
+        );
     }
 }
 
@@ -395,15 +446,28 @@ async fn bytestream_reads_are_bounded_resumable_and_isolated() {
     let mut pieces = Vec::new();
     let step = size / 3 + 1;
     for offset in (0..size).step_by(step as usize) {
-        pieces.extend(read_range(&client, &video.resource_name, offset, step).await.unwrap());
+        pieces.extend(
+            read_range(&client, &video.resource_name, offset, step)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(pieces, whole);
-    assert!(read_range(&client, &video.resource_name, size, 0).await.unwrap().is_empty());
+    assert!(
+        read_range(&client, &video.resource_name, size, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     for bad in [-1, size + 1] {
-        let e = read_range(&client, &video.resource_name, bad, 0).await.unwrap_err();
+        let e = read_range(&client, &video.resource_name, bad, 0)
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "offset {bad}");
     }
-    let e = read_range(&client, &video.resource_name, 0, -5).await.unwrap_err();
+    let e = read_range(&client, &video.resource_name, 0, -5)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // Malformed names: a bounded error that does not echo the input.
@@ -417,17 +481,31 @@ async fn bytestream_reads_are_bounded_resumable_and_isolated() {
     }
 
     // Another tenant's artifacts are NOT_FOUND, exactly like a job that does not exist.
-    let missing = read_all(&other, "jobs/job_doesnotexist/video").await.unwrap_err();
+    let missing = read_all(&other, "jobs/job_doesnotexist/video")
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     let names = std::iter::once(video.resource_name.clone())
         .chain(std::iter::once(video.poster_resource_name.clone()))
-        .chain(job.shots.iter().map(|s| s.clip.as_ref().unwrap().resource_name.clone()))
-        .chain(std::iter::once(format!("{}@{}", video.resource_name, video.sha256)));
+        .chain(
+            job.shots
+                .iter()
+                .map(|s| s.clip.as_ref().unwrap().resource_name.clone()),
+        )
+        .chain(std::iter::once(format!(
+            "{}@{}",
+            video.resource_name, video.sha256
+        )));
     for name in names {
         let e = read_all(&other, &name).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{name}");
         assert_eq!(e.message(), missing.message(), "identical to a missing job");
-        assert!(other.download_video(&job.job_id, "/nonexistent/x").await.is_err());
+        assert!(
+            other
+                .download_video(&job.job_id, "/nonexistent/x")
+                .await
+                .is_err()
+        );
     }
     // A job without a cut yet: NOT_FOUND for the file, a clear error from the SDK.
     let pending = create(
@@ -438,7 +516,9 @@ async fn bytestream_reads_are_bounded_resumable_and_isolated() {
     )
     .await;
     wait_for_state(&client, &pending.job_id, AwaitingApproval).await;
-    let e = read_all(&client, &format!("jobs/{}/video", pending.job_id)).await.unwrap_err();
+    let e = read_all(&client, &format!("jobs/{}/video", pending.job_id))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = client
         .download_video(&pending.job_id, std::env::temp_dir().join("never.mp4"))
@@ -482,7 +562,11 @@ async fn cutting_proxy(target: String, cut_after: usize) -> String {
         let mut first = true;
         while let Ok((mut inbound, _)) = listener.accept().await {
             let target = target.clone();
-            let limit = if std::mem::take(&mut first) { Some(cut_after) } else { None };
+            let limit = if std::mem::take(&mut first) {
+                Some(cut_after)
+            } else {
+                None
+            };
             tokio::spawn(async move {
                 let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                     return;
@@ -569,7 +653,11 @@ async fn artifacts_live_in_s3_with_presigned_urls() {
     // Nothing was written locally: the bytes are in the bucket.
     assert!(!dir.path().join("artifacts").exists());
     // GetJob signs a URL that serves the same bytes; a tampered one is refused.
-    assert!(video.download_url.starts_with("http://127.0.0.1"), "{}", video.download_url);
+    assert!(
+        video.download_url.starts_with("http://127.0.0.1"),
+        "{}",
+        video.download_url
+    );
     assert!(video.download_url_expire_time.is_some());
     let http = reqwest::Client::new();
     let got = http.get(&video.download_url).send().await.unwrap();
@@ -584,4 +672,36 @@ async fn artifacts_live_in_s3_with_presigned_urls() {
     for shot in &job.shots {
         assert!(!shot.clip.as_ref().unwrap().download_url.is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_downloads_a_video_and_a_shot_clip() {
+    let server = TestServer::start().await;
+    let (_, key, client) = server.tenant("acme", pb::Tier::Platinum).await;
+    let job = run(&client, create_request("cli-1", "quick_social")).await;
+    let out = tempfile::tempdir().unwrap();
+    let download = |extra: &[&str], file: &str| {
+        let output = std::process::Command::new(binary())
+            .args(["download", "--endpoint", &server.endpoint, &job.job_id, "-o"])
+            .arg(out.path().join(file))
+            .args(extra)
+            .env("AIPROD_API_KEY", &key)
+            .output()
+            .expect("run aiprod download");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let printed = tokio::task::block_in_place(|| download(&[], "video.mp4"));
+    let video = job.video.clone().unwrap();
+    assert!(printed.contains(&video.sha256), "{printed}");
+    let bytes = std::fs::read(out.path().join("video.mp4")).unwrap();
+    assert_playable(&bytes, &video, &shot_seconds(&job));
+    let shot = &job.shots[2];
+    tokio::task::block_in_place(|| download(&["--shot", &shot.shot_id], "clip.mp4"));
+    let clip = std::fs::read(out.path().join("clip.mp4")).unwrap();
+    assert_playable(&clip, shot.clip.as_ref().unwrap(), &[shot.duration_s]);
 }
