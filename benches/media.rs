@@ -26,7 +26,12 @@ fn cpu_seconds() -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the state field.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -156,9 +161,7 @@ impl Server {
         let job = self
             .client
             .render()
-            .get_job(pb::GetJobRequest {
-                job_id: job.job_id,
-            })
+            .get_job(pb::GetJobRequest { job_id: job.job_id })
             .await?
             .into_inner()
             .job
@@ -233,8 +236,17 @@ pub async fn run() -> anyhow::Result<Value> {
     // a. Animatic render + encode, 5 s clips.
     eprintln!("aiprod bench: media encode speed ...");
     let mut encode = Vec::new();
-    for (label, w, h) in [("144p", 256, 144), ("360p", 640, 360), ("480p", 854, 480), ("720p", 1280, 720)] {
-        let format = Format { width: w, height: h, fps: 24 };
+    for (label, w, h) in [
+        ("144p", 256, 144),
+        ("360p", 640, 360),
+        ("480p", 854, 480),
+        ("720p", 1280, 720),
+    ] {
+        let format = Format {
+            width: w,
+            height: h,
+            fps: 24,
+        };
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let bytes = tokio::task::block_in_place(|| clip(format, 5, 1, &media));
         let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
@@ -244,13 +256,23 @@ pub async fn run() -> anyhow::Result<Value> {
 
     // b. Assembly of 12 × 10 s clips: our own (copy) and provider-like (re-encode).
     eprintln!("aiprod bench: media assembly ...");
-    let target = Format { width: 256, height: 144, fps: 24 };
-    let provider = Format { width: 320, height: 180, fps: 16 };
+    let target = Format {
+        width: 256,
+        height: 144,
+        fps: 24,
+    };
+    let provider = Format {
+        width: 320,
+        height: 180,
+        fps: 16,
+    };
     let mut assembly = Vec::new();
-    for (label, format) in [("copy (our clips)", target), ("re-encode (provider-like 320x180@16)", provider)] {
-        let clips: Vec<Vec<u8>> = tokio::task::block_in_place(|| {
-            (1..=12).map(|n| clip(format, 10, n, &media)).collect()
-        });
+    for (label, format) in [
+        ("copy (our clips)", target),
+        ("re-encode (provider-like 320x180@16)", provider),
+    ] {
+        let clips: Vec<Vec<u8>> =
+            tokio::task::block_in_place(|| (1..=12).map(|n| clip(format, 10, n, &media)).collect());
         let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_slice()).collect();
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let cut = tokio::task::block_in_place(|| media.assemble(&refs, target))?;
@@ -272,7 +294,9 @@ pub async fn run() -> anyhow::Result<Value> {
             }
         })
         .await?;
-        let (_, secs) = server.deliver("premium_spot", &format!("bench-premium-{per_job}")).await?;
+        let (_, secs) = server
+            .deliver("premium_spot", &format!("bench-premium-{per_job}"))
+            .await?;
         server.stop().await?;
         delivery.push(json!({"mode": label, "seconds": round2(secs), "shots": 12, "latency_ms_per_shot": latency_ms}));
     }
@@ -334,7 +358,11 @@ pub fn print(media: &Value) {
             e["cpu_seconds"]
         );
     }
-    for a in media["assembly_120s_cut_144p"].as_array().into_iter().flatten() {
+    for a in media["assembly_120s_cut_144p"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         println!(
             "   assembly of 12 x 10 s, {}: {} s, {} CPU-s per video-minute",
             a["path"].as_str().unwrap_or("?"),
@@ -342,7 +370,11 @@ pub fn print(media: &Value) {
             a["cpu_seconds_per_video_minute"]
         );
     }
-    for d in media["premium_spot_delivery"].as_array().into_iter().flatten() {
+    for d in media["premium_spot_delivery"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         println!(
             "   premium_spot (12 shots, {} ms each) {}: {} s to DELIVERED",
             d["latency_ms_per_shot"],

@@ -615,7 +615,9 @@ impl Config {
         let m = &self.media;
         if !(16..=2160).contains(&m.sandbox_short_side) || !(16..=2160).contains(&m.live_short_side)
         {
-            problems.push("media.sandbox_short_side and live_short_side must be within 16..2160".into());
+            problems.push(
+                "media.sandbox_short_side and live_short_side must be within 16..2160".into(),
+            );
         }
         if !(1..=60).contains(&m.fps) {
             problems.push("media.fps must be within 1..60".into());

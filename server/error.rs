@@ -37,7 +37,10 @@ pub enum Error {
     },
     /// An offset outside a resource (ByteStream reads), with the field that holds it.
     #[error("{field} {message}")]
-    OutOfRange { field: &'static str, message: String },
+    OutOfRange {
+        field: &'static str,
+        message: String,
+    },
     /// A stale etag or a lost optimistic-concurrency race.
     #[error("{0}")]
     Aborted(String),

@@ -183,7 +183,10 @@ async fn answer(
     };
     if let Some(file) = path.strip_prefix("/outputs/") {
         if p.kind == Kind::Veo && seen.header("x-goog-api-key") != Some(VEO_KEY) {
-            return reply(403, json!({"error": {"code": 403, "message": "API key not valid."}}));
+            return reply(
+                403,
+                json!({"error": {"code": 403, "message": "API key not valid."}}),
+            );
         }
         let task = file.trim_end_matches(".mp4");
         let seconds = p
@@ -204,7 +207,10 @@ async fn answer(
         };
     }
     let remember = |task: &str, seconds: u32| {
-        p.durations.lock().unwrap().insert(task.to_string(), seconds);
+        p.durations
+            .lock()
+            .unwrap()
+            .insert(task.to_string(), seconds);
     };
     match p.kind {
         Kind::Runway => {
@@ -341,7 +347,9 @@ fn live_config(
 /// A Platinum tenant with a LIVE key, and a client using it.
 async fn live_client(server: &TestServer) -> Client {
     let key = live_key(server).await;
-    Client::connect(server.endpoint.clone(), &key).await.unwrap()
+    Client::connect(server.endpoint.clone(), &key)
+        .await
+        .unwrap()
 }
 
 /// A new Platinum tenant's LIVE key.
@@ -550,9 +558,12 @@ async fn a_restart_resumes_the_paid_provider_tasks_instead_of_submitting_new_one
     let config = live_config(&dir, None, None, Some(&replicate));
     let server = TestServer::start_with(config, dir).await;
     let key = live_key(&server).await;
-    let client = Client::connect(server.endpoint.clone(), &key).await.unwrap();
+    let client = Client::connect(server.endpoint.clone(), &key)
+        .await
+        .unwrap();
     let job = create(&client, create_request("live-restart-1", "quick_social")).await;
-    let is_start = |e: &pb::JobEvent| matches!(e.payload, Some(pb::job_event::Payload::ShotStarted(_)));
+    let is_start =
+        |e: &pb::JobEvent| matches!(e.payload, Some(pb::job_event::Payload::ShotStarted(_)));
     // ShotStarted is committed together with the provider's task id, before any wait on it.
     let seen = AtomicUsize::new(0);
     let events = watch_until(&client, &job.job_id, 0, |e| {
@@ -571,7 +582,9 @@ async fn a_restart_resumes_the_paid_provider_tasks_instead_of_submitting_new_one
     );
     replicate.set_running_polls(RUNNING_POLLS);
     let server = TestServer::start_with(config, dir).await;
-    let client = Client::connect(server.endpoint.clone(), &key).await.unwrap();
+    let client = Client::connect(server.endpoint.clone(), &key)
+        .await
+        .unwrap();
     let events = watch_to_end(&client, &job.job_id, 0).await;
     assert_gap_free(&events);
     assert_eq!(states(&events).last(), Some(&Delivered));
@@ -580,26 +593,46 @@ async fn a_restart_resumes_the_paid_provider_tasks_instead_of_submitting_new_one
         3,
         "no task is submitted twice"
     );
-    assert_eq!(events.iter().filter(|e| is_start(e)).count(), 3, "no new attempt started");
-    assert!(replicate.seen("GET", "/v1/predictions/").len() > polled_before, "the same tasks are polled again");
-    assert_eq!(replicate.seen("GET", "/outputs/").len(), 3, "each output is downloaded once");
+    assert_eq!(
+        events.iter().filter(|e| is_start(e)).count(),
+        3,
+        "no new attempt started"
+    );
+    assert!(
+        replicate.seen("GET", "/v1/predictions/").len() > polled_before,
+        "the same tasks are polled again"
+    );
+    assert_eq!(
+        replicate.seen("GET", "/outputs/").len(),
+        3,
+        "each output is downloaded once"
+    );
     let report = costs(&client, &job.job_id).await;
     assert_certified(&report);
     assert_no_double_billing(&report);
     assert_eq!(
-        report.ledger.iter().filter(|l| l.kind == pb::LedgerKind::Render as i32).count(),
+        report
+            .ledger
+            .iter()
+            .filter(|l| l.kind == pb::LedgerKind::Render as i32)
+            .count(),
         3,
         "billed once per shot"
     );
     // The provider's 192x108 16 fps clips are normalised into the cut.
     let job = crate::media::get_job(&client, &job.job_id).await;
     let video = job.video.clone().expect("the cut");
-    let bytes = crate::media::read_all(&client, &video.resource_name).await.unwrap();
+    let bytes = crate::media::read_all(&client, &video.resource_name)
+        .await
+        .unwrap();
     let seconds: Vec<u32> = job.shots.iter().map(|s| s.duration_s).collect();
     crate::media::assert_playable(&bytes, &video, &seconds);
     for shot in &job.shots {
         let clip = shot.clip.as_ref().expect("the provider's clip is kept");
         assert_eq!((clip.width, clip.height), (192, 108));
-        assert!(!clip.resource_name.contains("outputs"), "provider links never reach partners");
+        assert!(
+            !clip.resource_name.contains("outputs"),
+            "provider links never reach partners"
+        );
     }
 }

@@ -13,10 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 impl ByteStream for Api {
     type ReadStream = BoxStream<'static, Result<ReadResponse, Status>>;
 
-    async fn read(
-        &self,
-        req: Request<ReadRequest>,
-    ) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let plan = self

@@ -1,17 +1,17 @@
 //! Conversions between `aiprod.v1` messages and domain types, and request validation that collects
 //! every field violation of a request.
 
+use crate::app::artifacts::DownloadLinks;
 use crate::app::estimate::{Estimate, EstimateInput};
 use crate::app::jobs::NewJob;
 use crate::domain::catalog::{Catalog, Pipeline, PresetSpec, Priority};
-use crate::app::artifacts::DownloadLinks;
 use crate::domain::job::{
     Event, EventKind, FailureReason, Job, JobSpec, LedgerEntry, LedgerKind, ShotProgress, Video,
 };
-use crate::domain::media::{Artifact, Measurement};
 use crate::domain::manifest::{
     self, AspectRatio, Camera, CharacterStyle, Lighting, Markers, Mood, Shot, Style,
 };
+use crate::domain::media::{Artifact, Measurement};
 use crate::domain::pricing::Quote;
 use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
 use crate::domain::validate::Violations;
@@ -286,7 +286,9 @@ fn shot_status_pb(s: &ShotProgress, links: &DownloadLinks) -> pb::ShotStatus {
         attempts: s.attempts,
         quality: result.map_or(0.0, |r| r.quality),
         passed: s.passed,
-        measurement: result.and_then(|r| r.measurement.as_ref()).map(measurement_pb),
+        measurement: result
+            .and_then(|r| r.measurement.as_ref())
+            .map(measurement_pb),
         clip: result.and_then(|r| {
             r.artifact
                 .as_ref()

@@ -188,7 +188,10 @@ impl App {
                 }
                 // The cut the partner reviewed is the one delivered.
                 let video = job.video.clone().ok_or_else(|| {
-                    Error::internal(anyhow::anyhow!("job {} awaits final approval without a cut", job.id))
+                    Error::internal(anyhow::anyhow!(
+                        "job {} awaits final approval without a cut",
+                        job.id
+                    ))
                 })?;
                 job.deliver(video).map_err(Error::internal)
             })

@@ -108,12 +108,13 @@ impl App {
 
     /// A slot for CPU-heavy media work.
     pub async fn media_permit(&self) -> crate::error::Result<tokio::sync::SemaphorePermit<'_>> {
-        self.media_permits.acquire().await.map_err(|_| {
-            crate::error::Error::Unavailable {
+        self.media_permits
+            .acquire()
+            .await
+            .map_err(|_| crate::error::Error::Unavailable {
                 message: "shutting down".into(),
                 retry_after: Duration::from_secs(1),
-            }
-        })
+            })
     }
 
     /// The render slots of a backend.

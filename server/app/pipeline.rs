@@ -18,9 +18,9 @@ use crate::backends::{RenderError, RenderOutput, RenderRequest};
 use crate::domain::job::{
     EventKind, FailureReason, Job, LedgerEntry, LedgerKind, PendingTask, RenderResult, Video,
 };
+use crate::domain::manifest::Camera;
 use crate::domain::media::{self as media_rules, Expected, Figures, Measurement};
 use crate::domain::pricing::{self, QuoteParams, Selection};
-use crate::domain::manifest::Camera;
 use crate::domain::{Backend, JobState, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
@@ -405,10 +405,14 @@ impl App {
                     inflight.spawn(
                         async move {
                             // A panic in an attempt must not take the job down: it is an error.
-                            let r = std::panic::AssertUnwindSafe(app.shot_attempt(&job_id, &shot_id, &token))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| Err(Error::internal(anyhow::anyhow!("shot attempt panicked"))));
+                            let r = std::panic::AssertUnwindSafe(
+                                app.shot_attempt(&job_id, &shot_id, &token),
+                            )
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Error::internal(anyhow::anyhow!("shot attempt panicked")))
+                            });
                             (shot_id, r)
                         }
                         .instrument(span),
@@ -513,26 +517,26 @@ impl App {
                 let now = now_ms();
                 let mut recorded = false;
                 self.commit_if(job_id, state, |j| {
-                        let s = &mut j.shots[index];
-                        if !s.needs_render || s.attempts != shot.attempts || s.task.is_some() {
-                            return Ok(()); // another attempt got there first
-                        }
-                        s.attempts = attempt;
-                        s.task = Some(PendingTask {
-                            backend,
-                            attempt,
-                            task_id: task_id.clone(),
-                            submitted_ms: now,
-                        });
-                        j.emit(EventKind::ShotStarted {
-                            shot_id: shot.shot_id.clone(),
-                            backend,
-                            attempt,
-                        });
-                        recorded = true;
-                        Ok(())
-                    })
-                    .await?;
+                    let s = &mut j.shots[index];
+                    if !s.needs_render || s.attempts != shot.attempts || s.task.is_some() {
+                        return Ok(()); // another attempt got there first
+                    }
+                    s.attempts = attempt;
+                    s.task = Some(PendingTask {
+                        backend,
+                        attempt,
+                        task_id: task_id.clone(),
+                        submitted_ms: now,
+                    });
+                    j.emit(EventKind::ShotStarted {
+                        shot_id: shot.shot_id.clone(),
+                        backend,
+                        attempt,
+                    });
+                    recorded = true;
+                    Ok(())
+                })
+                .await?;
                 if !recorded {
                     return Ok(());
                 }
@@ -541,9 +545,9 @@ impl App {
         };
         let request = RenderRequest { attempt, ..request };
         let set = self.backend_set(job.sandbox);
-        let (imp, circuit) = set
-            .get(backend)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("backend {backend:?} not configured")))?;
+        let (imp, circuit) = set.get(backend).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("backend {backend:?} not configured"))
+        })?;
         let timeout = Duration::from_secs(self.config.render_timeout_s);
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout, imp.finish(&request, &task_id)) => r.unwrap_or(Err(RenderError::Timeout(timeout.as_secs()))),
@@ -912,7 +916,6 @@ impl App {
             artifact: Some(artifact),
         }))
     }
-
 
     async fn quality_check(self: &Arc<Self>, job: Job) -> Result<Step> {
         let Some(index) = job.shots.iter().position(|s| !s.quality_checked) else {

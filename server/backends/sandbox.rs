@@ -235,6 +235,10 @@ mod tests {
         for (kind, n) in &counts {
             assert!((400..=600).contains(n), "{kind}: {n} of 2000 ({counts:?})");
         }
-        assert_eq!(counts.len(), 4, "black, frozen, truncated and none: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            4,
+            "black, frozen, truncated and none: {counts:?}"
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use super::Money;
 use super::catalog::Backend;
-use super::media::{Artifact, Measurement};
 use super::manifest::{AspectRatio, Manifest};
+use super::media::{Artifact, Measurement};
 use super::pricing::{Quote, certified_bill};
 use super::state::{IllegalTransition, JobState};
 use serde::{Deserialize, Serialize};

@@ -205,7 +205,10 @@ pub fn check(figures: &Figures, expected: &Expected, limits: &QualityLimits) -> 
         frozen_frame_ratio: round4(figures.frozen_frame_ratio),
         sharpness: round4(figures.sharpness),
         contrast: round4(figures.contrast),
-        failures: failures.into_iter().map(|c| c.as_str().to_string()).collect(),
+        failures: failures
+            .into_iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
     }
 }
 
@@ -283,7 +286,11 @@ mod tests {
             let mut f = good();
             spoil(&mut f);
             let m = check(&f, &expected(), &limits);
-            assert!(m.failures.iter().any(|x| x == name), "{name}: {:?}", m.failures);
+            assert!(
+                m.failures.iter().any(|x| x == name),
+                "{name}: {:?}",
+                m.failures
+            );
         }
     }
 
@@ -305,9 +312,15 @@ mod tests {
         };
         let mut f = good();
         (f.frame_count, f.decoded_frames, f.duration_ms) = (240, 240, 10_000);
-        assert!(check(&f, &provider, &limits).passed(), "a 10 s clip for a 5 s shot");
+        assert!(
+            check(&f, &provider, &limits).passed(),
+            "a 10 s clip for a 5 s shot"
+        );
         (f.frame_count, f.decoded_frames, f.duration_ms) = (96, 96, 4000);
-        assert!(!check(&f, &provider, &limits).passed(), "a 4 s clip for a 5 s shot");
+        assert!(
+            !check(&f, &provider, &limits).passed(),
+            "a 4 s clip for a 5 s shot"
+        );
         f = good();
         (f.width, f.height) = (48, 27);
         assert!(!check(&f, &provider, &limits).passed(), "too small");

@@ -36,8 +36,8 @@ mod watch;
 pub use error::{Error, FieldViolation};
 pub use watch::WatchOptions;
 
-use futures::Stream;
 use bytestream::byte_stream_client::ByteStreamClient;
+use futures::Stream;
 use pb::admin_service_client::AdminServiceClient;
 use pb::cost_estimator_service_client::CostEstimatorServiceClient;
 use pb::icc_service_client::IccServiceClient;

@@ -338,7 +338,8 @@ impl<A: TaskApi> HttpBackend<A> {
     /// Downloads a finished task's output, bounded in size; the URI is never logged (it may
     /// carry a signature).
     async fn download(&self, uri: &str) -> Result<Vec<u8>, RenderError> {
-        let failed = |what: String| RenderError::Provider(format!("{} output download {what}", self.name()));
+        let failed =
+            |what: String| RenderError::Provider(format!("{} output download {what}", self.name()));
         let mut response = self
             .api
             .download(&self.http, uri)
@@ -346,7 +347,10 @@ impl<A: TaskApi> HttpBackend<A> {
             .await
             .map_err(|e| failed(format!("failed: {}", e.without_url())))?;
         if !response.status().is_success() {
-            return Err(failed(format!("answered HTTP {}", response.status().as_u16())));
+            return Err(failed(format!(
+                "answered HTTP {}",
+                response.status().as_u16()
+            )));
         }
         let mut clip = Vec::new();
         while let Some(chunk) = response
@@ -561,7 +565,7 @@ pub fn live_backends(
         let api = replicate::Replicate::new(&p.replicate, key)?;
         let imp = HttpBackend::new(api, settings, request_timeout, quality(Backend::Replicate)?)?
             .with_max_download_bytes(max_download)
-        .with_shutdown(stopping.clone());
+            .with_shutdown(stopping.clone());
         set.insert(Backend::Replicate, Arc::new(imp), circuit());
         enabled.push("replicate");
     }
@@ -619,14 +623,23 @@ mod tests {
     fn only_providers_with_a_key_are_live() {
         let mut config = Config::default();
         assert!(
-            live_backends(&config, || Circuit::new(3, Duration::from_secs(30)), &Default::default())
-                .unwrap()
-                .unavailable()
-                .len()
+            live_backends(
+                &config,
+                || Circuit::new(3, Duration::from_secs(30)),
+                &Default::default()
+            )
+            .unwrap()
+            .unavailable()
+            .len()
                 == 3
         );
         config.providers.replicate.api_key = Some(crate::config::Secret::new("r8_x"));
-        let set = live_backends(&config, || Circuit::new(3, Duration::from_secs(30)), &Default::default()).unwrap();
+        let set = live_backends(
+            &config,
+            || Circuit::new(3, Duration::from_secs(30)),
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(set.unavailable(), vec![Backend::Runway, Backend::Veo]);
         assert!(set.get(Backend::Replicate).is_some());
     }
