@@ -15,4 +15,5 @@ cleanup() {
 }
 trap cleanup EXIT
 "$root/scripts/test-server.sh" start "$srv" >/dev/null
-AIPROD_ENV_FILE="$srv/env" "$root/target/debug/examples/conformance"
+# In the server's scratch directory: the scenario downloads video.mp4 into its working directory.
+(cd "$srv" && AIPROD_ENV_FILE="$srv/env" "$root/target/debug/examples/conformance")

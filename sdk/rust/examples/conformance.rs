@@ -133,7 +133,37 @@ async fn main() -> Result<(), Error> {
         report.billed_micros as f64 / 1e6,
         report.guaranteed_max_micros as f64 / 1e6
     );
+
+    // 5. Download the video: resumed after a dropped connection, SHA-256 verified.
+    let video = client.download_video(&job.job_id, "video.mp4").await?;
+    println!(
+        "video.mp4: {} bytes, {}x{}, {} frames, sha256 {}",
+        video.size_bytes, video.width, video.height, video.frame_count, video.sha256
+    );
     // [END quickstart]
+    let bytes = std::fs::read("video.mp4").expect("the downloaded file");
+    check(
+        bytes.len() as u64 == video.size_bytes && &bytes[4..8] == b"ftyp",
+        "the video is an MP4 of the announced size",
+    );
+    check(video.frame_count > 0 && video.mime_type == "video/mp4", "video metadata");
+    let delivered = client
+        .render()
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let first_shot = delivered.shots.first().cloned().unwrap_or_default();
+    let clip = client
+        .download_shot_clip(&job.job_id, &first_shot.shot_id, "shot.mp4")
+        .await?;
+    check(
+        Some(&clip) == first_shot.clip.as_ref() && clip.frame_count > 0,
+        "a shot clip downloads",
+    );
 
     // The checks every SDK's scenario makes, on a second job that is edited before approval.
     let presets = client
@@ -353,6 +383,25 @@ async fn main() -> Result<(), Error> {
     check(
         foreign.err().map(|e| e.code()) == Some(Code::NotFound),
         "another tenant's job is NOT_FOUND",
+    );
+    let mut foreign_read = other
+        .bytestream()
+        .read(aiprod_sdk::bytestream::ReadRequest {
+            resource_name: video.resource_name.clone(),
+            ..Default::default()
+        })
+        .await;
+    if let Ok(stream) = &mut foreign_read {
+        // Errors may also arrive as the stream's first message.
+        let first = stream.get_mut().next().await;
+        foreign_read = match first {
+            Some(Err(e)) => Err(e),
+            _ => foreign_read,
+        };
+    }
+    check(
+        foreign_read.err().map(|e| e.code()) == Some(Code::NotFound),
+        "another tenant's video is NOT_FOUND",
     );
 
     println!(
