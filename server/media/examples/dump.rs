@@ -5,14 +5,28 @@ use aiprod_media::{Animatic, CameraMove, Format, Media, PureMedia};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::PathBuf::from(args.get(1).cloned().unwrap_or_else(|| "/tmp/animatics".into()));
+    let dir = std::path::PathBuf::from(
+        args.get(1)
+            .cloned()
+            .unwrap_or_else(|| "/tmp/animatics".into()),
+    );
     let width: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(320);
     let height: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(180);
     std::fs::create_dir_all(&dir).expect("create dir");
     let media = PureMedia::default();
-    let palettes: [&[[u8; 3]]; 3] = [&[[200, 40, 40], [20, 40, 90], [240, 220, 200]], &[[0, 0, 0]], &[[255, 255, 255]]];
+    let palettes: [&[[u8; 3]]; 3] = [
+        &[[200, 40, 40], [20, 40, 90], [240, 220, 200]],
+        &[[0, 0, 0]],
+        &[[255, 255, 255]],
+    ];
     for (p, palette) in palettes.iter().enumerate() {
-        for camera in [CameraMove::Static, CameraMove::Pan, CameraMove::Dolly, CameraMove::Zoom, CameraMove::Orbital] {
+        for camera in [
+            CameraMove::Static,
+            CameraMove::Pan,
+            CameraMove::Dolly,
+            CameraMove::Zoom,
+            CameraMove::Orbital,
+        ] {
             let spec = Animatic {
                 shot_number: 3,
                 shot_count: 12,
@@ -20,7 +34,11 @@ fn main() {
                 duration_ms: 2000,
                 camera,
                 palette,
-                format: Format { width, height, fps: 24 },
+                format: Format {
+                    width,
+                    height,
+                    fps: 24,
+                },
                 seed: 7,
             };
             let clip = media.render_animatic(&spec, None).expect("render");
@@ -31,7 +49,14 @@ fn main() {
             let m = media.measure(&clip).expect("measure");
             println!(
                 "{name}: {} bytes, {} frames, errors {}, black {:.3}, frozen {:.3}, sharpness {:.3}, contrast {:.3}, codec {}",
-                clip.len(), m.decoded_frames, m.decode_errors, m.black_frame_ratio, m.frozen_frame_ratio, m.sharpness, m.contrast, m.info.codec
+                clip.len(),
+                m.decoded_frames,
+                m.decode_errors,
+                m.black_frame_ratio,
+                m.frozen_frame_ratio,
+                m.sharpness,
+                m.contrast,
+                m.info.codec
             );
         }
     }

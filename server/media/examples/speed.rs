@@ -18,7 +18,10 @@ fn cpu_now() -> Option<f64> {
 
 impl Clock {
     fn start() -> Self {
-        Self { wall: std::time::Clock::start(), cpu: cpu_now() }
+        Self {
+            wall: std::time::Instant::now(),
+            cpu: cpu_now(),
+        }
     }
     /// Seconds of CPU (or wall) time since `start`.
     fn secs(&self) -> f64 {
@@ -44,13 +47,22 @@ fn spec(format: Format, duration_ms: u64, camera: CameraMove, n: u32) -> Animati
 
 fn main() {
     let media = PureMedia::default();
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     println!("CPU time of one thread; render + encode, {secs} s clips at 24 fps, camera Pan:");
     for (w, h) in [(256, 144), (640, 360), (854, 480), (1280, 720)] {
         let w = w & !1;
-        let format = Format { width: w, height: h, fps: 24 };
+        let format = Format {
+            width: w,
+            height: h,
+            fps: 24,
+        };
         let t = Clock::start();
-        let clip = media.render_animatic(&spec(format, secs * 1000, CameraMove::Pan, 1), None).expect("render");
+        let clip = media
+            .render_animatic(&spec(format, secs * 1000, CameraMove::Pan, 1), None)
+            .expect("render");
         let el = t.secs();
         let frames = secs * 24;
         let t = Clock::start();
@@ -67,17 +79,33 @@ fn main() {
         );
     }
     for (w, h) in [(640u32, 360u32), (1280, 720)] {
-        let format = Format { width: w, height: h, fps: 24 };
+        let format = Format {
+            width: w,
+            height: h,
+            fps: 24,
+        };
         let clips: Vec<Vec<u8>> = (1..=3)
-            .map(|n| media.render_animatic(&spec(format, secs * 1000, CameraMove::Dolly, n), None).expect("render"))
+            .map(|n| {
+                media
+                    .render_animatic(&spec(format, secs * 1000, CameraMove::Dolly, n), None)
+                    .expect("render")
+            })
             .collect();
         let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_slice()).collect();
         let t = Clock::start();
         let cut = media.assemble(&refs, format).expect("assemble");
         let copy = t.secs();
-        let other = Format { width: w / 2 * 2 - 64, height: h, fps: 30 };
+        let other = Format {
+            width: w / 2 * 2 - 64,
+            height: h,
+            fps: 30,
+        };
         let odd: Vec<Vec<u8>> = (1..=3)
-            .map(|n| media.render_animatic(&spec(other, secs * 1000, CameraMove::Zoom, n), None).expect("render"))
+            .map(|n| {
+                media
+                    .render_animatic(&spec(other, secs * 1000, CameraMove::Zoom, n), None)
+                    .expect("render")
+            })
             .collect();
         let refs: Vec<&[u8]> = odd.iter().map(|c| c.as_slice()).collect();
         let t = Clock::start();

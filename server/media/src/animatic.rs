@@ -5,8 +5,8 @@ use crate::{Animatic, CameraMove, MediaError};
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use std::sync::LazyLock;
 use tiny_skia::{
-    BlendMode, Color, FillRule, FilterQuality, GradientStop, LinearGradient, Paint, Path,
-    PathBuilder, Pixmap, PixmapPaint, Point, Rect, Shader, SpreadMode, Transform,
+    Color, FillRule, GradientStop, LinearGradient, Paint, Path, PathBuilder, Pixmap, Point, Rect,
+    Shader, SpreadMode, Transform,
 };
 
 static REGULAR: LazyLock<FontRef<'static>> = LazyLock::new(|| {
@@ -17,7 +17,12 @@ static BOLD: LazyLock<FontRef<'static>> = LazyLock::new(|| {
 });
 
 /// Used when the palette is empty.
-const DEFAULT_PALETTE: [[u8; 3]; 4] = [[28, 56, 110], [226, 114, 46], [242, 196, 82], [38, 150, 136]];
+const DEFAULT_PALETTE: [[u8; 3]; 4] = [
+    [28, 56, 110],
+    [226, 114, 46],
+    [242, 196, 82],
+    [38, 150, 136],
+];
 
 /// Longest description drawn (characters); the rest is cut with "…".
 pub(crate) const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -52,7 +57,12 @@ fn mix(a: [u8; 3], b: [u8; 3], t: f32) -> [u8; 3] {
 }
 
 fn color(c: [u8; 3], alpha: f32) -> Color {
-    Color::from_rgba8(c[0], c[1], c[2], (alpha.clamp(0.0, 1.0) * 255.0).round() as u8)
+    Color::from_rgba8(
+        c[0],
+        c[1],
+        c[2],
+        (alpha.clamp(0.0, 1.0) * 255.0).round() as u8,
+    )
 }
 
 fn solid(c: [u8; 3], alpha: f32) -> Paint<'static> {
@@ -199,13 +209,24 @@ fn clean_description(text: &str) -> (String, bool) {
             cut = true;
             break;
         }
-        out.push(if ch == '\n' || !ch.is_control() { ch } else { ' ' });
+        out.push(if ch == '\n' || !ch.is_control() {
+            ch
+        } else {
+            ' '
+        });
     }
     (out.trim().to_string(), cut)
 }
 
 /// Lays out the description in at most `max_lines` lines of `max_w`, ending with "…" if cut.
-fn fit_lines(font: &FontRef<'static>, px: f32, text: &str, cut: bool, max_w: f32, max_lines: usize) -> (Vec<String>, bool) {
+fn fit_lines(
+    font: &FontRef<'static>,
+    px: f32,
+    text: &str,
+    cut: bool,
+    max_w: f32,
+    max_lines: usize,
+) -> (Vec<String>, bool) {
     let mut lines = wrap(font, px, text, max_w);
     let mut truncated = cut;
     if lines.len() > max_lines {
@@ -294,9 +315,23 @@ fn runs(overlay: &Pixmap) -> Vec<(usize, Vec<[u8; 4]>)> {
 
 /// Draws the opaque `src` into `dst` through `inv` (destination → source pixel coordinates),
 /// bilinear, edges clamped; an integer translation is a plain copy.
-fn sample_affine(src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh: usize, inv: Transform) {
+fn sample_affine(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    inv: Transform,
+) {
     let integral = |v: f32| (v - v.round()).abs() < 1e-4;
-    if inv.sx == 1.0 && inv.sy == 1.0 && inv.kx == 0.0 && inv.ky == 0.0 && integral(inv.tx) && integral(inv.ty) {
+    if inv.sx == 1.0
+        && inv.sy == 1.0
+        && inv.kx == 0.0
+        && inv.ky == 0.0
+        && integral(inv.tx)
+        && integral(inv.ty)
+    {
         let (ox, oy) = (inv.tx.round() as i64, inv.ty.round() as i64);
         if ox >= 0 && oy >= 0 && ox as usize + dw <= sw && oy as usize + dh <= sh {
             let (ox, oy) = (ox as usize, oy as usize);
@@ -325,6 +360,36 @@ fn sample_affine(src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh
         let odd = (((p >> 8) & 0x00ff_00ff) * g + ((q >> 8) & 0x00ff_00ff) * f) & 0xff00_ff00;
         even | odd
     };
+    if b == 0.0 && d == 0.0 {
+        // Axis-aligned (pan, dolly, zoom): per-column taps computed once, two source rows per row.
+        let cols: Vec<(usize, usize, u32)> = (0..dw)
+            .map(|x| {
+                let u = ((a * (x as f64 + 0.5) + c - 0.5) * ONE) as i64;
+                let xi = u >> 16;
+                (
+                    xi.clamp(0, max_x) as usize * 4,
+                    (xi + 1).clamp(0, max_x) as usize * 4,
+                    ((u >> 8) & 0xff) as u32,
+                )
+            })
+            .collect();
+        let px_at =
+            |row: &[u8], o: usize| u32::from_le_bytes([row[o], row[o + 1], row[o + 2], row[o + 3]]);
+        for (y, row) in dst.chunks_exact_mut(dw * 4).enumerate().take(dh) {
+            let v = ((e * (y as f64 + 0.5) + f - 0.5) * ONE) as i64;
+            let yi = v >> 16;
+            let fy = ((v >> 8) & 0xff) as u32;
+            let r0 = yi.clamp(0, max_y) as usize * sw * 4;
+            let r1 = (yi + 1).clamp(0, max_y) as usize * sw * 4;
+            let (row0, row1) = (&src[r0..r0 + sw * 4], &src[r1..r1 + sw * 4]);
+            for (px, &(o0, o1, fx)) in row.chunks_exact_mut(4).zip(&cols) {
+                let top = lerp(px_at(row0, o0), px_at(row0, o1), fx);
+                let bottom = lerp(px_at(row1, o0), px_at(row1, o1), fx);
+                px.copy_from_slice(&lerp(top, bottom, fy).to_le_bytes());
+            }
+        }
+        return;
+    }
     for (y, row) in dst.chunks_exact_mut(dw * 4).enumerate().take(dh) {
         let yc = y as f64 + 0.5;
         let mut u = ((a * 0.5 + b * yc + c - 0.5) * ONE) as i64;
@@ -395,7 +460,11 @@ impl Renderer {
         let mut stops: Vec<GradientStop> = Vec::new();
         let base: Vec<[u8; 3]> = if palette.len() == 1 {
             let c = palette[0];
-            let other = if luma(c) < 128.0 { mix(c, [255; 3], 0.18) } else { mix(c, [0; 3], 0.18) };
+            let other = if luma(c) < 128.0 {
+                mix(c, [255; 3], 0.18)
+            } else {
+                mix(c, [0; 3], 0.18)
+            };
             vec![c, other, c]
         } else {
             palette.clone()
@@ -430,7 +499,11 @@ impl Renderer {
         let band_angle = rng.range(-0.6, 0.6);
         for i in 0..6 {
             let c = palette[(i + 1) % palette.len()];
-            let c = if palette.len() == 1 { mix(c, accent, 0.12) } else { c };
+            let c = if palette.len() == 1 {
+                mix(c, accent, 0.12)
+            } else {
+                c
+            };
             let bw = whf * rng.range(0.05, 0.16);
             let pos = rng.range(-0.5, 0.5) * diag;
             let t = Transform::from_rotate_at(band_angle.to_degrees(), cx, cy);
@@ -450,7 +523,13 @@ impl Renderer {
         }
         for (x, y, r, c) in &disc_list {
             if let Some(p) = PathBuilder::from_circle(*x, *y, *r) {
-                world.fill_path(&p, &solid(*c, 0.45), FillRule::Winding, Transform::identity(), None);
+                world.fill_path(
+                    &p,
+                    &solid(*c, 0.45),
+                    FillRule::Winding,
+                    Transform::identity(),
+                    None,
+                );
             }
         }
         // A thin grid: sharp edges that make every move visible.
@@ -471,7 +550,13 @@ impl Renderer {
             gy += step;
         }
         if let Some(p) = discs.finish() {
-            world.fill_path(&p, &solid(accent, 0.16), FillRule::Winding, Transform::identity(), None);
+            world.fill_path(
+                &p,
+                &solid(accent, 0.16),
+                FillRule::Winding,
+                Transform::identity(),
+                None,
+            );
         }
 
         // Orbital: a foreground layer of rings drifting against the rotation (parallax).
@@ -479,7 +564,11 @@ impl Renderer {
             (0..7)
                 .map(|_| {
                     let r = h as f32 * rng.range(0.06, 0.13);
-                    (rng.range(-0.2, 1.2) * w as f32, rng.range(0.0, 1.0) * h as f32, r)
+                    (
+                        rng.range(-0.2, 1.2) * w as f32,
+                        rng.range(0.0, 1.0) * h as f32,
+                        r,
+                    )
                 })
                 .collect()
         } else {
@@ -490,16 +579,29 @@ impl Renderer {
         let s = w.min(h) as f32;
         let margin = (s * 0.05).round().max(2.0);
         let header_px = (s * 0.075).clamp(5.0, 56.0);
-        let plate = if dark_bg { [18, 18, 22] } else { [250, 250, 246] };
+        let plate = if dark_bg {
+            [18, 18, 22]
+        } else {
+            [250, 250, 246]
+        };
         let plate_text = if dark_bg { light } else { dark };
-        let boxc = if dark_bg { [246, 246, 242] } else { [16, 16, 20] };
-        let box_text = if dark_bg { [16, 16, 20] } else { [250, 250, 246] };
+        let boxc = if dark_bg {
+            [246, 246, 242]
+        } else {
+            [16, 16, 20]
+        };
+        let box_text = if dark_bg {
+            [16, 16, 20]
+        } else {
+            [250, 250, 246]
+        };
 
         let wf = w as f32;
         let hf = h as f32;
         let bar_h = (s * 0.018).round().max(2.0);
         let timecode_px = (s * 0.05).clamp(5.0, 36.0);
-        let bar = Rect::from_xywh(margin, hf - margin - bar_h, wf - 2.0 * margin, bar_h).ok_or_else(err)?;
+        let bar = Rect::from_xywh(margin, hf - margin - bar_h, wf - 2.0 * margin, bar_h)
+            .ok_or_else(err)?;
         let timecode_baseline = bar.top() - timecode_px * 0.35;
         let box_bottom = timecode_baseline - timecode_px * 1.1;
         let header_h = header_px * 1.5;
@@ -507,13 +609,38 @@ impl Renderer {
 
         let mut overlay = Pixmap::new(w, h).ok_or_else(err)?;
         // Shot number pill (top left) and camera pill (top right).
-        let shot = format!("Shot {} / {}", spec.shot_number, spec.shot_count.max(spec.shot_number));
+        let shot = format!(
+            "Shot {} / {}",
+            spec.shot_number,
+            spec.shot_count.max(spec.shot_number)
+        );
         let shot_w = text_width(&BOLD, header_px, &shot) + header_px;
-        if let Some(p) = rounded_rect(margin, margin, shot_w.min(wf - 2.0 * margin), header_h, header_h / 2.0) {
-            overlay.fill_path(&p, &solid(plate, 0.82), FillRule::Winding, Transform::identity(), None);
+        if let Some(p) = rounded_rect(
+            margin,
+            margin,
+            shot_w.min(wf - 2.0 * margin),
+            header_h,
+            header_h / 2.0,
+        ) {
+            overlay.fill_path(
+                &p,
+                &solid(plate, 0.82),
+                FillRule::Winding,
+                Transform::identity(),
+                None,
+            );
         }
         let base_y = margin + header_h / 2.0 + header_px * 0.36;
-        draw_text(&mut overlay, &BOLD, header_px, margin + header_px / 2.0, base_y, &shot, plate_text, 1.0);
+        draw_text(
+            &mut overlay,
+            &BOLD,
+            header_px,
+            margin + header_px / 2.0,
+            base_y,
+            &shot,
+            plate_text,
+            1.0,
+        );
         let cam = match spec.camera {
             CameraMove::Static => "STATIC",
             CameraMove::Pan => "PAN",
@@ -526,9 +653,24 @@ impl Renderer {
         if shot_w + cam_w + 3.0 * margin <= wf {
             let x = wf - margin - cam_w;
             if let Some(p) = rounded_rect(x, margin, cam_w, header_h, header_h / 2.0) {
-                overlay.fill_path(&p, &solid(plate, 0.82), FillRule::Winding, Transform::identity(), None);
+                overlay.fill_path(
+                    &p,
+                    &solid(plate, 0.82),
+                    FillRule::Winding,
+                    Transform::identity(),
+                    None,
+                );
             }
-            draw_text(&mut overlay, &REGULAR, cam_px, x + header_px / 2.0, base_y - (header_px - cam_px) * 0.36, cam, plate_text, 1.0);
+            draw_text(
+                &mut overlay,
+                &REGULAR,
+                cam_px,
+                x + header_px / 2.0,
+                base_y - (header_px - cam_px) * 0.36,
+                cam,
+                plate_text,
+                1.0,
+            );
         }
 
         // Description box, anchored at the bottom above the timecode, as tall as its text.
@@ -542,7 +684,8 @@ impl Renderer {
             let pad = (px * 0.7).max(2.0);
             let line_h = px * 1.25;
             let max_lines = (((max_box_h - 2.0 * pad) / line_h).floor() as usize).max(1);
-            let (lines, truncated) = fit_lines(&REGULAR, px, &text, cut, box_w - 2.0 * pad, max_lines);
+            let (lines, truncated) =
+                fit_lines(&REGULAR, px, &text, cut, box_w - 2.0 * pad, max_lines);
             if !truncated || px <= min_px {
                 break (lines, px, pad);
             }
@@ -550,10 +693,18 @@ impl Renderer {
         };
         let line_h = body_px * 1.25;
         let text_lines = if text.is_empty() { 1 } else { lines.len() };
-        let box_h = (text_lines as f32 * line_h + 2.0 * pad).min(max_box_h).max(line_h.min(max_box_h));
+        let box_h = (text_lines as f32 * line_h + 2.0 * pad)
+            .min(max_box_h)
+            .max(line_h.min(max_box_h));
         let box_y = box_bottom - box_h;
         if let Some(p) = rounded_rect(box_x, box_y, box_w, box_h, (s * 0.025).max(1.0)) {
-            overlay.fill_path(&p, &solid(boxc, 0.86), FillRule::Winding, Transform::identity(), None);
+            overlay.fill_path(
+                &p,
+                &solid(boxc, 0.86),
+                FillRule::Winding,
+                Transform::identity(),
+                None,
+            );
         }
         let asc = REGULAR.as_scaled(PxScale::from(body_px)).ascent();
         for (i, l) in lines.iter().enumerate() {
@@ -561,11 +712,22 @@ impl Renderer {
             if baseline > box_y + box_h {
                 break;
             }
-            draw_text(&mut overlay, &REGULAR, body_px, box_x + pad, baseline, l, box_text, 1.0);
+            draw_text(
+                &mut overlay,
+                &REGULAR,
+                body_px,
+                box_x + pad,
+                baseline,
+                l,
+                box_text,
+                1.0,
+            );
         }
         // Timecode plate (the digits are drawn per frame).
         let timecode_glyphs = cache_glyphs(&BOLD, timecode_px, "0123456789:.");
-        let digit_adv = timecode_glyphs.first().map_or(timecode_px * 0.6, |(_, g)| g.advance);
+        let digit_adv = timecode_glyphs
+            .first()
+            .map_or(timecode_px * 0.6, |(_, g)| g.advance);
         let tc_w = digit_adv * 8.0 + timecode_px * 0.8;
         let timecode_right = wf - margin - timecode_px * 0.4;
         if let Some(r) = rounded_rect(
@@ -575,7 +737,13 @@ impl Renderer {
             timecode_px * 1.35,
             timecode_px * 0.3,
         ) {
-            overlay.fill_path(&r, &solid(plate, 0.7), FillRule::Winding, Transform::identity(), None);
+            overlay.fill_path(
+                &r,
+                &solid(plate, 0.7),
+                FillRule::Winding,
+                Transform::identity(),
+                None,
+            );
         }
 
         let frame = Pixmap::new(w, h).ok_or_else(err)?;
@@ -626,8 +794,9 @@ impl Renderer {
                 let k = 1.0 + 0.42 * t;
                 Transform::from_scale(k, k)
             }
-            CameraMove::Orbital => Transform::from_scale(1.06, 1.06)
-                .post_rotate(self.direction * (-7.0 + 14.0 * t)),
+            CameraMove::Orbital => {
+                Transform::from_scale(1.06, 1.06).post_rotate(self.direction * (-7.0 + 14.0 * t))
+            }
         };
         let about_centre = Transform::from_translate(-cx, -cy)
             .post_concat(camera)
@@ -722,7 +891,12 @@ impl Renderer {
         }
         // Timecode mm:ss.ff
         let total_s = i / self.fps;
-        let tc = format!("{:02}:{:02}.{:02}", (total_s / 60) % 100, total_s % 60, i % self.fps);
+        let tc = format!(
+            "{:02}:{:02}.{:02}",
+            (total_s / 60) % 100,
+            total_s % 60,
+            i % self.fps
+        );
         self.draw_timecode(&tc);
         self.frame.data()
     }
@@ -731,12 +905,21 @@ impl Renderer {
         let (w, h) = (self.w as usize, self.h as usize);
         let glyphs: Vec<&CachedGlyph> = tc
             .chars()
-            .filter_map(|c| self.timecode_glyphs.iter().find(|(g, _)| *g == c).map(|(_, g)| g))
+            .filter_map(|c| {
+                self.timecode_glyphs
+                    .iter()
+                    .find(|(g, _)| *g == c)
+                    .map(|(_, g)| g)
+            })
             .collect();
         let width: f32 = glyphs.iter().map(|g| g.advance).sum();
         let mut caret = self.timecode_right - width;
         let baseline = self.timecode_baseline.round() as i32;
-        let rgb = if self.dark_bg { [250, 250, 246] } else { [14, 14, 18] };
+        let rgb = if self.dark_bg {
+            [250, 250, 246]
+        } else {
+            [14, 14, 18]
+        };
         let data = self.frame.data_mut();
         for g in glyphs {
             let ox = caret.round() as i32 + g.dx;

@@ -40,7 +40,7 @@ impl H264Encoder {
         format.validate()?;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(match std::env::var("RC").as_deref() { Ok("buf") => RateControlMode::Bufferbased, Ok("off") => RateControlMode::Off, Ok("q") => RateControlMode::Quality, _ => RateControlMode::Bitrate })
+            .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(bitrate_for(format, bitrate_720p)))
             .max_frame_rate(FrameRate::from_hz(format.fps as f32))
             .skip_frames(false)
@@ -84,9 +84,13 @@ impl H264Encoder {
         for l in 0..bits.num_layers() {
             let Some(layer) = bits.layer(l) else { continue };
             for n in 0..layer.nal_count() {
-                let Some(nal) = layer.nal_unit(n) else { continue };
+                let Some(nal) = layer.nal_unit(n) else {
+                    continue;
+                };
                 let body = strip_start_code(nal);
-                let Some(&header) = body.first() else { continue };
+                let Some(&header) = body.first() else {
+                    continue;
+                };
                 match header & 0x1f {
                     7 => keep_param_set(&mut self.sps, body, "SPS")?,
                     8 => keep_param_set(&mut self.pps, body, "PPS")?,
@@ -103,7 +107,9 @@ impl H264Encoder {
             return Err(MediaError::Encode("openh264 skipped a frame".into()));
         }
         if force_idr && !has_idr {
-            return Err(MediaError::Encode("openh264 did not emit the IDR frame asked for".into()));
+            return Err(MediaError::Encode(
+                "openh264 did not emit the IDR frame asked for".into(),
+            ));
         }
         Ok(EncodedFrame {
             data,
@@ -136,7 +142,9 @@ fn keep_param_set(slot: &mut Option<Vec<u8>>, body: &[u8], what: &str) -> Result
         None => *slot = Some(body.to_vec()),
         Some(prev) if prev.as_slice() == body => {}
         Some(_) => {
-            return Err(MediaError::Encode(format!("openh264 changed the {what} mid-stream")));
+            return Err(MediaError::Encode(format!(
+                "openh264 changed the {what} mid-stream"
+            )));
         }
     }
     Ok(())

@@ -1,9 +1,7 @@
 //! The optional ffmpeg-command-line implementation of [`Media`].
 
 use crate::metrics::Accumulator;
-use crate::{
-    Animatic, ClipInfo, Defect, Format, Measurement, Media, MediaError, PureMedia,
-};
+use crate::{Animatic, ClipInfo, Defect, Format, Measurement, Media, MediaError, PureMedia};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -90,7 +88,15 @@ impl FfmpegMedia {
             .map_err(|e| ffmpeg_err(format!("cannot run {}: {e}", self.path.display())))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+            let tail: String = stderr
+                .lines()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
             return Err(ffmpeg_err(format!("{} ({tail})", out.status)));
         }
         Ok(out.stdout)
@@ -101,13 +107,29 @@ impl FfmpegMedia {
         if clips.is_empty() {
             return Err(MediaError::Encode("nothing to assemble: no clips".into()));
         }
-        let encoder = self
-            .encoder
-            .ok_or_else(|| ffmpeg_err("this ffmpeg build has no H.264 encoder (libx264 or libopenh264)"))?;
+        let encoder = self.encoder.ok_or_else(|| {
+            ffmpeg_err("this ffmpeg build has no H.264 encoder (libx264 or libopenh264)")
+        })?;
         let dir = tempfile::tempdir().map_err(|e| ffmpeg_err(format!("temp dir: {e}")))?;
-        let infos: Vec<Option<ClipInfo>> = clips.iter().map(|c| self.pure.probe(c).ok()).collect();
+        // Inputs must be readable MP4/QuickTime files; what only ffmpeg decodes (HEVC, 10-bit,
+        // fragmented MP4, …) is fine.
+        let mut infos: Vec<Option<ClipInfo>> = Vec::with_capacity(clips.len());
+        for (i, c) in clips.iter().enumerate() {
+            match self.pure.probe(c) {
+                Ok(info) => infos.push(Some(info)),
+                Err(MediaError::Unsupported(_)) => infos.push(None),
+                Err(MediaError::Malformed(m)) => {
+                    return Err(MediaError::Malformed(format!("clip {}: {m}", i + 1)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let any_audio = infos.iter().any(|i| i.as_ref().is_none_or(|i| i.has_audio));
-        let Format { width: w, height: h, fps } = format;
+        let Format {
+            width: w,
+            height: h,
+            fps,
+        } = format;
         let bitrate = crate::codec::bitrate_for(format, 3_000_000);
         let mut list = String::new();
         for (i, clip) in clips.iter().enumerate() {
@@ -124,7 +146,11 @@ impl FfmpegMedia {
             if any_audio {
                 args.extend([
                     "-map".into(),
-                    if has_audio { "0:a:0?".into() } else { "1:a:0".into() },
+                    if has_audio {
+                        "0:a:0?".into()
+                    } else {
+                        "1:a:0".into()
+                    },
                 ]);
             }
             args.extend([
@@ -137,7 +163,9 @@ impl FfmpegMedia {
                 encoder.into(),
             ]);
             if encoder == "libx264" {
-                args.extend(["-preset", "veryfast", "-crf", "20", "-profile:v", "high"].map(String::from));
+                args.extend(
+                    ["-preset", "veryfast", "-crf", "20", "-profile:v", "high"].map(String::from),
+                );
             } else {
                 args.extend(["-b:v".into(), bitrate.to_string()]);
             }
@@ -148,7 +176,20 @@ impl FfmpegMedia {
                 (fps * 1000).to_string(),
             ]);
             if any_audio {
-                args.extend(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2", "-shortest"].map(String::from));
+                args.extend(
+                    [
+                        "-c:a",
+                        "aac",
+                        "-b:a",
+                        "128k",
+                        "-ar",
+                        "48000",
+                        "-ac",
+                        "2",
+                        "-shortest",
+                    ]
+                    .map(String::from),
+                );
             } else {
                 args.push("-an".into());
             }
@@ -162,13 +203,23 @@ impl FfmpegMedia {
         std::fs::write(dir.path().join("list.txt"), list)
             .map_err(|e| ffmpeg_err(format!("write temp file: {e}")))?;
         let args: Vec<String> = [
-            "-f", "concat", "-safe", "0", "-i", "list.txt", "-c", "copy", "-movflags", "+faststart",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            "list.txt",
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
             "out.mp4",
         ]
         .map(String::from)
         .to_vec();
         self.run(&args, dir.path())?;
-        std::fs::read(dir.path().join("out.mp4")).map_err(|e| ffmpeg_err(format!("read output: {e}")))
+        std::fs::read(dir.path().join("out.mp4"))
+            .map_err(|e| ffmpeg_err(format!("read output: {e}")))
     }
 
     /// Measures by decoding with ffmpeg to raw luma.
@@ -183,8 +234,25 @@ impl FfmpegMedia {
             return Err(MediaError::Malformed("unknown frame size".into()));
         }
         let mut child = Command::new(&self.path)
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", "in.mp4", "-map", "0:v:0"])
-            .args(["-vf", &format!("scale={w}:{h}"), "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                "in.mp4",
+                "-map",
+                "0:v:0",
+            ])
+            .args([
+                "-vf",
+                &format!("scale={w}:{h}"),
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "gray",
+                "-",
+            ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -228,8 +296,19 @@ impl FfmpegMedia {
             "null".into()
         };
         let args: Vec<String> = [
-            "-i", "in.mp4", "-map", "0:v:0", "-frames:v", "1", "-vf", &scale, "-f", "image2pipe",
-            "-c:v", "png", "-",
+            "-i",
+            "in.mp4",
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-vf",
+            &scale,
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "png",
+            "-",
         ]
         .map(String::from)
         .to_vec();

@@ -82,8 +82,10 @@ impl Yuv420 {
                     }
                 }
                 // Sums of 4 pixels: divide by 4 × 256.
-                urow[cx] = (128 + ((-26 * rs - 87 * gs + 112 * bs + 512) >> 10)).clamp(16, 240) as u8;
-                vrow[cx] = (128 + ((112 * rs - 102 * gs - 10 * bs + 512) >> 10)).clamp(16, 240) as u8;
+                urow[cx] =
+                    (128 + ((-26 * rs - 87 * gs + 112 * bs + 512) >> 10)).clamp(16, 240) as u8;
+                vrow[cx] =
+                    (128 + ((112 * rs - 102 * gs - 10 * bs + 512) >> 10)).clamp(16, 240) as u8;
             }
         }
     }
@@ -96,7 +98,8 @@ impl FrameRef<'_> {
         let h = self.height & !1;
         let mut f = Yuv420::black(w, h);
         for r in 0..h {
-            f.y[r * w..(r + 1) * w].copy_from_slice(&self.y[r * self.y_stride..r * self.y_stride + w]);
+            f.y[r * w..(r + 1) * w]
+                .copy_from_slice(&self.y[r * self.y_stride..r * self.y_stride + w]);
         }
         for r in 0..h / 2 {
             let s = r * self.uv_stride;
@@ -113,8 +116,8 @@ impl FrameRef<'_> {
         for r in 0..h {
             let yrow = &self.y[r * self.y_stride..];
             let crow = (r / 2) * self.uv_stride;
-            for c in 0..w {
-                let y = (i32::from(yrow[c]) - 16) * 298; // 255/219 × 256
+            for (c, &yv) in yrow[..w].iter().enumerate() {
+                let y = (i32::from(yv) - 16) * 298; // 255/219 × 256
                 let u = i32::from(self.u[crow + c / 2]) - 128;
                 let v = i32::from(self.v[crow + c / 2]) - 128;
                 // BT.709: R = Y + 1.793 Cr, G = Y − 0.213 Cb − 0.533 Cr, B = Y + 2.112 Cb
@@ -218,7 +221,8 @@ impl PlaneScaler {
         let (sw, sh, dw, dh) = (self.sw, self.sh, self.dw, self.dh);
         if sw == dw && sh == dh {
             for r in 0..dh {
-                dst[r * dst_stride..r * dst_stride + dw].copy_from_slice(&src[r * stride..r * stride + sw]);
+                dst[r * dst_stride..r * dst_stride + dw]
+                    .copy_from_slice(&src[r * stride..r * stride + sw]);
             }
             return;
         }
@@ -324,12 +328,28 @@ impl Fitter {
             out.v.fill(128);
         }
         let off = y * dw + x;
-        self.luma.run(frame.y, frame.y_stride, &mut out.y[off..], dw, &mut self.tmp);
+        self.luma.run(
+            frame.y,
+            frame.y_stride,
+            &mut out.y[off..],
+            dw,
+            &mut self.tmp,
+        );
         let coff = (y / 2) * (dw / 2) + x / 2;
-        self.chroma
-            .run(frame.u, frame.uv_stride, &mut out.u[coff..], dw / 2, &mut self.tmp);
-        self.chroma
-            .run(frame.v, frame.uv_stride, &mut out.v[coff..], dw / 2, &mut self.tmp);
+        self.chroma.run(
+            frame.u,
+            frame.uv_stride,
+            &mut out.u[coff..],
+            dw / 2,
+            &mut self.tmp,
+        );
+        self.chroma.run(
+            frame.v,
+            frame.uv_stride,
+            &mut out.v[coff..],
+            dw / 2,
+            &mut self.tmp,
+        );
     }
 }
 
@@ -380,7 +400,7 @@ mod tests {
         assert!(dst.iter().all(|v| *v == 77));
         let s = PlaneScaler::new(7, 5, 31, 23);
         let mut dst = vec![0u8; 31 * 23];
-        s.run(&vec![200u8; 35], 7, &mut dst, 31, &mut Vec::new());
+        s.run(&[200u8; 35], 7, &mut dst, 31, &mut Vec::new());
         assert!(dst.iter().all(|v| *v == 200));
     }
 
@@ -407,7 +427,10 @@ mod tests {
         for (i, px) in rgb.chunks_exact(3).enumerate() {
             let o = i * 4;
             for c in 0..3 {
-                assert!((i32::from(px[c]) - i32::from(img[o + c])).abs() <= 3, "{i} {px:?}");
+                assert!(
+                    (i32::from(px[c]) - i32::from(img[o + c])).abs() <= 3,
+                    "{i} {px:?}"
+                );
             }
         }
         let black = Yuv420::from_rgba(&[0, 0, 0, 255].repeat(4), 2, 2);

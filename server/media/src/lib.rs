@@ -275,21 +275,3 @@ pub(crate) const MP4_MIME_TYPE: &str = "video/mp4";
 pub const ANIMATIC_MIN_SHARPNESS: f64 = 0.05;
 /// Contrast every animatic reaches in [`Media::measure`] (tested over palettes and moves).
 pub const ANIMATIC_MIN_CONTRAST: f64 = 0.05;
-
-#[doc(hidden)]
-pub fn __bench_render(spec: &Animatic<'_>) -> (f64, f64) {
-    let frames = frames_for(spec.duration_ms, spec.format.fps);
-    let mut r = animatic::Renderer::new(spec, frames).unwrap();
-    let mut y = frame::Yuv420::black(spec.format.width as usize, spec.format.height as usize);
-    let t = std::time::Instant::now();
-    for i in 0..frames {
-        r.render(i);
-    }
-    let a = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    for i in 0..frames {
-        y.fill_from_rgba(r.render(i));
-    }
-    let b = t.elapsed().as_secs_f64() - a;
-    (frames as f64 / a, frames as f64 / b)
-}

@@ -101,7 +101,10 @@ impl Accumulator {
         self.black += u32::from(s.black);
         self.sharpness_sum += s.sharpness;
         self.contrast_sum += s.contrast;
-        if self.frames > 1 && self.prev_dims == (w, h) && mafd(y, stride, &self.prev, w, h) < FROZEN_MAFD {
+        if self.frames > 1
+            && self.prev_dims == (w, h)
+            && mafd(y, stride, &self.prev, w, h) < FROZEN_MAFD
+        {
             self.frozen += 1;
         }
         self.prev.clear();

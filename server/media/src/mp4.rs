@@ -3,7 +3,9 @@
 use crate::{ClipInfo, MP4_MIME_TYPE, MediaError};
 use shiguredo_mp4::aux::SampleTableAccessor;
 use shiguredo_mp4::boxes::{Avc1Box, HdlrBox, MoovBox, SampleEntry};
-use shiguredo_mp4::mux::{Mp4FileMuxer, Mp4FileMuxerOptions, Sample, estimate_maximum_moov_box_size};
+use shiguredo_mp4::mux::{
+    Mp4FileMuxer, Mp4FileMuxerOptions, Sample, estimate_maximum_moov_box_size,
+};
 use shiguredo_mp4::{Decode, TrackKind};
 use std::num::NonZeroU32;
 
@@ -123,7 +125,9 @@ fn scan_top_level(data: &[u8]) -> Result<TopLevel, MediaError> {
             0 => (rest.len(), 8),
             1 => {
                 if rest.len() < 16 {
-                    return Err(malformed(format!("truncated 64-bit box header at byte {pos}")));
+                    return Err(malformed(format!(
+                        "truncated 64-bit box header at byte {pos}"
+                    )));
                 }
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&rest[8..16]);
@@ -144,8 +148,23 @@ fn scan_top_level(data: &[u8]) -> Result<TopLevel, MediaError> {
                 rest.len()
             )));
         }
-        if count == 0 && !matches!(&kind, b"ftyp" | b"moov" | b"mdat" | b"free" | b"skip" | b"wide" | b"styp" | b"pnot" | b"uuid") {
-            return Err(malformed(format!("does not start with an MP4 box (found '{name}')")));
+        if count == 0
+            && !matches!(
+                &kind,
+                b"ftyp"
+                    | b"moov"
+                    | b"mdat"
+                    | b"free"
+                    | b"skip"
+                    | b"wide"
+                    | b"styp"
+                    | b"pnot"
+                    | b"uuid"
+            )
+        {
+            return Err(malformed(format!(
+                "does not start with an MP4 box (found '{name}')"
+            )));
         }
         match &kind {
             b"moov" if out.moov.is_none() => out.moov = Some((pos, size)),
@@ -209,8 +228,8 @@ pub(crate) fn parse(data: &[u8]) -> Result<Mp4File<'_>, MediaError> {
             data.len()
         )));
     }
-    let table = SampleTableAccessor::new(stbl)
-        .map_err(|e| malformed(format!("bad sample table: {e}")))?;
+    let table =
+        SampleTableAccessor::new(stbl).map_err(|e| malformed(format!("bad sample table: {e}")))?;
     let mut samples = Vec::with_capacity(table.sample_count() as usize);
     let mut total_ticks = 0u64;
     for s in table.samples() {
@@ -409,12 +428,15 @@ fn mux_err(e: impl std::fmt::Display) -> MediaError {
     MediaError::Encode(format!("mp4 mux: {e}"))
 }
 
+/// Initial bytes, the patches to apply (offset, bytes), whether faststart, the moov size.
+type MuxPass = (Vec<u8>, Vec<(u64, Vec<u8>)>, bool, usize);
+
 fn mux_pass(
     avc1: &Avc1Box,
     timescale: NonZeroU32,
     samples: &[MuxSample<'_>],
     reserved: usize,
-) -> Result<(Vec<u8>, Vec<(u64, Vec<u8>)>, bool, usize), MediaError> {
+) -> Result<MuxPass, MediaError> {
     let mut muxer = Mp4FileMuxer::with_options(Mp4FileMuxerOptions {
         reserved_moov_box_size: reserved,
         ..Default::default()
@@ -442,7 +464,12 @@ fn mux_pass(
         .offset_and_bytes_pairs()
         .map(|(o, b)| (o, b.to_vec()))
         .collect();
-    Ok((initial, patches, fin.is_faststart_enabled(), fin.moov_box_size()))
+    Ok((
+        initial,
+        patches,
+        fin.is_faststart_enabled(),
+        fin.moov_box_size(),
+    ))
 }
 
 /// Writes one H.264 track as a faststart MP4 (moov before mdat), all in memory.
@@ -465,7 +492,9 @@ pub(crate) fn mux_h264(
         (initial, patches, faststart, _) = mux_pass(avc1, timescale, samples, estimate)?;
     }
     if !faststart {
-        return Err(MediaError::Encode("mp4 mux: moov did not fit before mdat".into()));
+        return Err(MediaError::Encode(
+            "mp4 mux: moov did not fit before mdat".into(),
+        ));
     }
     let total: usize = initial.len() + samples.iter().map(|s| s.data.len()).sum::<usize>();
     let mut out = Vec::with_capacity(total);

@@ -46,7 +46,9 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, 
                 .map(|s| (*s).to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
-            Err(MediaError::Malformed(format!("{what}: internal error: {msg}")))
+            Err(MediaError::Malformed(format!(
+                "{what}: internal error: {msg}"
+            )))
         }
     }
 }
@@ -67,11 +69,19 @@ impl PureMedia {
 
     /// The sample entry our encoder produces for `format` (cached).
     fn reference_avc1(&self, format: Format) -> Result<Avc1Box, MediaError> {
-        if let Some(a) = self.reference.lock().ok().and_then(|m| m.get(&format).cloned()) {
+        if let Some(a) = self
+            .reference
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&format).cloned())
+        {
             return Ok(a);
         }
         let mut enc = self.encoder(format)?;
-        enc.encode(&Yuv420::black(format.width as usize, format.height as usize), true)?;
+        enc.encode(
+            &Yuv420::black(format.width as usize, format.height as usize),
+            true,
+        )?;
         let avc1 = enc.avc1()?;
         if let Ok(mut m) = self.reference.lock() {
             m.insert(format, avc1.clone());
@@ -201,8 +211,7 @@ impl PureMedia {
             && v.typical_delta == 1000
             && v.samples.iter().all(|s| s.cto == 0 && s.duration > 0)
             && v.samples.first().is_some_and(|s| {
-                s.keyframe
-                    && nal_types(file.sample_data(s), 4).is_some_and(|t| t.contains(&5))
+                s.keyframe && nal_types(file.sample_data(s), 4).is_some_and(|t| t.contains(&5))
             })
     }
 
@@ -299,14 +308,18 @@ impl PureMedia {
             let rel = pts.get(k).map_or(i128::MAX, |p| p - p0).max(0) as u128;
             k += 1;
             if have_current {
-                while (out.len() as u32) < n && !(rel * fps * 2 <= (2 * out.len() as u128 + 1) * ts_src) {
+                while (out.len() as u32) < n && rel * fps * 2 > (2 * out.len() as u128 + 1) * ts_src
+                {
                     emit(&current, &mut out)?;
                 }
             }
             if (out.len() as u32) >= n {
                 return Ok(false);
             }
-            if !fitter.as_ref().is_some_and(|ft| ft.matches(f.width, f.height)) {
+            if !fitter
+                .as_ref()
+                .is_some_and(|ft| ft.matches(f.width, f.height))
+            {
                 fitter = Some(Fitter::new(f.width & !1, f.height & !1, w, h));
             }
             if let Some(ft) = fitter.as_mut() {
@@ -336,10 +349,10 @@ impl PureMedia {
         while (out.len() as u32) < n {
             emit(&current, &mut out)?;
         }
-        drop(emit);
         match enc.avc1() {
-            Ok(a) if a.avcc_box.sps_list == reference.avcc_box.sps_list
-                && a.avcc_box.pps_list == reference.avcc_box.pps_list => {}
+            Ok(a)
+                if a.avcc_box.sps_list == reference.avcc_box.sps_list
+                    && a.avcc_box.pps_list == reference.avcc_box.pps_list => {}
             _ => {
                 return Err(MediaError::Encode(
                     "the encoder's parameter sets differ between clips".into(),
@@ -458,7 +471,6 @@ impl Media for PureMedia {
     fn poster(&self, clip: &[u8], max_width: u32) -> Result<Vec<u8>, MediaError> {
         guard("poster", || {
             let file = mp4::parse(clip)?;
-            avc_config(&file.video.entries[file.video.samples[0].entry])?;
             self.poster_png(&file, max_width)
         })
     }
@@ -473,9 +485,9 @@ impl PureMedia {
                 return Ok(false);
             }
             let reference = self.reference_avc1(format)?;
-            Ok(clips.iter().all(|c| {
-                mp4::parse(c).is_ok_and(|f| self.copyable(&f, format, &reference))
-            }))
+            Ok(clips
+                .iter()
+                .all(|c| mp4::parse(c).is_ok_and(|f| self.copyable(&f, format, &reference))))
         })
         .unwrap_or(false)
     }
