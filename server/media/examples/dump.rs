@@ -12,6 +12,17 @@ fn main() {
     );
     let width: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(320);
     let height: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(180);
+    let long: String =
+        "Ünïcødé ελληνικά кириллица 日本語 🎬 — the quick brown fox jumps over the lazy dog. "
+            .chars()
+            .cycle()
+            .take(2000)
+            .collect();
+    let description = if args.get(4).is_some_and(|a| a == "long") {
+        long.as_str()
+    } else {
+        "A barista pours latte art in slow motion while morning light streams through the café window; the brand logo appears on the cup."
+    };
     std::fs::create_dir_all(&dir).expect("create dir");
     let media = PureMedia::default();
     let palettes: [&[[u8; 3]]; 3] = [
@@ -30,7 +41,7 @@ fn main() {
             let spec = Animatic {
                 shot_number: 3,
                 shot_count: 12,
-                description: "A barista pours latte art in slow motion while morning light streams through the café window; the brand logo appears on the cup.",
+                description,
                 duration_ms: 2000,
                 camera,
                 palette,

@@ -65,7 +65,7 @@ mod mp4;
 mod pure;
 
 pub use ffmpeg::FfmpegMedia;
-pub use pure::PureMedia;
+pub use pure::{DEFAULT_BITRATE_720P, MAX_CLIP_MS, MAX_SAMPLE_MS, PureMedia};
 
 /// Frame size and rate of a video. Width and height must be even.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -432,7 +432,7 @@ fn mux_err(e: impl std::fmt::Display) -> MediaError {
 type MuxPass = (Vec<u8>, Vec<(u64, Vec<u8>)>, bool, usize);
 
 fn mux_pass(
-    avc1: &Avc1Box,
+    entry: &SampleEntry,
     timescale: NonZeroU32,
     samples: &[MuxSample<'_>],
     reserved: usize,
@@ -448,7 +448,7 @@ fn mux_pass(
         muxer
             .append_sample(&Sample {
                 track_kind: TrackKind::Video,
-                sample_entry: (i == 0).then(|| SampleEntry::Avc1(avc1.clone())),
+                sample_entry: (i == 0).then(|| entry.clone()),
                 keyframe: s.keyframe,
                 timescale,
                 duration: s.duration,
@@ -478,6 +478,15 @@ pub(crate) fn mux_h264(
     timescale: u32,
     samples: &[MuxSample<'_>],
 ) -> Result<Vec<u8>, MediaError> {
+    mux_entry(&SampleEntry::Avc1(avc1.clone()), timescale, samples)
+}
+
+/// Writes one video track with this sample entry as a faststart MP4.
+pub(crate) fn mux_entry(
+    entry: &SampleEntry,
+    timescale: u32,
+    samples: &[MuxSample<'_>],
+) -> Result<Vec<u8>, MediaError> {
     if samples.is_empty() {
         return Err(MediaError::Encode("no frames to write".into()));
     }
@@ -485,11 +494,11 @@ pub(crate) fn mux_h264(
         NonZeroU32::new(timescale).ok_or_else(|| MediaError::Encode("timescale 0".into()))?;
     // Pass 1 learns the exact moov size; pass 2 reserves exactly that much (no padding left).
     let estimate = estimate_maximum_moov_box_size(&[samples.len()]);
-    let (_, _, _, moov_size) = mux_pass(avc1, timescale, samples, estimate)?;
+    let (_, _, _, moov_size) = mux_pass(entry, timescale, samples, estimate)?;
     let (mut initial, mut patches, mut faststart, _) =
-        mux_pass(avc1, timescale, samples, moov_size)?;
+        mux_pass(entry, timescale, samples, moov_size)?;
     if !faststart {
-        (initial, patches, faststart, _) = mux_pass(avc1, timescale, samples, estimate)?;
+        (initial, patches, faststart, _) = mux_pass(entry, timescale, samples, estimate)?;
     }
     if !faststart {
         return Err(MediaError::Encode(
@@ -511,4 +520,173 @@ pub(crate) fn mux_h264(
         out[offset..end].copy_from_slice(&bytes);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Media, PureMedia};
+    use shiguredo_mp4::Uint;
+    use shiguredo_mp4::boxes::{Hvc1Box, HvccBox, HvccNalUintArray, VisualSampleEntryFields};
+
+    fn visual(width: u16, height: u16) -> VisualSampleEntryFields {
+        VisualSampleEntryFields {
+            data_reference_index: VisualSampleEntryFields::DEFAULT_DATA_REFERENCE_INDEX,
+            width,
+            height,
+            horizresolution: VisualSampleEntryFields::DEFAULT_HORIZRESOLUTION,
+            vertresolution: VisualSampleEntryFields::DEFAULT_VERTRESOLUTION,
+            frame_count: VisualSampleEntryFields::DEFAULT_FRAME_COUNT,
+            compressorname: VisualSampleEntryFields::NULL_COMPRESSORNAME,
+            depth: VisualSampleEntryFields::DEFAULT_DEPTH,
+        }
+    }
+
+    fn file_with(entry: SampleEntry) -> Vec<u8> {
+        let payload = [0u8, 0, 0, 4, 0x26, 0x01, 0xaf, 0x00];
+        let samples: Vec<MuxSample<'_>> = (0..5)
+            .map(|i| MuxSample {
+                data: &payload,
+                duration: 1000,
+                keyframe: i == 0,
+            })
+            .collect();
+        mux_entry(&entry, 24_000, &samples).expect("mux")
+    }
+
+    /// A real 256x144 avc1 entry from our encoder.
+    fn our_avc1() -> Avc1Box {
+        let clip = PureMedia::default()
+            .render_animatic(
+                &crate::Animatic {
+                    shot_number: 1,
+                    shot_count: 1,
+                    description: "x",
+                    duration_ms: 100,
+                    camera: crate::CameraMove::Static,
+                    palette: &[],
+                    format: crate::Format {
+                        width: 256,
+                        height: 144,
+                        fps: 24,
+                    },
+                    seed: 1,
+                },
+                None,
+            )
+            .expect("render");
+        let file = parse(&clip).expect("parse");
+        match &file.video.entries[0] {
+            SampleEntry::Avc1(a) => a.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn assert_unsupported(bytes: &[u8], codec_prefix: &str) {
+        let media = PureMedia::default();
+        let info = media.probe(bytes).expect("probe reads any codec");
+        assert!(info.codec.starts_with(codec_prefix), "{}", info.codec);
+        assert_eq!(info.frame_count, 5);
+        assert_eq!(info.fps, 24.0);
+        for err in [
+            media.measure(bytes).map(|_| ()),
+            media.poster(bytes, 64).map(|_| ()),
+            media
+                .assemble(
+                    &[bytes],
+                    crate::Format {
+                        width: 256,
+                        height: 144,
+                        fps: 24,
+                    },
+                )
+                .map(|_| ()),
+            media.can_decode(bytes),
+        ] {
+            match err {
+                Err(MediaError::Unsupported(m)) => assert!(m.contains("ffmpeg"), "{m}"),
+                other => panic!("expected Unsupported, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hevc_is_probed_but_unsupported() {
+        let hvcc = HvccBox {
+            general_profile_space: Uint::new(0),
+            general_tier_flag: Uint::new(0),
+            general_profile_idc: Uint::new(2),
+            general_profile_compatibility_flags: 0x2000_0000,
+            general_constraint_indicator_flags: Uint::new(0),
+            general_level_idc: 93,
+            min_spatial_segmentation_idc: Uint::new(0),
+            parallelism_type: Uint::new(0),
+            chroma_format_idc: Uint::new(1),
+            bit_depth_luma_minus8: Uint::new(2),
+            bit_depth_chroma_minus8: Uint::new(2),
+            avg_frame_rate: 0,
+            constant_frame_rate: Uint::new(0),
+            num_temporal_layers: Uint::new(1),
+            temporal_id_nested: Uint::new(1),
+            length_size_minus_one: Uint::new(3),
+            nalu_arrays: vec![HvccNalUintArray {
+                array_completeness: Uint::new(1),
+                nal_unit_type: Uint::new(32),
+                nalus: vec![vec![0x40, 0x01, 0x0c]],
+            }],
+        };
+        let bytes = file_with(SampleEntry::Hvc1(Hvc1Box {
+            visual: visual(256, 144),
+            hvcc_box: hvcc,
+            unknown_boxes: Vec::new(),
+        }));
+        assert_unsupported(&bytes, "hvc1.");
+        let info = PureMedia::default().probe(&bytes).expect("probe");
+        assert_eq!((info.width, info.height), (256, 144));
+    }
+
+    #[test]
+    fn ten_bit_and_444_h264_are_unsupported() {
+        let base = our_avc1();
+        let mut ten = base.clone();
+        ten.avcc_box.avc_profile_indication = 110;
+        ten.avcc_box.chroma_format = Some(Uint::new(1));
+        ten.avcc_box.bit_depth_luma_minus8 = Some(Uint::new(2));
+        ten.avcc_box.bit_depth_chroma_minus8 = Some(Uint::new(2));
+        assert_unsupported(&file_with(SampleEntry::Avc1(ten)), "avc1.6e");
+        let mut full = base;
+        full.avcc_box.avc_profile_indication = 244;
+        full.avcc_box.chroma_format = Some(Uint::new(3));
+        full.avcc_box.bit_depth_luma_minus8 = Some(Uint::new(0));
+        full.avcc_box.bit_depth_chroma_minus8 = Some(Uint::new(0));
+        assert_unsupported(&file_with(SampleEntry::Avc1(full)), "avc1.f4");
+    }
+
+    #[test]
+    fn annexb_conversion_checks_the_framing() {
+        let mut out = Vec::new();
+        append_annexb(&[0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 1, 0x41], 4, &mut out).expect("ok");
+        assert_eq!(out, [0, 0, 0, 1, 0x65, 0x88, 0, 0, 0, 1, 0x41]);
+        assert!(append_annexb(&[0, 0, 0, 9, 0x65], 4, &mut out).is_err());
+        assert!(append_annexb(&[0, 0, 0, 0], 4, &mut out).is_err());
+        assert!(append_annexb(&[0, 0, 0, 1, 0xe5], 4, &mut out).is_err());
+        assert!(append_annexb(&[0, 0], 4, &mut out).is_err());
+        assert_eq!(
+            nal_types(&[0, 0, 0, 1, 0x65, 0, 0, 0, 1, 0x41], 4),
+            Some(vec![5, 1])
+        );
+        assert_eq!(nal_types(&[0, 0, 0, 5, 0x65], 4), None);
+    }
+
+    #[test]
+    fn top_level_scan_rejects_truncation() {
+        let bytes = file_with(SampleEntry::Avc1(our_avc1()));
+        assert!(parse(&bytes).is_ok());
+        for cut in [0, 7, 8, 30, bytes.len() / 2, bytes.len() - 1] {
+            let e = parse(&bytes[..cut]).expect_err("truncated");
+            assert!(matches!(e, MediaError::Malformed(_)), "{e}");
+        }
+        let e = parse(b"\x00\x00\x00\x08junkmore").expect_err("junk");
+        assert!(matches!(e, MediaError::Malformed(_)));
+    }
 }

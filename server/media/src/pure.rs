@@ -11,6 +11,11 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
+/// Longest clip the assembler re-encodes (1 hour).
+pub const MAX_CLIP_MS: u64 = 3_600_000;
+/// Longest mean frame duration the assembler re-encodes (a still lasting 10 s).
+pub const MAX_SAMPLE_MS: u64 = 10_000;
+
 /// Default encoder bitrate at 1280×720 (scaled by pixel count and fps for other formats).
 pub const DEFAULT_BITRATE_720P: u32 = 1_500_000;
 
@@ -92,6 +97,12 @@ impl PureMedia {
     fn render(&self, spec: &Animatic<'_>, defect: Option<Defect>) -> Result<Vec<u8>, MediaError> {
         let format = spec.format;
         format.validate()?;
+        if spec.duration_ms > MAX_CLIP_MS {
+            return Err(MediaError::Encode(format!(
+                "{} ms: animatics last at most {MAX_CLIP_MS} ms",
+                spec.duration_ms
+            )));
+        }
         let frames = frames_for(spec.duration_ms, format.fps);
         if frames == 0 {
             return Err(MediaError::Encode(format!(
@@ -272,6 +283,13 @@ impl PureMedia {
         reference: &Avc1Box,
     ) -> Result<Vec<(EncodedFrame, u32)>, MediaError> {
         let duration_ms = file.duration_ms();
+        let samples = file.video.samples.len() as u64;
+        if duration_ms > MAX_CLIP_MS || duration_ms > samples * MAX_SAMPLE_MS {
+            return Err(MediaError::Malformed(format!(
+                "{samples} frames lasting {duration_ms} ms (at most {MAX_CLIP_MS} ms per clip and \
+                 {MAX_SAMPLE_MS} ms per frame are re-encoded)"
+            )));
+        }
         let n = frames_for(duration_ms, format.fps).max(1);
         let total_ticks = (duration_ms * u64::from(format.fps)).max(u64::from(n - 1) * 1000 + 1);
         let ts_src = u128::from(file.video.timescale);
