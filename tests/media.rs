@@ -682,7 +682,13 @@ async fn the_cli_downloads_a_video_and_a_shot_clip() {
     let out = tempfile::tempdir().unwrap();
     let download = |extra: &[&str], file: &str| {
         let output = std::process::Command::new(binary())
-            .args(["download", "--endpoint", &server.endpoint, &job.job_id, "-o"])
+            .args([
+                "download",
+                "--endpoint",
+                &server.endpoint,
+                &job.job_id,
+                "-o",
+            ])
             .arg(out.path().join(file))
             .args(extra)
             .env("AIPROD_API_KEY", &key)

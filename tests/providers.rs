@@ -636,3 +636,63 @@ async fn a_restart_resumes_the_paid_provider_tasks_instead_of_submitting_new_one
         );
     }
 }
+
+#[tokio::test]
+async fn cancelling_a_live_job_cancels_every_in_flight_provider_task() {
+    let replicate = FakeProvider::start(Kind::Replicate, false).await;
+    replicate.set_running_polls(usize::MAX);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = live_config(&dir, None, None, Some(&replicate));
+    let server = TestServer::start_with(config, dir).await;
+    let client = live_client(&server).await;
+    let job = create(&client, create_request("live-cancel-1", "quick_social")).await;
+    // The three shots are in flight at once.
+    let seen = AtomicUsize::new(0);
+    watch_until(&client, &job.job_id, 0, |e| {
+        matches!(e.payload, Some(pb::job_event::Payload::ShotStarted(_)))
+            && seen.fetch_add(1, Ordering::SeqCst) + 1 == 3
+    })
+    .await;
+    client
+        .render()
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+            reason: "campaign pulled".into(),
+        })
+        .await
+        .expect("cancel");
+    let events = watch_to_end(&client, &job.job_id, 0).await;
+    assert_eq!(states(&events).last(), Some(&Cancelled));
+    // Each prediction gets its cancel call (sent in the background once the wait is dropped).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while replicate.seen("POST", "/v1/predictions/").len() < 3
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // the cancel calls are fire-and-forget
+    }
+    let mut cancelled: Vec<String> = replicate
+        .seen("POST", "/v1/predictions/")
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    cancelled.sort();
+    assert_eq!(
+        cancelled,
+        [
+            "/v1/predictions/pred1/cancel",
+            "/v1/predictions/pred2/cancel",
+            "/v1/predictions/pred3/cancel"
+        ],
+        "every in-flight task is cancelled"
+    );
+    let report = costs(&client, &job.job_id).await;
+    assert_certified(&report);
+    assert!(
+        report
+            .ledger
+            .iter()
+            .all(|l| l.kind == pb::LedgerKind::Planner as i32),
+        "no render finished, so only planning is billed: {:?}",
+        report.ledger
+    );
+}
