@@ -61,8 +61,8 @@ pub async fn run(
         )
     })?;
     let part = out.with_extension("mp4.part");
-    let mut file = std::fs::File::create(&part)
-        .with_context(|| format!("creating {}", part.display()))?;
+    let mut file =
+        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
     let mut hasher = Sha256::new();
     let (mut written, mut stalled) = (0u64, 0u32);
     let name = format!("{}@{}", artifact.resource_name, artifact.sha256);
@@ -105,7 +105,10 @@ pub async fn run(
                     let _ = std::fs::remove_file(&part);
                     anyhow::bail!("download failed: {}", s.message());
                 }
-                eprintln!("\nconnection lost ({}); resuming at byte {written}", s.message());
+                eprintln!(
+                    "\nconnection lost ({}); resuming at byte {written}",
+                    s.message()
+                );
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(stalled.max(1)))).await;
             }
             Err(s) => {

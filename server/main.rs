@@ -39,7 +39,11 @@ enum Command {
     /// connections and verifying its SHA-256.
     Download {
         /// The server's gRPC endpoint.
-        #[arg(long, env = "AIPROD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "AIPROD_ENDPOINT",
+            default_value = "http://127.0.0.1:50051"
+        )]
         endpoint: String,
         /// The tenant's API key.
         #[arg(long, env = "AIPROD_API_KEY", hide_env_values = true)]

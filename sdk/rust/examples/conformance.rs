@@ -146,7 +146,10 @@ async fn main() -> Result<(), Error> {
         bytes.len() as u64 == video.size_bytes && &bytes[4..8] == b"ftyp",
         "the video is an MP4 of the announced size",
     );
-    check(video.frame_count > 0 && video.mime_type == "video/mp4", "video metadata");
+    check(
+        video.frame_count > 0 && video.mime_type == "video/mp4",
+        "video metadata",
+    );
     let delivered = client
         .render()
         .get_job(pb::GetJobRequest {
