@@ -24,6 +24,9 @@ const DEFAULT_PALETTE: [[u8; 3]; 4] = [
     [38, 150, 136],
 ];
 
+/// Frames the light sweep takes to cross the frame.
+const SWEEP_FRAMES: f32 = 60.0;
+
 /// Longest description drawn (characters); the rest is cut with "…".
 pub(crate) const MAX_DESCRIPTION_CHARS: usize = 2000;
 
@@ -386,6 +389,40 @@ fn sample_affine(
                 let top = lerp(px_at(row0, o0), px_at(row0, o1), fx);
                 let bottom = lerp(px_at(row1, o0), px_at(row1, o1), fx);
                 px.copy_from_slice(&lerp(top, bottom, fy).to_le_bytes());
+            }
+        }
+        return;
+    }
+    // Every destination pixel samples strictly inside the source (the world is 1.5× the frame):
+    // no clamping, 2×2 blocks read straight from the two source rows.
+    let inside = [
+        (0.0, 0.0),
+        (dw as f64, 0.0),
+        (0.0, dh as f64),
+        (dw as f64, dh as f64),
+    ]
+    .iter()
+    .all(|&(x, y)| {
+        let u = a * x + b * y + c - 0.5;
+        let v = d * x + e * y + f - 0.5;
+        u >= 1.0 && v >= 1.0 && u < (sw as f64 - 2.0) && v < (sh as f64 - 2.0)
+    });
+    if inside {
+        let stride = sw * 4;
+        for (y, row) in dst.chunks_exact_mut(dw * 4).enumerate().take(dh) {
+            let yc = y as f64 + 0.5;
+            let mut u = ((a * 0.5 + b * yc + c - 0.5) * ONE) as i64;
+            let mut v = ((d * 0.5 + e * yc + f - 0.5) * ONE) as i64;
+            for px in row.chunks_exact_mut(4) {
+                let o = ((v >> 16) as usize * sw + (u >> 16) as usize) * 4;
+                let (fx, fy) = (((u >> 8) & 0xff) as u32, ((v >> 8) & 0xff) as u32);
+                let q = &src[o..o + stride + 8];
+                let p = |k: usize| u32::from_le_bytes([q[k], q[k + 1], q[k + 2], q[k + 3]]);
+                let top = lerp(p(0), p(4), fx);
+                let bottom = lerp(p(stride), p(stride + 4), fx);
+                px.copy_from_slice(&lerp(top, bottom, fy).to_le_bytes());
+                u += du;
+                v += dv;
             }
         }
         return;
@@ -777,7 +814,6 @@ impl Renderer {
         } else {
             0.0
         };
-        let secs = i as f32 / self.fps as f32;
         let (cx, cy) = (wf / 2.0, hf / 2.0);
         // World centre onto frame centre, then the camera move about the frame centre.
         let centre = Transform::from_translate(cx - ww / 2.0, cy - wh / 2.0);
@@ -830,13 +866,15 @@ impl Renderer {
             }
         }
         // The light sweep: two soft vertical bands half a period apart, crossing the frame every
-        // 2.5 s, so that one is always in view and every frame differs from the previous one.
+        // 60 frames (2.5 s at 24 fps), so that one is always in view and every frame differs from
+        // the previous one.
         let bw = (wf * 0.22).max(6.0);
         let travel = wf + bw;
         let sweep_alpha = if self.dark_bg { 0.34 } else { 0.30 };
         let data = self.frame.data_mut();
         for phase in [0.0, 0.5] {
-            let x0 = (secs / 2.5 + phase).fract() * travel - bw;
+            // Position by frame index, not time: the same step per frame at any fps.
+            let x0 = (i as f32 / SWEEP_FRAMES + phase).fract() * travel - bw;
             let first = x0.floor().max(0.0) as usize;
             let last = ((x0 + bw).ceil().max(0.0) as usize).min(w);
             let alphas: Vec<u32> = (first..last)

@@ -6,8 +6,8 @@ use crate::{Format, MediaError};
 use openh264::OpenH264API;
 use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode,
-    UsageType, VuiConfig,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod,
+    RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::{YUVSlices, YUVSource};
 use shiguredo_mp4::bitstream::h264::{H264SampleEntryConfig, LengthSize, build_avc1_box};
@@ -36,7 +36,14 @@ pub(crate) struct H264Encoder {
 }
 
 impl H264Encoder {
-    pub fn new(format: Format, bitrate_720p: u32) -> Result<Self, MediaError> {
+    /// `fast`: OpenH264's low complexity (animatics); otherwise medium (re-encoding provider
+    /// clips). Both write the same SPS/PPS, so their samples concatenate.
+    pub fn new(format: Format, bitrate_720p: u32, fast: bool) -> Result<Self, MediaError> {
+        let complexity = if fast {
+            Complexity::Low
+        } else {
+            Complexity::Medium
+        };
         format.validate()?;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
@@ -47,7 +54,8 @@ impl H264Encoder {
             .scene_change_detect(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(0))
             .num_threads(1)
-            .vui(VuiConfig::bt709());
+            .vui(VuiConfig::bt709())
+            .complexity(complexity);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| MediaError::Encode(format!("openh264 encoder: {e}")))?;
         Ok(Self {

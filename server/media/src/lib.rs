@@ -52,7 +52,9 @@
 //! * **Posters** are PNG (RGB, 8-bit): the first decoded frame that is not black (searching at most
 //!   up to the middle of the clip, the first keyframe otherwise), scaled down to `max_width`.
 //!
-//! Licensing: OpenH264 built from source is not covered by Cisco's binary patent licence.
+//! Licensing: OpenH264 built from source is not covered by Cisco's binary patent licence (keep the
+//! codec behind this seam). The DejaVu Sans font is embedded; its licence is [`font_license`]
+//! (`server/media/fonts/LICENSE-DejaVu.txt`).
 
 #![warn(missing_docs)]
 
@@ -252,6 +254,12 @@ pub fn frames_for(duration_ms: u64, fps: u32) -> u32 {
 /// The MIME type of every clip this crate writes: "video/mp4".
 pub fn mime_type() -> &'static str {
     MP4_MIME_TYPE
+}
+
+/// The licence of the DejaVu Sans font embedded in the binary (Bitstream Vera licence + public
+/// domain changes), to ship with it, e.g. in a third-party notices file.
+pub fn font_license() -> &'static str {
+    include_str!("../fonts/LICENSE-DejaVu.txt")
 }
 
 /// The MIME type of posters: "image/png".

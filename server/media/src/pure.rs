@@ -68,8 +68,8 @@ impl PureMedia {
         }
     }
 
-    fn encoder(&self, format: Format) -> Result<H264Encoder, MediaError> {
-        H264Encoder::new(format, self.bitrate_720p)
+    fn encoder(&self, format: Format, fast: bool) -> Result<H264Encoder, MediaError> {
+        H264Encoder::new(format, self.bitrate_720p, fast)
     }
 
     /// The sample entry our encoder produces for `format` (cached).
@@ -82,7 +82,7 @@ impl PureMedia {
         {
             return Ok(a);
         }
-        let mut enc = self.encoder(format)?;
+        let mut enc = self.encoder(format, false)?;
         enc.encode(
             &Yuv420::black(format.width as usize, format.height as usize),
             true,
@@ -111,7 +111,7 @@ impl PureMedia {
             )));
         }
         let (w, h) = (format.width as usize, format.height as usize);
-        let mut enc = self.encoder(format)?;
+        let mut enc = self.encoder(format, true)?;
         let timescale = format.fps * 1000;
         // Total duration in ticks: exact for complete clips, whole frames for a truncated one.
         let (count, total_ticks) = match defect {
@@ -310,7 +310,7 @@ impl PureMedia {
         pts.sort_unstable();
         let p0 = pts.first().copied().unwrap_or(0);
         let (w, h) = (format.width as usize, format.height as usize);
-        let mut enc = self.encoder(format)?;
+        let mut enc = self.encoder(format, false)?;
         let mut out: Vec<EncodedFrame> = Vec::with_capacity(n as usize);
         let mut current = Yuv420::black(w, h);
         let mut have_current = false;
