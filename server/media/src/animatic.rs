@@ -24,8 +24,10 @@ const DEFAULT_PALETTE: [[u8; 3]; 4] = [
     [38, 150, 136],
 ];
 
-/// Frames the light sweep takes to cross the frame.
+/// Frames the sweep takes to cross the frame.
 const SWEEP_FRAMES: f32 = 60.0;
+/// Peak strength of the sweep.
+const SWEEP_ALPHA: f32 = 0.25;
 
 /// Longest description drawn (characters); the rest is cut with "…".
 pub(crate) const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -865,38 +867,8 @@ impl Renderer {
                 );
             }
         }
-        // The light sweep: two soft vertical bands half a period apart, crossing the frame every
-        // 60 frames (2.5 s at 24 fps), so that one is always in view and every frame differs from
-        // the previous one.
-        let bw = (wf * 0.22).max(6.0);
-        let travel = wf + bw;
-        let sweep_alpha = if self.dark_bg { 0.34 } else { 0.30 };
-        let data = self.frame.data_mut();
-        for phase in [0.0, 0.5] {
-            // Position by frame index, not time: the same step per frame at any fps.
-            let x0 = (i as f32 / SWEEP_FRAMES + phase).fract() * travel - bw;
-            let first = x0.floor().max(0.0) as usize;
-            let last = ((x0 + bw).ceil().max(0.0) as usize).min(w);
-            let alphas: Vec<u32> = (first..last)
-                .map(|x| {
-                    let d = ((x as f32 + 0.5 - x0) / bw * 2.0 - 1.0).abs();
-                    ((1.0 - d).max(0.0) * sweep_alpha * 256.0) as u32
-                })
-                .collect();
-            if alphas.is_empty() {
-                continue;
-            }
-            let acc = self.accent.map(u32::from);
-            for row in data.chunks_exact_mut(w * 4) {
-                for (px, a) in row[first * 4..last * 4].chunks_exact_mut(4).zip(&alphas) {
-                    for c in 0..3 {
-                        let d = u32::from(px[c]);
-                        px[c] = ((d * (256 - a) + acc[c] * a) >> 8) as u8;
-                    }
-                }
-            }
-        }
         // Static overlay (premultiplied, over an opaque frame).
+        let data = self.frame.data_mut();
         for (offset, run) in &self.overlay_runs {
             let dst = &mut data[offset * 4..(offset + run.len()) * 4];
             for (d, s) in dst.chunks_exact_mut(4).zip(run) {
@@ -904,6 +876,40 @@ impl Renderer {
                 for c in 0..3 {
                     let v = u32::from(d[c]) * inv_a + 128;
                     d[c] = (u32::from(s[c]) + ((v + (v >> 8)) >> 8)).min(255) as u8;
+                }
+            }
+        }
+        // The sweep: two soft vertical bands half a period apart crossing the whole picture (text
+        // box included) every 60 frames (2.5 s at 24 fps; at least 1.5 px per frame), pulling each
+        // pixel towards white or black, whichever is further. One band is always in view and
+        // changes every pixel under it, so no frame ever repeats the previous one.
+        let bw = (wf * 0.22).max(6.0);
+        let travel = wf + bw;
+        let step = (travel / SWEEP_FRAMES).max(1.5);
+        let data = self.frame.data_mut();
+        for phase in [0.0, 0.5] {
+            // Position by frame index, not time: the same step per frame at any fps.
+            let x0 = ((i as f32 * step) / travel + phase).fract() * travel - bw;
+            let first = x0.floor().max(0.0) as usize;
+            let last = ((x0 + bw).ceil().max(0.0) as usize).min(w);
+            let alphas: Vec<u32> = (first..last)
+                .map(|x| {
+                    let d = ((x as f32 + 0.5 - x0) / bw * 2.0 - 1.0).abs();
+                    ((1.0 - d).max(0.0) * SWEEP_ALPHA * 256.0) as u32
+                })
+                .collect();
+            if alphas.is_empty() {
+                continue;
+            }
+            for row in data.chunks_exact_mut(w * 4) {
+                for (px, a) in row[first * 4..last * 4].chunks_exact_mut(4).zip(&alphas) {
+                    let luma =
+                        (54 * u32::from(px[0]) + 183 * u32::from(px[1]) + 19 * u32::from(px[2]))
+                            >> 8;
+                    let target = if luma < 128 { 255 } else { 0 };
+                    for v in &mut px[..3] {
+                        *v = ((u32::from(*v) * (256 - a) + target * a) >> 8) as u8;
+                    }
                 }
             }
         }

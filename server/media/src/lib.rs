@@ -184,7 +184,7 @@ pub struct Measurement {
     pub info: ClipInfo,
     /// Frames the decoder produced.
     pub decoded_frames: u32,
-    /// Samples that failed to decode, plus frames that never came out of the decoder.
+    /// Samples that failed to decode, or the frames that never came out of the decoder if more.
     pub decode_errors: u32,
     /// Share of decoded frames that are black (≥ 98 % of luma samples < 32).
     pub black_frame_ratio: f64,
@@ -280,6 +280,6 @@ pub fn clip_extension() -> &'static str {
 pub(crate) const MP4_MIME_TYPE: &str = "video/mp4";
 
 /// Sharpness every animatic reaches in [`Media::measure`] (tested over palettes and moves).
-pub const ANIMATIC_MIN_SHARPNESS: f64 = 0.05;
+pub const ANIMATIC_MIN_SHARPNESS: f64 = 0.3;
 /// Contrast every animatic reaches in [`Media::measure`] (tested over palettes and moves).
-pub const ANIMATIC_MIN_CONTRAST: f64 = 0.05;
+pub const ANIMATIC_MIN_CONTRAST: f64 = 0.08;

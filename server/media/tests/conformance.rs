@@ -336,6 +336,8 @@ fn odd_inputs_render(media: &dyn Media) {
         assert_eq!(m.decode_errors, 0);
         assert_eq!(m.black_frame_ratio, 0.0, "{w}x{h} {m:?}");
         assert_eq!(m.frozen_frame_ratio, 0.0, "{w}x{h} {m:?}");
+        assert!(m.sharpness >= ANIMATIC_MIN_SHARPNESS, "{w}x{h} {m:?}");
+        assert!(m.contrast >= ANIMATIC_MIN_CONTRAST, "{w}x{h} {m:?}");
     }
     let empty = Animatic {
         description: "",
@@ -392,5 +394,72 @@ fn the_seam_is_object_safe_and_shareable() {
         .collect();
     for h in handles {
         assert_eq!(h.join().expect("thread"), 6);
+    }
+}
+
+/// Random palettes, sizes (narrow and tall included), fps and texts: never black, never frozen,
+/// above the floors.
+#[test]
+fn random_animatics_pass_the_checks() {
+    let media = PureMedia::default();
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let mut r = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for case in 0..24 {
+        let palette: Vec<[u8; 3]> = (0..1 + r(8))
+            .map(|_| {
+                let c = [r(256) as u8, r(256) as u8, r(256) as u8];
+                match r(4) {
+                    0 => c.map(|v| v / 8),
+                    1 => c.map(|v| 255 - v / 8),
+                    _ => c,
+                }
+            })
+            .collect();
+        let format = Format {
+            width: 16 + 2 * r(120) as u32,
+            height: 16 + 2 * r(120) as u32,
+            fps: 1 + r(60) as u32,
+        };
+        let camera = [
+            CameraMove::Static,
+            CameraMove::Pan,
+            CameraMove::Dolly,
+            CameraMove::Zoom,
+            CameraMove::Orbital,
+        ][r(5) as usize];
+        let duration_ms = 500 + r(1500);
+        let description: String = "lorem ipsum dolor sit amet "
+            .chars()
+            .cycle()
+            .take(r(600) as usize)
+            .collect();
+        let s = Animatic {
+            shot_number: 1 + r(12) as u32,
+            shot_count: 12,
+            description: &description,
+            duration_ms,
+            camera,
+            palette: &palette,
+            format,
+            seed: r(1000),
+        };
+        let clip = media.render_animatic(&s, None).expect("render");
+        let m = media.measure(&clip).expect("measure");
+        let what = format!("case {case}: {format:?} {camera:?} {palette:?}: {m:?}");
+        assert_eq!(
+            m.decoded_frames,
+            frames_for(duration_ms, format.fps),
+            "{what}"
+        );
+        assert_eq!(m.decode_errors, 0, "{what}");
+        assert_eq!(m.black_frame_ratio, 0.0, "{what}");
+        assert_eq!(m.frozen_frame_ratio, 0.0, "{what}");
+        assert!(m.sharpness >= ANIMATIC_MIN_SHARPNESS, "{what}");
+        assert!(m.contrast >= ANIMATIC_MIN_CONTRAST, "{what}");
     }
 }
