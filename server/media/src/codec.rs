@@ -38,7 +38,8 @@ pub(crate) struct H264Encoder {
 impl H264Encoder {
     /// `fast`: OpenH264's low complexity (animatics); otherwise medium (re-encoding provider
     /// clips). Both write the same SPS/PPS, so their samples concatenate.
-    pub fn new(format: Format, bitrate_720p: u32, fast: bool) -> Result<Self, MediaError> {
+    /// `bitrate_720p`: `None` for constant quality (rate control off, QP 26), or a target bitrate.
+    pub fn new(format: Format, bitrate_720p: Option<u32>, fast: bool) -> Result<Self, MediaError> {
         let complexity = if fast {
             Complexity::Low
         } else {
@@ -47,8 +48,6 @@ impl H264Encoder {
         format.validate()?;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(bitrate_for(format, bitrate_720p)))
             .max_frame_rate(FrameRate::from_hz(format.fps as f32))
             .skip_frames(false)
             .scene_change_detect(false)
@@ -56,6 +55,13 @@ impl H264Encoder {
             .num_threads(1)
             .vui(VuiConfig::bt709())
             .complexity(complexity);
+        let config = match bitrate_720p {
+            // Rate control off: OpenH264's constant QP 26.
+            None => config.rate_control_mode(RateControlMode::Off),
+            Some(b) => config
+                .rate_control_mode(RateControlMode::Bitrate)
+                .bitrate(BitRate::from_bps(bitrate_for(format, b))),
+        };
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| MediaError::Encode(format!("openh264 encoder: {e}")))?;
         Ok(Self {

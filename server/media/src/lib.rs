@@ -13,7 +13,8 @@
 //!
 //! * **Output** is always one H.264 video track in an MP4 file: `avc1` sample entry (parameter sets
 //!   out of band, 4-byte NAL lengths), yuv420p 8-bit, Constrained Baseline profile from OpenH264,
-//!   BT.709 limited range signalled in the VUI, the index (`moov`) before the media data (`mdat`,
+//!   BT.709 limited range signalled in the VUI, constant quality (QP 26) unless
+//!   [`PureMedia::with_bitrate`] asks for a bitrate, the index (`moov`) before the media data (`mdat`,
 //!   "faststart"), track timescale `fps × 1000`, no timestamps or other varying metadata (same
 //!   inputs → same bytes). Frame `i` lasts 1000 ticks, the last one is stretched or shortened by
 //!   less than half a frame so that the duration is exact (`duration_ms` of an animatic, the sum of

@@ -179,11 +179,11 @@ fn assemble_by_copy(media: &dyn Media) {
     let t = Instant::now();
     let cut = media.assemble(&refs, TINY).expect("assemble");
     let took = t.elapsed();
-    println!(
+    report(&format!(
         "[{}] assemble 3 clips (66 frames, 256x144) by copying samples: {:.1} ms",
         media.name(),
         took.as_secs_f64() * 1000.0
-    );
+    ));
     // Copied, not re-encoded: each clip's last sample (the end of its file) is in the cut.
     for c in &clips {
         let tail = &c[c.len() - 64..];
@@ -226,11 +226,11 @@ fn assemble_by_reencoding(media: &dyn Media) {
         .expect("render");
     let t = Instant::now();
     let cut = media.assemble(&[&a, &b, &c], TINY).expect("assemble");
-    println!(
+    report(&format!(
         "[{}] assemble 320x240@16 + 256x144@24 + 144x256@30 into 256x144@24 (re-encode path): {:.1} ms",
         media.name(),
         t.elapsed().as_secs_f64() * 1000.0
-    );
+    ));
     let info = media.probe(&cut).expect("probe");
     assert_eq!((info.width, info.height, info.fps), (256, 144, 24.0));
     assert!(info.frame_count.abs_diff(24 + 24 + 12) <= 3, "{info:?}");
@@ -370,7 +370,7 @@ fn pure_media_conforms() {
 #[test]
 fn ffmpeg_media_conforms_when_ffmpeg_is_installed() {
     let Some(media) = FfmpegMedia::find(None) else {
-        println!("SKIPPED: ffmpeg not found on PATH; FfmpegMedia conformance not run");
+        skipped("ffmpeg not found on PATH; FfmpegMedia conformance not run");
         return;
     };
     assert_eq!(media.name(), "ffmpeg");
@@ -462,4 +462,40 @@ fn random_animatics_pass_the_checks() {
         assert!(m.sharpness >= ANIMATIC_MIN_SHARPNESS, "{what}");
         assert!(m.contrast >= ANIMATIC_MIN_CONTRAST, "{what}");
     }
+}
+
+/// Says so on the real stdout (the test harness does not capture it), so that CI logs show it.
+fn skipped(what: &str) {
+    report(&format!("SKIPPED: {what}"));
+}
+
+/// A line on the real stdout (not captured by the test harness).
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// The bitrate-targeting variant renders, measures and copies its own clips as well.
+#[test]
+fn bitrate_mode_works_too() {
+    let media = PureMedia::with_bitrate(aiprod_media::DEFAULT_BITRATE_720P);
+    let a = media
+        .render_animatic(&spec(TINY, 1000, CameraMove::Pan), None)
+        .expect("render");
+    let b = media
+        .render_animatic(&spec(TINY, 500, CameraMove::Zoom), None)
+        .expect("render");
+    let m = media.measure(&a).expect("measure");
+    assert_eq!((m.decoded_frames, m.decode_errors), (24, 0));
+    assert!(media.all_copyable(&[&a, &b], TINY));
+    let cut = media.assemble(&[&a, &b], TINY).expect("assemble");
+    let info = media.probe(&cut).expect("probe");
+    assert_eq!(
+        (info.frame_count, info.keyframes.clone()),
+        (36, vec![0, 24])
+    );
+    // A constant-quality instance re-encodes them only if its parameter sets differ.
+    let other = PureMedia::default();
+    let cut = other.assemble(&[&a, &b], TINY).expect("assemble");
+    assert_eq!(other.probe(&cut).expect("probe").frame_count, 36);
 }
