@@ -26,8 +26,9 @@
 //!   4:2:2/4:4:4 H.264, HEVC (`hvc1`/`hev1`), AV1, VP8/VP9, `avc3` (in-band parameter sets) or
 //!   fragmented MP4: those give [`MediaError::Unsupported`], whose message names the ffmpeg
 //!   assembler ([`FfmpegMedia`]) as the way to read them. Interlaced (PAFF/MBAFF) H.264 is not
-//!   supported by OpenH264 either and fails as [`MediaError::Undecodable`]. Edit lists are ignored
-//!   (presentation starts at the first frame).
+//!   supported by OpenH264 either (decode errors). Edit lists are ignored (presentation starts at
+//!   the first frame). The assembler re-encodes clips of at most [`MAX_CLIP_MS`] whose frames last
+//!   [`MAX_SAMPLE_MS`] or less on average (a damaged header cannot make it write hours of video).
 //! * **Audio**: the pure assembler drops audio (there is no pure-Rust AAC encoder); [`ClipInfo::has_audio`]
 //!   tells whether a clip had any. The ffmpeg assembler keeps it (AAC, silence under clips without).
 //! * **Assembly** ([`Media::assemble`]): clips already in the target format and encoded by this crate
@@ -43,13 +44,17 @@
 //!   * a frame (after the first) is *frozen* when its mean absolute luma difference to the previous
 //!     frame is below 0.255 levels (ffmpeg `freezedetect`'s default −60 dB noise floor);
 //!   * `sharpness` is the mean over frames of `v / (v + 100)` where `v` is the variance of the
-//!     4-neighbour Laplacian of luma (0 for a flat or very blurred picture, ~0.5 for a typical sharp
-//!     video frame, → 1 for dense fine detail);
+//!     4-neighbour Laplacian of luma: 0 for a flat or blurred picture, 0.5 when the Laplacian's
+//!     standard deviation is 10 levels, → 1 for dense fine detail (animatics measure 0.75–0.98);
 //!   * `contrast` is the mean over frames of the RMS contrast, the standard deviation of luma / 255.
 //!
 //!   Animatics are drawn to stay clear of these: never black, never frozen, sharpness ≥
 //!   [`ANIMATIC_MIN_SHARPNESS`] and contrast ≥ [`ANIMATIC_MIN_CONTRAST`] (checked by the tests over
 //!   palettes including all-black and all-white).
+//! * **Animatics** last at most [`MAX_CLIP_MS`]; text is DejaVu Sans (Latin, Greek, Cyrillic and
+//!   more; characters it lacks, e.g. CJK or emoji, are drawn as boxes), wrapped and shrunk to fit,
+//!   cut with "…" beyond 2,000 characters or the box. A sweep band crossing the picture, a
+//!   progress bar and a timecode move in every frame, whatever the camera move.
 //! * **Posters** are PNG (RGB, 8-bit): the first decoded frame that is not black (searching at most
 //!   up to the middle of the clip, the first keyframe otherwise), scaled down to `max_width`.
 //!
