@@ -124,7 +124,19 @@ impl FfmpegMedia {
                 Err(e) => return Err(e),
             }
         }
-        let any_audio = infos.iter().any(|i| i.as_ref().is_none_or(|i| i.has_audio));
+        // Write the inputs; whether each has audio comes from the probe, or from ffmpeg itself for
+        // what the pure probe cannot read.
+        let mut audio = Vec::with_capacity(clips.len());
+        for (i, clip) in clips.iter().enumerate() {
+            let input = format!("in_{i}.mp4");
+            std::fs::write(dir.path().join(&input), clip)
+                .map_err(|e| ffmpeg_err(format!("write temp file: {e}")))?;
+            audio.push(match &infos[i] {
+                Some(info) => info.has_audio,
+                None => self.has_audio_stream(&input, dir.path()),
+            });
+        }
+        let any_audio = audio.iter().any(|a| *a);
         let Format {
             width: w,
             height: h,
@@ -132,11 +144,8 @@ impl FfmpegMedia {
         } = format;
         let bitrate = crate::codec::bitrate_for(format, 3_000_000);
         let mut list = String::new();
-        for (i, clip) in clips.iter().enumerate() {
+        for (i, &has_audio) in audio.iter().enumerate() {
             let input = format!("in_{i}.mp4");
-            std::fs::write(dir.path().join(&input), clip)
-                .map_err(|e| ffmpeg_err(format!("write temp file: {e}")))?;
-            let has_audio = infos[i].as_ref().is_none_or(|i| i.has_audio);
             let seg = format!("seg_{i}.mp4");
             let mut args: Vec<String> = vec!["-i".into(), input];
             if any_audio && !has_audio {
@@ -220,6 +229,20 @@ impl FfmpegMedia {
         self.run(&args, dir.path())?;
         std::fs::read(dir.path().join("out.mp4"))
             .map_err(|e| ffmpeg_err(format!("read output: {e}")))
+    }
+
+    /// Whether ffmpeg sees an audio stream in `input` (its stream listing on stderr).
+    fn has_audio_stream(&self, input: &str, dir: &Path) -> bool {
+        Command::new(&self.path)
+            .args(["-hide_banner", "-nostdin", "-i", input])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("Stream #") && l.contains("Audio:"))
+            })
     }
 
     /// Measures by decoding with ffmpeg to raw luma.

@@ -123,6 +123,29 @@ fn provider_like_inputs() {
     let m = pure.measure(&cut).expect("measure");
     assert_eq!(m.decode_errors, 0);
 
+    // Fragmented MP4 (samples in moof boxes): only ffmpeg reads it; its audio is kept.
+    let fragmented = make(
+        dir.path(),
+        "frag.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "frag_keyframe+empty_moov",
+        ],
+    )
+    .expect("fragmented MP4");
+    unsupported_names_ffmpeg(pure.probe(&fragmented));
+    unsupported_names_ffmpeg(pure.assemble(&[&fragmented, &ours], TARGET));
+    let cut = ffmpeg
+        .assemble(&[&ours, &fragmented], TARGET)
+        .expect("ffmpeg assemble");
+    let info = pure.probe(&cut).expect("probe");
+    assert!(info.frame_count.abs_diff(48) <= 2, "{info:?}");
+    assert!(info.has_audio);
+
     // 10-bit H.264 and HEVC: only ffmpeg reads them.
     let ten = make(
         dir.path(),
