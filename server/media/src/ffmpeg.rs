@@ -2,14 +2,16 @@
 
 use crate::metrics::Accumulator;
 use crate::{Animatic, ClipInfo, Defect, Format, Measurement, Media, MediaError, PureMedia};
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Media through the `ffmpeg` command line: assembly of any input (scale, pad, fps, concat,
-/// faststart, H.264 yuv420p, audio kept as AAC) and decoding of what OpenH264 cannot read. Animatics
-/// and probing are delegated to [`PureMedia`], as are measuring and posters of clips the pure
-/// decoder reads, and assembling clips that can all be copied.
+/// faststart, H.264 yuv420p, audio kept as AAC) and decoding of what OpenH264 cannot read (HEVC,
+/// 10-bit, 4:4:4, …; fragmented MP4 is remuxed into a plain MP4 first). Animatics and probing are
+/// delegated to [`PureMedia`], as are measuring and posters of clips the pure decoder reads, and
+/// assembling clips that can all be copied. Inputs must be MP4/QuickTime files.
 pub struct FfmpegMedia {
     path: PathBuf,
     encoder: Option<&'static str>,
@@ -231,6 +233,36 @@ impl FfmpegMedia {
             .map_err(|e| ffmpeg_err(format!("read output: {e}")))
     }
 
+    /// The clip itself, or, when the pure probe cannot read its container (fragmented MP4), the
+    /// same streams remuxed by ffmpeg into a plain faststart MP4.
+    fn readable<'a>(&self, clip: &'a [u8]) -> Result<Cow<'a, [u8]>, MediaError> {
+        match self.pure.probe(clip) {
+            Err(MediaError::Unsupported(m)) if m.contains("fragmented") => {
+                let dir = tempfile::tempdir().map_err(|e| ffmpeg_err(format!("temp dir: {e}")))?;
+                std::fs::write(dir.path().join("in.mp4"), clip)
+                    .map_err(|e| ffmpeg_err(format!("write temp file: {e}")))?;
+                let args: Vec<String> = [
+                    "-i",
+                    "in.mp4",
+                    "-map",
+                    "0",
+                    "-c",
+                    "copy",
+                    "-movflags",
+                    "+faststart",
+                    "out.mp4",
+                ]
+                .map(String::from)
+                .to_vec();
+                self.run(&args, dir.path())?;
+                let out = std::fs::read(dir.path().join("out.mp4"))
+                    .map_err(|e| ffmpeg_err(format!("read output: {e}")))?;
+                Ok(Cow::Owned(out))
+            }
+            _ => Ok(Cow::Borrowed(clip)),
+        }
+    }
+
     /// Whether ffmpeg sees an audio stream in `input` (its stream listing on stderr).
     fn has_audio_stream(&self, input: &str, dir: &Path) -> bool {
         Command::new(&self.path)
@@ -357,14 +389,16 @@ impl Media for FfmpegMedia {
     }
 
     fn probe(&self, clip: &[u8]) -> Result<ClipInfo, MediaError> {
-        self.pure.probe(clip)
+        let clip = self.readable(clip)?;
+        self.pure.probe(&clip)
     }
 
     fn measure(&self, clip: &[u8]) -> Result<Measurement, MediaError> {
-        match self.pure.measure(clip) {
+        let clip = self.readable(clip)?;
+        match self.pure.measure(&clip) {
             Err(MediaError::Unsupported(_)) => {
-                let info = self.pure.probe(clip)?;
-                self.measure_ffmpeg(clip, info)
+                let info = self.pure.probe(&clip)?;
+                self.measure_ffmpeg(&clip, info)
             }
             other => other,
         }
@@ -378,8 +412,9 @@ impl Media for FfmpegMedia {
     }
 
     fn poster(&self, clip: &[u8], max_width: u32) -> Result<Vec<u8>, MediaError> {
-        match self.pure.poster(clip, max_width) {
-            Err(MediaError::Unsupported(_)) => self.poster_ffmpeg(clip, max_width),
+        let clip = self.readable(clip)?;
+        match self.pure.poster(&clip, max_width) {
+            Err(MediaError::Unsupported(_)) => self.poster_ffmpeg(&clip, max_width),
             other => other,
         }
     }

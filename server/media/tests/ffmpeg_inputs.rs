@@ -145,6 +145,11 @@ fn provider_like_inputs() {
     let info = pure.probe(&cut).expect("probe");
     assert!(info.frame_count.abs_diff(48) <= 2, "{info:?}");
     assert!(info.has_audio);
+    let info = ffmpeg.probe(&fragmented).expect("ffmpeg probe remuxes");
+    assert_eq!((info.width, info.height, info.frame_count), (320, 240, 25));
+    let m = ffmpeg.measure(&fragmented).expect("ffmpeg measure");
+    assert_eq!((m.decoded_frames, m.decode_errors), (25, 0));
+    ffmpeg.poster(&fragmented, 100).expect("ffmpeg poster");
 
     // 10-bit H.264 and HEVC: only ffmpeg reads them.
     let ten = make(
