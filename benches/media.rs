@@ -1,5 +1,5 @@
-//! 4. Media: what producing real video costs. Animatic render + encode speed per resolution, the
-//! assembly of a 12-shot cut (sample copy, and re-encoding provider-like clips), `premium_spot`
+//! Section 4 of the benchmark, media: what producing real video costs. Animatic render + encode
+//! speed per resolution, the assembly of a 12-shot cut (sample copy, and re-encoding provider-like clips), `premium_spot`
 //! time to delivery with 2 s of provider latency per shot (in parallel vs one shot at a time),
 //! ByteStream download throughput against a plain loopback copy of the same bytes, and CPU-seconds
 //! per delivered video-minute. Settings: `AIPROD_BENCH_MEDIA` (`1`, or `0` to skip),

@@ -893,9 +893,15 @@ impl App {
         let media = self.media.clone();
         let started = std::time::Instant::now();
         let permit = self.media_permit().await?;
+        // Provider clips can be longer than their shot (fixed render lengths): cut each to its shot.
+        let max_ms: Vec<Option<u64>> = job
+            .shots
+            .iter()
+            .map(|s| Some(u64::from(s.duration_s) * 1000))
+            .collect();
         let cut = tokio::task::spawn_blocking(move || {
             let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_ref()).collect();
-            media.assemble(&refs, format)
+            media.assemble_trimmed(&refs, &max_ms, format)
         })
         .await
         .map_err(Error::internal)?;

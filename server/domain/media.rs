@@ -267,7 +267,8 @@ mod tests {
         let m = check(&good(), &expected(), &limits);
         assert!(m.passed(), "{:?}", m.failures);
         assert_eq!(m.expected_frames, 120);
-        let cases: [(fn(&mut Figures), &str); 6] = [
+        type Spoil = fn(&mut Figures);
+        let cases: [(Spoil, &str); 6] = [
             (|f| f.decode_errors = 3, "undecodable"),
             (
                 |f| {

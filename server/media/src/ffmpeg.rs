@@ -104,7 +104,12 @@ impl FfmpegMedia {
         Ok(out.stdout)
     }
 
-    fn assemble_ffmpeg(&self, clips: &[&[u8]], format: Format) -> Result<Vec<u8>, MediaError> {
+    fn assemble_ffmpeg(
+        &self,
+        clips: &[&[u8]],
+        max_ms: &[Option<u64>],
+        format: Format,
+    ) -> Result<Vec<u8>, MediaError> {
         format.validate()?;
         if clips.is_empty() {
             return Err(MediaError::Encode("nothing to assemble: no clips".into()));
@@ -149,7 +154,12 @@ impl FfmpegMedia {
         for (i, &has_audio) in audio.iter().enumerate() {
             let input = format!("in_{i}.mp4");
             let seg = format!("seg_{i}.mp4");
-            let mut args: Vec<String> = vec!["-i".into(), input];
+            let mut args: Vec<String> = Vec::new();
+            if let Some(ms) = max_ms.get(i).copied().flatten() {
+                // Read at most the shot's length of this input.
+                args.extend(["-t".into(), format!("{:.3}", ms as f64 / 1000.0)]);
+            }
+            args.extend(["-i".into(), input]);
             if any_audio && !has_audio {
                 args.extend(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"].map(String::from));
             }
@@ -405,10 +415,19 @@ impl Media for FfmpegMedia {
     }
 
     fn assemble(&self, clips: &[&[u8]], format: Format) -> Result<Vec<u8>, MediaError> {
+        self.assemble_trimmed(clips, &[], format)
+    }
+
+    fn assemble_trimmed(
+        &self,
+        clips: &[&[u8]],
+        max_ms: &[Option<u64>],
+        format: Format,
+    ) -> Result<Vec<u8>, MediaError> {
         if self.pure.all_copyable(clips, format) {
-            return self.pure.assemble(clips, format);
+            return self.pure.assemble_trimmed(clips, max_ms, format);
         }
-        self.assemble_ffmpeg(clips, format)
+        self.assemble_ffmpeg(clips, max_ms, format)
     }
 
     fn poster(&self, clip: &[u8], max_width: u32) -> Result<Vec<u8>, MediaError> {

@@ -245,6 +245,15 @@ pub trait Media: Send + Sync {
     /// SPS/PPS) are concatenated by copying samples, without re-encoding; anything else is decoded
     /// and re-encoded.
     fn assemble(&self, clips: &[&[u8]], format: Format) -> Result<Vec<u8>, MediaError>;
+    /// [`Media::assemble`] with clip `i` cut to at most `max_ms[i]` milliseconds when that is set
+    /// (missing entries: not cut). Providers render fixed lengths (Runway 5 or 10 s, Veo 4–8 s):
+    /// the cut keeps each shot's planned duration.
+    fn assemble_trimmed(
+        &self,
+        clips: &[&[u8]],
+        max_ms: &[Option<u64>],
+        format: Format,
+    ) -> Result<Vec<u8>, MediaError>;
     /// A poster: a representative frame as PNG, scaled to at most `max_width` px wide
     /// (0 = the clip's width).
     fn poster(&self, clip: &[u8], max_width: u32) -> Result<Vec<u8>, MediaError>;

@@ -242,7 +242,12 @@ impl PureMedia {
             })
     }
 
-    fn assemble_clips(&self, clips: &[&[u8]], format: Format) -> Result<Vec<u8>, MediaError> {
+    fn assemble_clips(
+        &self,
+        clips: &[&[u8]],
+        max_ms: &[Option<u64>],
+        format: Format,
+    ) -> Result<Vec<u8>, MediaError> {
         format.validate()?;
         if clips.is_empty() {
             return Err(MediaError::Encode("nothing to assemble: no clips".into()));
@@ -255,11 +260,14 @@ impl PureMedia {
         let reference = self.reference_avc1(format)?;
         let mut segments: Vec<Segment<'_>> = Vec::with_capacity(files.len());
         for (i, file) in files.iter().enumerate() {
+            let max = max_ms.get(i).copied().flatten();
             if self.copyable(file, format, &reference) {
-                segments.push(Segment::Copy(file));
+                // Our own clips have no B-frames: the first N samples are a complete clip.
+                let keep = max.map_or(usize::MAX, |m| frames_for(m, format.fps).max(1) as usize);
+                segments.push(Segment::Copy(file, keep));
             } else {
                 let frames = self
-                    .reencode(file, format, &reference)
+                    .reencode(file, format, &reference, max)
                     .map_err(|e| prefix(i, e))?;
                 segments.push(Segment::Encoded(frames));
             }
@@ -267,8 +275,8 @@ impl PureMedia {
         let mut samples = Vec::new();
         for seg in &segments {
             match seg {
-                Segment::Copy(file) => {
-                    for s in &file.video.samples {
+                Segment::Copy(file, keep) => {
+                    for s in file.video.samples.iter().take(*keep) {
                         samples.push(MuxSample {
                             data: file.sample_data(s),
                             duration: s.duration,
@@ -297,8 +305,9 @@ impl PureMedia {
         file: &Mp4File<'_>,
         format: Format,
         reference: &Avc1Box,
+        max_ms: Option<u64>,
     ) -> Result<Vec<(EncodedFrame, u32)>, MediaError> {
-        let duration_ms = file.duration_ms();
+        let duration_ms = file.duration_ms().min(max_ms.unwrap_or(u64::MAX));
         let samples = file.video.samples.len() as u64;
         if duration_ms > MAX_CLIP_MS || duration_ms > samples * MAX_SAMPLE_MS {
             return Err(MediaError::Malformed(format!(
@@ -399,7 +408,8 @@ impl PureMedia {
 }
 
 enum Segment<'a> {
-    Copy(&'a Mp4File<'a>),
+    /// A clip copied sample by sample: its first N samples.
+    Copy(&'a Mp4File<'a>, usize),
     Encoded(Vec<(EncodedFrame, u32)>),
 }
 
@@ -499,7 +509,16 @@ impl Media for PureMedia {
     }
 
     fn assemble(&self, clips: &[&[u8]], format: Format) -> Result<Vec<u8>, MediaError> {
-        guard("assemble", || self.assemble_clips(clips, format))
+        guard("assemble", || self.assemble_clips(clips, &[], format))
+    }
+
+    fn assemble_trimmed(
+        &self,
+        clips: &[&[u8]],
+        max_ms: &[Option<u64>],
+        format: Format,
+    ) -> Result<Vec<u8>, MediaError> {
+        guard("assemble", || self.assemble_clips(clips, max_ms, format))
     }
 
     fn poster(&self, clip: &[u8], max_width: u32) -> Result<Vec<u8>, MediaError> {

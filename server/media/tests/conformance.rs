@@ -348,8 +348,46 @@ fn odd_inputs_render(media: &dyn Media) {
         .expect("empty description");
 }
 
+/// Provider clips longer than their shot are cut to the shot; so are our own (copy path).
+fn assemble_trimmed(media: &dyn Media) {
+    let provider = Format {
+        width: 320,
+        height: 240,
+        fps: 16,
+    };
+    let long = media
+        .render_animatic(&spec(provider, 2000, CameraMove::Pan), None)
+        .expect("render");
+    let own = media
+        .render_animatic(&spec(TINY, 2000, CameraMove::Zoom), None)
+        .expect("render");
+    let cut = media
+        .assemble_trimmed(&[&long, &own], &[Some(1000), None], TINY)
+        .expect("assemble re-encoded + copied");
+    let info = media.probe(&cut).expect("probe");
+    assert!(info.frame_count.abs_diff(24 + 48) <= 2, "{info:?}");
+    assert!(
+        info.keyframes.iter().any(|k| k.abs_diff(24) <= 1),
+        "{info:?}"
+    );
+    let copied = media
+        .assemble_trimmed(&[&own, &own], &[Some(500), Some(1000)], TINY)
+        .expect("assemble copied");
+    let info = media.probe(&copied).expect("probe");
+    assert_eq!(info.frame_count, 12 + 24, "{info:?}");
+    assert!(info.keyframes.contains(&12), "{info:?}");
+    let m = media.measure(&copied).expect("measure");
+    assert_eq!((m.decoded_frames, m.decode_errors), (36, 0));
+    // Without limits (or with limits past the end) nothing is cut.
+    let whole = media
+        .assemble_trimmed(&[&own], &[Some(60_000)], TINY)
+        .expect("assemble");
+    assert_eq!(media.probe(&whole).unwrap().frame_count, 48);
+}
+
 fn conformance(media: &dyn Media) {
     animatic_probe_and_measure(media);
+    assemble_trimmed(media);
     deterministic(media);
     every_move_and_palette_changes_frames(media);
     defects_are_caught(media);
