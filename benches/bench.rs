@@ -50,6 +50,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// Sandbox clips of the end-to-end section: 160x90, the smallest resolution tests use.
+const E2E_SHORT_SIDE: u32 = 90;
 const BRIEF: &str =
     "Launch film for our new trail running shoe: dawn in the mountains, fast feet, bold colours.";
 
@@ -250,7 +252,12 @@ struct Running {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn aiprod_config(dir: &tempfile::TempDir, database_url: Option<&str>, latency_ms: u64) -> Config {
+fn aiprod_config(
+    dir: &tempfile::TempDir,
+    database_url: Option<&str>,
+    latency_ms: u64,
+    short_side: u32,
+) -> Config {
     let mut c = Config {
         database_url: database_url
             .map(str::to_string)
@@ -261,8 +268,8 @@ fn aiprod_config(dir: &tempfile::TempDir, database_url: Option<&str>, latency_ms
         ..Config::default()
     };
     c.sandbox.latency_ms = latency_ms;
-    // The smallest sandbox resolution: the control plane plus the least media work per job.
-    c.media.sandbox_short_side = 90;
+    // A small sandbox resolution: the control plane plus little media work per job.
+    c.media.sandbox_short_side = short_side;
     c.media.ffmpeg = "off".into();
     c.artifacts.dir = Some(dir.path().join("artifacts"));
     // Measure the service, not the per-tenant limits: lift every tier's request rate and
@@ -282,9 +289,13 @@ async fn loopback() -> anyhow::Result<(TcpListener, String)> {
 
 impl Running {
     /// The real server (`aiprod::serve`), on SQLite in a temporary directory unless `database_url`.
-    async fn aiprod(database_url: Option<&str>, latency_ms: u64) -> anyhow::Result<Running> {
+    async fn aiprod(
+        database_url: Option<&str>,
+        latency_ms: u64,
+        short_side: u32,
+    ) -> anyhow::Result<Running> {
         let dir = tempfile::tempdir()?;
-        let config = aiprod_config(&dir, database_url, latency_ms);
+        let config = aiprod_config(&dir, database_url, latency_ms, short_side);
         let (listener, endpoint) = loopback().await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(aiprod::serve(config, listener, async move {
@@ -614,6 +625,8 @@ async fn job_awaiting_approval(
             preset_id: "brand_campaign".into(),
             brief: BRIEF.into(),
             brand_id: "acme-shoes".into(),
+            // Two shots: every job's clips are real, and 500 jobs must render within the drain.
+            duration_s: Some(20),
             ..Default::default()
         })
         .await?
@@ -1093,7 +1106,7 @@ async fn e2e_postgres(s: &Settings) -> anyhow::Result<E2e> {
         Err(e) if !required => return skip(format!("could not start PostgreSQL: {e}")),
         Err(e) => return Err(e),
     };
-    let server = Running::aiprod(Some(&cluster.url), 0).await?;
+    let server = Running::aiprod(Some(&cluster.url), 0, E2E_SHORT_SIDE).await?;
     let secret = tenant_key(&server.endpoint, "bench-e2e-postgres").await?;
     let result = e2e(s, "postgres", &server.endpoint, &secret).await;
     server.stop().await?;
@@ -1148,7 +1161,7 @@ fn print_table(machine: &Value, s: &Settings, unary: &[UnaryPair], fan: &[Fanout
     }
     println!();
     println!(
-        "2. WatchJob fan-out (SQLite; brand_campaign jobs held at review, then approved; sandbox {} ms/shot)",
+        "2. WatchJob fan-out (SQLite; 20 s brand_campaign jobs (2 shots, 28x16 clips) held at review, then approved; sandbox {} ms/shot)",
         s.fanout_latency_ms
     );
     println!(
@@ -1245,12 +1258,13 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("aiprod bench: settings {}", s.json());
 
     // 1. Unary: the baseline, then AIPROD on SQLite with zero sandbox latency, per caller count.
-    let server = Running::aiprod(None, 0).await?;
+    let server = Running::aiprod(None, 0, E2E_SHORT_SIDE).await?;
     let secret = tenant_key(&server.endpoint, "bench-unary").await?;
     let unary = unary(&s, &server.endpoint, &secret).await?;
 
     // 2. Fan-out, on its own SQLite server with a small sandbox latency so events are spread out.
-    let fan_server = Running::aiprod(None, s.fanout_latency_ms).await?;
+    // The fan-out section measures event delivery: the least media work (28x16 clips).
+    let fan_server = Running::aiprod(None, s.fanout_latency_ms, 16).await?;
     let fan_secret = tenant_key(&fan_server.endpoint, "bench-fanout").await?;
     let mut fan = Vec::new();
     for &n in &s.streams {
