@@ -231,7 +231,7 @@ fn artifact_pb(
         codec: a.codec.clone(),
         mime_type: a.mime_type.clone(),
         poster_resource_name: if a.poster.is_some() {
-            format!("{resource_name}/poster").replace("/clip/poster", "/poster")
+            crate::app::artifacts::poster_name(resource_name)
         } else {
             String::new()
         },

@@ -28,6 +28,14 @@ pub fn shot_clip_name(job_id: &str, shot_id: &str) -> String {
     format!("jobs/{job_id}/shots/{shot_id}/clip")
 }
 
+/// The poster of a video or clip resource: `jobs/{job}/video/poster`, `jobs/{job}/shots/{shot}/poster`.
+pub fn poster_name(resource_name: &str) -> String {
+    match resource_name.strip_suffix("/clip") {
+        Some(shot) => format!("{shot}/poster"),
+        None => format!("{resource_name}/poster"),
+    }
+}
+
 /// Presigned download URLs by artifact key: (url, expiry in unix ms).
 pub type DownloadLinks = HashMap<String, (String, i64)>;
 
@@ -270,6 +278,21 @@ impl App {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn poster_names_parse_back_to_posters() {
+        let clip = poster_name(&shot_clip_name("j", "shot-01"));
+        assert_eq!(clip, "jobs/j/shots/shot-01/poster");
+        assert_eq!(
+            parse_resource_name(&clip).unwrap().target,
+            Target::ShotPoster("shot-01".into())
+        );
+        let video = poster_name(&video_name("j"));
+        assert_eq!(
+            parse_resource_name(&video).unwrap().target,
+            Target::VideoPoster
+        );
+    }
 
     #[test]
     fn resource_names_parse() {
