@@ -49,6 +49,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     /// Limits of the technical checks every clip must pass.
     pub quality: crate::domain::media::QualityLimits,
+    /// Several replicas on one database: leases and wake-ups.
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -194,6 +196,35 @@ pub struct BadOutputRates {
     pub undecodable: f64,
 }
 
+/// How replicas share the jobs of one database (ARCHITECTURE.md, "Leases").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a claimed job stays with its replica without a heartbeat, in milliseconds: a dead
+    /// replica's jobs move to the others after about this long.
+    pub lease_ttl_ms: u64,
+    /// Heartbeats per lease period (the lease is renewed every `lease_ttl_ms / heartbeats_per_lease`).
+    pub heartbeats_per_lease: u32,
+    /// How often a replica looks for runnable jobs without a driver when no wake-up arrived, in ms.
+    pub poll_interval_ms: u64,
+    /// Jobs one replica drives at once (the rest wait for a free slot here or on another replica).
+    pub max_jobs_per_replica: usize,
+    /// How often the database is probed for health, in milliseconds.
+    pub health_probe_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease_ttl_ms: 15_000,
+            heartbeats_per_lease: 3,
+            poll_interval_ms: 1_000,
+            max_jobs_per_replica: 512,
+            health_probe_interval_ms: 1_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CircuitConfig {
@@ -227,6 +258,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             artifacts: ArtifactsConfig::default(),
             quality: Default::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -582,6 +614,18 @@ impl Config {
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             problems.push("admin_token must be at least 16 characters".into());
+        }
+        let c = &self.cluster;
+        if c.lease_ttl_ms < 100
+            || c.heartbeats_per_lease < 2
+            || c.poll_interval_ms == 0
+            || c.max_jobs_per_replica == 0
+            || c.health_probe_interval_ms == 0
+        {
+            problems.push(
+                "cluster: lease_ttl_ms ≥ 100, heartbeats_per_lease ≥ 2, the other figures > 0"
+                    .into(),
+            );
         }
         if self.pipeline_workers == 0
             || self.concurrency_limit == 0

@@ -57,6 +57,10 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// This replica no longer holds the job's lease (another replica claimed it since): the write
+    /// was refused and the driver stops. Never reaches a client on its own.
+    #[error("the job is driven by another replica")]
+    LeaseLost,
     /// A bug or an unexpected failure: logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -94,12 +98,6 @@ impl Error {
     }
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        Error::Internal(e.into())
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
         Error::Internal(e.into())
     }
 }
@@ -144,7 +142,7 @@ impl From<Error> for Status {
                 d.add_bad_request_violation(field, description);
                 Status::with_error_details(Code::OutOfRange, message, d)
             }
-            Error::Aborted(_) => Status::new(Code::Aborted, message),
+            Error::Aborted(_) | Error::LeaseLost => Status::new(Code::Aborted, message),
             Error::ResourceExhausted {
                 subject,
                 message: description,

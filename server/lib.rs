@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod store;
 
 /// Generated protobuf and gRPC code of `aiprod.v1`.
@@ -42,14 +43,15 @@ use pb::render_service_server::RenderServiceServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
 
 /// Opens the store and builds the application (no network): for the server and the admin CLI.
 pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let store = Store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
+    let store = store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
     let media = media_from_config(&config)?;
     let media_permits = App::media_permits(&config);
     let artifacts = match &config.artifacts.url {
@@ -121,19 +123,29 @@ pub async fn serve(
             tenant.id
         );
     }
-    let resumed = app.resume_jobs().await?;
+    app.start_pipeline().await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, resumed, database = app.store.backend_name(), "aiprod serving");
+    tracing::info!(%addr, database = app.store.backend_name(), "aiprod serving");
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<PresetServiceServer<Api>>().await;
-    health
-        .set_serving::<CostEstimatorServiceServer<Api>>()
-        .await;
-    health.set_serving::<RenderServiceServer<Api>>().await;
-    health.set_serving::<IccServiceServer<Api>>().await;
-    health.set_serving::<AdminServiceServer<Api>>().await;
-    health.set_serving::<ByteStreamServer<Api>>().await;
+    let health = tonic_health::server::HealthReporter::new();
+    let health_names = health::status_names(&[
+        <PresetServiceServer<Api> as NamedService>::NAME,
+        <CostEstimatorServiceServer<Api> as NamedService>::NAME,
+        <RenderServiceServer<Api> as NamedService>::NAME,
+        <IccServiceServer<Api> as NamedService>::NAME,
+        <AdminServiceServer<Api> as NamedService>::NAME,
+        <ByteStreamServer<Api> as NamedService>::NAME,
+    ]);
+    health::set_all(&health, &health_names, ServingStatus::Serving).await;
+    let health_service = tonic_health::pb::health_server::HealthServer::new(health::Health::new(
+        health.clone(),
+        app.shutdown.clone(),
+    ));
+    tokio::spawn(health::monitor_database(
+        app.clone(),
+        health.clone(),
+        health_names.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -163,24 +175,7 @@ pub async fn serve(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
-        health_on_stop
-            .set_not_serving::<RenderServiceServer<Api>>()
-            .await;
-        health_on_stop
-            .set_not_serving::<PresetServiceServer<Api>>()
-            .await;
-        health_on_stop
-            .set_not_serving::<CostEstimatorServiceServer<Api>>()
-            .await;
-        health_on_stop
-            .set_not_serving::<IccServiceServer<Api>>()
-            .await;
-        health_on_stop
-            .set_not_serving::<AdminServiceServer<Api>>()
-            .await;
-        health_on_stop
-            .set_not_serving::<ByteStreamServer<Api>>()
-            .await;
+        health::set_all(&health_on_stop, &health_names, ServingStatus::NotServing).await;
         stopping.cancel();
     };
 

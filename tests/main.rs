@@ -15,3 +15,4 @@ mod observability;
 mod postgres;
 mod providers;
 mod reliability;
+mod store;

@@ -260,6 +260,7 @@ impl App {
         let job_id = job.id.clone();
         // A finished job's stream ends once the replay is done.
         let finished_at = job.state.is_terminal().then_some(job.last_seq);
+        let poll = store.shared();
         tokio::spawn(async move {
             let mut changed = store.hub().subscribe(&job_id);
             let mut last = after;
@@ -287,8 +288,8 @@ impl App {
                 }
                 tokio::select! {
                     _ = changed.changed() => {}
-                    // Backstop: another replica may have committed (no in-process signal then).
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    // Backstop for a lost cross-replica notification (shared databases only).
+                    _ = tokio::time::sleep(Duration::from_secs(1)), if poll => {}
                     _ = tx.closed() => return,
                     _ = shutdown.cancelled() => {
                         let _ = tx.send(Err(Error::Unavailable {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod estimate;
 pub mod icc;
 pub mod jobs;
+pub mod leases;
 pub mod limits;
 pub mod pipeline;
 pub mod usage;
@@ -19,7 +20,7 @@ use crate::domain::Backend;
 use crate::store::Store;
 use aiprod_artifacts::ArtifactStore;
 use aiprod_media::Media;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -31,14 +32,19 @@ pub use auth::Caller;
 /// The service's shared state.
 pub struct App {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub backends: Backends,
     /// Cancelled when the server shuts down: pipeline tasks and streams stop.
     pub shutdown: CancellationToken,
     /// Pipeline tasks (awaited on shutdown).
     pub tasks: TaskTracker,
-    /// Jobs with a pipeline task right now.
-    driving: Mutex<HashSet<String>>,
+    /// This process's lease owner id (new at every start).
+    owner: String,
+    /// Jobs this process drives right now, with the lease it holds on each.
+    driving: Mutex<HashMap<String, leases::Driven>>,
+    /// Until when the leases are surely still ours (last renewal + TTL − margin, on this clock):
+    /// nothing is submitted to a provider after it.
+    leases_fresh_until: Mutex<std::time::Instant>,
     workers: Arc<Semaphore>,
     pub rate_limiter: limits::RateLimiter,
     pub auth_cache: auth::AuthCache,
@@ -59,7 +65,7 @@ pub struct App {
 
 /// What the application is built from besides its configuration.
 pub struct Parts {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub backends: Backends,
     pub media: Arc<dyn Media>,
     pub artifacts: ArtifactStore,
@@ -84,7 +90,9 @@ impl App {
             backends: parts.backends,
             shutdown: parts.shutdown,
             tasks: TaskTracker::new(),
-            driving: Mutex::new(HashSet::new()),
+            owner: format!("replica-{}", uuid::Uuid::new_v4().simple()),
+            driving: Mutex::new(HashMap::new()),
+            leases_fresh_until: Mutex::new(std::time::Instant::now()),
             workers,
             rate_limiter: limits::RateLimiter::default(),
             auth_cache: auth::AuthCache::default(),

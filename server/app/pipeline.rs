@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 /// What the runner does after a step.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// More to do now.
     Continue,
     /// Nothing to do until the partner acts, or the job is over.
@@ -43,77 +43,8 @@ enum Step {
 /// Render attempts of one shot before the job fails (fallbacks and retry rounds included).
 const MAX_ATTEMPTS_PER_SHOT: u32 = 9;
 
-fn runnable(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Queued | JobState::Planning | JobState::Rendering | JobState::QualityCheck
-    )
-}
-
 impl App {
-    /// Resumes every job that was in flight (after a restart).
-    pub async fn resume_jobs(self: &Arc<Self>) -> Result<usize> {
-        let ids = self.store.runnable_job_ids().await?;
-        let n = ids.len();
-        for id in ids {
-            self.drive(id);
-        }
-        Ok(n)
-    }
-
-    /// Makes sure a task drives this job (at most one per job in this process).
-    pub fn drive(self: &Arc<Self>, job_id: String) {
-        if self.shutdown.is_cancelled() {
-            return;
-        }
-        {
-            let mut driving = self.driving.lock().unwrap_or_else(|e| e.into_inner());
-            if !driving.insert(job_id.clone()) {
-                return;
-            }
-        }
-        let app = self.clone();
-        self.tasks.spawn(async move {
-            let mut errors = 0u32;
-            while !app.shutdown.is_cancelled() {
-                // A panic in a step must not leave the job without a driver: treat it like an error.
-                let step = std::panic::AssertUnwindSafe(app.step(&job_id)).catch_unwind().await.unwrap_or_else(|panic| {
-                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
-                    Err(Error::internal(anyhow::anyhow!("pipeline step panicked: {}", what.unwrap_or_default())))
-                });
-                match step {
-                    Ok(Step::Continue) => errors = 0,
-                    Ok(Step::Idle) => break,
-                    Err(e) => {
-                        errors += 1;
-                        tracing::warn!(job_id = %job_id, error = %e, attempt = errors, "pipeline step failed; retrying");
-                        let backoff = Duration::from_millis(100 * u64::from(errors.min(50)));
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = app.shutdown.cancelled() => break,
-                        }
-                    }
-                }
-            }
-            app.undrive(&job_id);
-            // A partner action may have made the job runnable while this task was finishing.
-            if !app.shutdown.is_cancelled()
-                && let Ok(Some(job)) = app.store.job_by_id(&job_id).await
-                && runnable(job.state)
-            {
-                app.drive(job_id);
-            }
-        });
-    }
-
-    fn undrive(&self, job_id: &str) {
-        self.driving
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(job_id);
-    }
-
-    async fn step(self: &Arc<Self>, job_id: &str) -> Result<Step> {
+    pub(super) async fn step(self: &Arc<Self>, job_id: &str) -> Result<Step> {
         let Some(job) = self.store.job_by_id(job_id).await? else {
             return Ok(Step::Idle);
         };
@@ -162,11 +93,12 @@ impl App {
         &self,
         job_id: &str,
         expected: JobState,
-        change: impl FnOnce(&mut Job) -> Result<()>,
+        change: impl FnOnce(&mut Job) -> Result<()> + Send,
     ) -> Result<bool> {
+        let fence = self.fence(job_id)?;
         let (applied, _) = self
             .store
-            .update_job(None, job_id, |j| {
+            .update_job_fenced(&fence, |j| {
                 if j.state != expected {
                     return Ok(false);
                 }
@@ -427,6 +359,9 @@ impl App {
                     if let Some(done) = done {
                         let (shot_id, r) = done.map_err(Error::internal)?;
                         running.remove(&shot_id);
+                        if matches!(r, Err(Error::LeaseLost)) {
+                            break Err(Error::LeaseLost);
+                        }
                         if let Err(e) = r {
                             tracing::warn!(job_id, shot = %shot_id, error = %e, "shot attempt failed; retrying");
                             tokio::select! {
@@ -497,6 +432,11 @@ impl App {
                     attempt,
                     ..request.clone()
                 };
+                // Paying a provider needs a lease that is surely ours: a replica that was paused
+                // past its lease must not submit work the new holder will submit again.
+                if !self.lease_is_fresh(job_id) {
+                    return Err(Error::LeaseLost);
+                }
                 let submitted = tokio::select! {
                     r = imp.submit(&request) => r,
                     _ = token.cancelled() => return Ok(()),

@@ -1,0 +1,890 @@
+//! The scale-out store: several replicas on one PostgreSQL. Documents are `jsonb`, instants
+//! `timestamptz`, flags `boolean`, money integer micro-USD (`bigint`; sums cast back to bigint).
+//! Row locks (`FOR UPDATE`) order the writers of one job or tenant; leases are claimed with
+//! `FOR UPDATE SKIP LOCKED` and expire on the database's clock. Commits announce themselves with
+//! `NOTIFY` (sent by PostgreSQL only when the transaction commits); a listener on a dedicated
+//! connection feeds them to this replica's watchers and claim loop, reconnecting after a loss.
+
+use super::{
+    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, Store, apply_change,
+    bad_column, check_limits, job_page_sql, lease_ttl_ms, number_events, record_transition,
+};
+use crate::domain::job::{Event, Job, LedgerEntry};
+use crate::domain::manifest::Markers;
+use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
+use crate::domain::{JobState, Money, Tier};
+use crate::error::{Error, Result};
+use crate::events::EventHub;
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Channel of "job committed up to seq" (`<job id>:<seq>`).
+const EVENTS_CHANNEL: &str = "aiprod_events";
+/// Channel of "a job became runnable without a driver" (`<job id>`).
+const WORK_CHANNEL: &str = "aiprod_work";
+
+pub struct PgStore {
+    pool: PgPool,
+    hub: Arc<EventHub>,
+    work: Arc<tokio::sync::Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The one place PostgreSQL errors become domain errors. Lost or refused connections, a pool that
+/// cannot hand one out, a server shutting down and serialisation conflicts are worth retrying
+/// (`UNAVAILABLE` + RetryInfo); a unique violation is the caller's conflict; the rest is ours.
+fn db_err(e: sqlx::Error) -> Error {
+    let retry = |what: &str| Error::Unavailable {
+        message: format!("the database is {what}; retry shortly"),
+        retry_after: Duration::from_secs(1),
+    };
+    match &e {
+        sqlx::Error::PoolTimedOut => retry("busy"),
+        sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => retry("unreachable"),
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            match code.as_ref() {
+                // Connection exceptions; admin/crash shutdown, cannot connect now; too many connections.
+                c if c.starts_with("08") => retry("unreachable"),
+                "57P01" | "57P02" | "57P03" | "53300" => retry("unavailable"),
+                // Serialisation failure, deadlock: the transaction may simply run again.
+                "40001" | "40P01" => retry("busy"),
+                _ if d.is_unique_violation() => Error::Aborted("the record already exists".into()),
+                _ => Error::internal(e),
+            }
+        }
+        _ => Error::internal(e),
+    }
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(
+    row: &'r PgRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(db_err)
+}
+
+const TENANT_COLUMNS: &str =
+    "id, name, base_tier, monthly_budget, trial_tier, trial_end_at, job_quota, created_at";
+const KEY_COLUMNS: &str = "id, tenant_id, name, mode, prefix, secret_hash, created_at, expires_at, revoked_at, last_used_at";
+const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
+
+fn tier(s: String) -> Result<Tier> {
+    Tier::parse(&s).ok_or_else(|| bad_column("tier", &s))
+}
+
+fn tenant_from(row: &PgRow) -> Result<Tenant> {
+    let trial_tier: Option<String> = get(row, "trial_tier")?;
+    let trial_end: Option<DateTime<Utc>> = get(row, "trial_end_at")?;
+    let trial = match (trial_tier, trial_end) {
+        (Some(t), Some(end)) => Some(Trial {
+            tier: tier(t)?,
+            end_ms: ms(end),
+        }),
+        _ => None,
+    };
+    Ok(Tenant {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        base_tier: tier(get(row, "base_tier")?)?,
+        monthly_budget: get::<Option<i64>>(row, "monthly_budget")?.map(Money::from_micros),
+        trial,
+        job_quota: get::<Option<i64>>(row, "job_quota")?.map(|q| q as u32),
+        created_ms: ms(get(row, "created_at")?),
+    })
+}
+
+fn key_from(row: &PgRow) -> Result<ApiKey> {
+    let mode: String = get(row, "mode")?;
+    let opt_ms = |column: &str| -> Result<Option<i64>> {
+        Ok(get::<Option<DateTime<Utc>>>(row, column)?.map(ms))
+    };
+    Ok(ApiKey {
+        id: get(row, "id")?,
+        tenant_id: get(row, "tenant_id")?,
+        name: get(row, "name")?,
+        mode: KeyMode::parse(&mode).ok_or_else(|| bad_column("key mode", &mode))?,
+        prefix: get(row, "prefix")?,
+        secret_hash: get(row, "secret_hash")?,
+        created_ms: ms(get(row, "created_at")?),
+        expires_ms: opt_ms("expires_at")?,
+        revoked_ms: opt_ms("revoked_at")?,
+        last_used_ms: opt_ms("last_used_at")?,
+    })
+}
+
+fn held_from(row: &PgRow) -> Result<HeldJob> {
+    let state: String = get(row, "state")?;
+    Ok(HeldJob {
+        job_id: get(row, "id")?,
+        token: get(row, "lease_token")?,
+        state: JobState::parse(&state).ok_or_else(|| bad_column("job state", &state))?,
+    })
+}
+
+fn lease_from(row: &PgRow) -> Result<Lease> {
+    Ok(Lease {
+        job_id: get(row, "id")?,
+        token: get(row, "lease_token")?,
+    })
+}
+
+async fn notify(
+    tx: &mut Transaction<'static, Postgres>,
+    channel: &str,
+    payload: &str,
+) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects and migrates, then starts the notification listener.
+    pub async fn connect(url: &str, hub: Arc<EventHub>) -> anyhow::Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            // A connection that died with the database is found on first use and replaced; pinging
+            // on every acquire would cost a round trip per query.
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", super::redact(url)))?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .context("running migrations")?;
+        let work = Arc::new(tokio::sync::Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), hub.clone(), work.clone()));
+        Ok(PgStore {
+            pool,
+            hub,
+            work,
+            listener,
+        })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db_err)
+    }
+
+    async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
+        let doc: Option<Json<Job>> = match tenant_id {
+            Some(t) => {
+                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1 AND tenant_id = $2")
+                    .bind(id)
+                    .bind(t)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        Ok(doc.map(|d| d.0))
+    }
+
+    async fn insert_events(
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[Event],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One statement for all of a commit's events.
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
+        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
+        sqlx::query(
+            "INSERT INTO job_events (job_id, seq, created_at, doc)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::timestamptz[], $4::jsonb[])",
+        )
+        .bind(&events[0].job_id)
+        .bind(&seqs)
+        .bind(&times)
+        .bind(&docs)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_ledger(
+        tx: &mut Transaction<'static, Postgres>,
+        job: &Job,
+        ledger: &[LedgerEntry],
+    ) -> Result<()> {
+        if ledger.is_empty() {
+            return Ok(());
+        }
+        let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
+            .bind(&job.id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for (i, entry) in ledger.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&job.id)
+            .bind(lines + i as i64 + 1)
+            .bind(&job.tenant_id)
+            .bind(job.sandbox)
+            .bind(entry.amount.micros())
+            .bind(entry.succeeded)
+            .bind(at(entry.at_ms))
+            .bind(Json(entry))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn claim_where(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        job_id: Option<&str>,
+    ) -> Result<Option<Lease>> {
+        let pick = match job_id {
+            Some(_) => format!(
+                "SELECT id FROM jobs WHERE id = $3 AND {RUNNABLE_SQL} AND lease_expires_at < now() FOR UPDATE SKIP LOCKED"
+            ),
+            None => format!(
+                "SELECT id FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_at < now()
+                 ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+        };
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = $1, lease_token = lease_token + 1,
+                 lease_expires_at = now() + $2 * interval '1 millisecond'
+             WHERE id = ({pick}) RETURNING id, lease_token"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_ttl_ms(ttl) as f64)
+            .bind(job_id.unwrap_or_default())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(lease_from).transpose()
+    }
+}
+
+/// Feeds NOTIFY messages to the hub and the claim loop. `PgListener` reconnects by itself; what was
+/// sent while it was away is lost, so after a reconnect it wakes the claim loop (which then scans)
+/// and watchers keep their polling backstop.
+async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "notification listener cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen_all([EVENTS_CHANNEL, WORK_CHANNEL]).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(200);
+        work.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => match n.channel() {
+                    EVENTS_CHANNEL => {
+                        if let Some((job, seq)) = n.payload().rsplit_once(':')
+                            && let Ok(seq) = seq.parse()
+                        {
+                            hub.publish(job, seq);
+                        }
+                    }
+                    _ => work.notify_one(),
+                },
+                // The connection was lost: a fresh LISTEN on a new connection, then scan.
+                Ok(None) => {
+                    tracing::info!("notification listener reconnecting");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn work_available(&self) {
+        self.work.notified().await;
+    }
+
+    async fn close(&self) {
+        self.listener.abort();
+        self.pool.close().await;
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn claim_setting(&self, name: &str, value: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, base_tier, monthly_budget, trial_tier, trial_end_at, job_quota, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.base_tier.as_str())
+        .bind(t.monthly_budget.map(Money::micros))
+        .bind(t.trial.as_ref().map(|tr| tr.tier.as_str()))
+        .bind(t.trial.as_ref().map(|tr| at(tr.end_ms)))
+        .bind(t.job_quota.map(i64::from))
+        .bind(at(t.created_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE tenants SET name = $2, base_tier = $3, monthly_budget = $4, trial_tier = $5, trial_end_at = $6, job_quota = $7
+             WHERE id = $1",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.base_tier.as_str())
+        .bind(t.monthly_budget.map(Money::micros))
+        .bind(t.trial.as_ref().map(|tr| tr.tier.as_str()))
+        .bind(t.trial.as_ref().map(|tr| at(tr.end_ms)))
+        .bind(t.job_quota.map(i64::from))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if r.rows_affected() == 0 {
+            return Err(Error::not_found("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(tenant_from).transpose()
+    }
+
+    async fn tenants(&self, after_id: &str, limit: u32) -> Result<Vec<Tenant>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(tenant_from).collect()
+    }
+
+    async fn insert_key(&self, k: &ApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, mode, prefix, secret_hash, created_at, expires_at, revoked_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.name)
+        .bind(k.mode.as_str())
+        .bind(&k.prefix)
+        .bind(&k.secret_hash)
+        .bind(at(k.created_ms))
+        .bind(k.expires_ms.map(at))
+        .bind(k.revoked_ms.map(at))
+        .bind(k.last_used_ms.map(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let sql = AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(key_from).transpose()
+    }
+
+    async fn keys_of(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> Result<Option<ApiKey>> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        self.key(id).await
+    }
+
+    async fn touch_key(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
+            .bind(id)
+            .bind(at(now))
+            .bind(at(now - 60_000))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
+        let mut tx = self.begin().await?;
+        // Serialise the creates of one tenant, so the limit check sees every job committed before.
+        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(&job.tenant_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let existing: Option<Json<Job>> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(&job.tenant_id)
+                .bind(&job.request_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(doc) = existing {
+            return Ok(Created::Existing(doc.0));
+        }
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        check_limits(&job.tenant_id, active, total, limits)?;
+        let pending = std::mem::take(&mut job.pending_events);
+        job.last_seq = 0;
+        let created_ms = job.created_ms;
+        let events = number_events(&mut job, pending, created_ms);
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.request_id)
+        .bind(job.state.as_str())
+        .bind(&job.spec.preset_id)
+        .bind(job.last_seq as i64)
+        .bind(at(job.created_ms))
+        .bind(at(job.updated_ms))
+        .bind(Json(&job))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if !job.spec.labels.is_empty() {
+            let (keys, values): (Vec<&str>, Vec<&str>) = job
+                .spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO job_labels (job_id, label_key, label_value)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[])",
+            )
+            .bind(&job.id)
+            .bind(&keys)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Self::insert_events(&mut tx, &events).await?;
+        notify(
+            &mut tx,
+            EVENTS_CHANNEL,
+            &format!("{}:{}", job.id, job.last_seq),
+        )
+        .await?;
+        if super::runnable(job.state) {
+            notify(&mut tx, WORK_CHANNEL, &job.id).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.hub.publish(&job.id, job.last_seq);
+        Ok(Created::New(job))
+    }
+
+    async fn request_exists(&self, tenant_id: &str, request_id: &str) -> Result<bool> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(tenant_id)
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(found.is_some())
+    }
+
+    async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>> {
+        self.job_doc(id, Some(tenant_id)).await
+    }
+
+    async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
+        self.job_doc(id, None).await
+    }
+
+    async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok((active as u32, total as u32))
+    }
+
+    async fn spend_since(
+        &self,
+        tenant_id: &str,
+        sandbox: bool,
+        since_ms: i64,
+    ) -> Result<(Money, Money)> {
+        // SUM(bigint) is numeric in PostgreSQL: cast back (micro-USD sums fit a bigint).
+        let (billable, metered): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(amount) FILTER (WHERE succeeded), 0)::bigint, COALESCE(SUM(amount), 0)::bigint
+             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_at >= $3",
+        )
+        .bind(tenant_id)
+        .bind(sandbox)
+        .bind(at(since_ms))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok((Money::from_micros(billable), Money::from_micros(metered)))
+    }
+
+    async fn jobs_since(&self, tenant_id: &str, since_ms: i64) -> Result<Vec<Job>> {
+        let docs: Vec<Json<Job>> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND created_at >= $2")
+                .bind(tenant_id)
+                .bind(at(since_ms))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+
+    async fn jobs(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let sql = job_page_sql("doc", filter, before_id.is_some());
+        let mut q = sqlx::query_scalar::<_, Json<Job>>(AssertSqlSafe(sql)).bind(tenant_id);
+        if let Some(b) = before_id {
+            q = q.bind(b);
+        }
+        for s in &filter.states {
+            q = q.bind(s.as_str());
+        }
+        if let Some(p) = &filter.preset_id {
+            q = q.bind(p);
+        }
+        for (k, v) in &filter.labels {
+            q = q.bind(k).bind(v);
+        }
+        let docs = q
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+
+    async fn update_job_dyn(
+        &self,
+        tenant_id: Option<&str>,
+        id: &str,
+        fence: Option<&Lease>,
+        change: JobChange<'_>,
+    ) -> Result<Job> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT doc, lease_token FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("job"));
+        };
+        if let Some(fence) = fence
+            && get::<i64>(&row, "lease_token")? != fence.token
+        {
+            return Err(Error::LeaseLost);
+        }
+        let mut job = get::<Json<Job>>(&row, "doc")?.0;
+        let before = job.state;
+        let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
+            return Ok(job);
+        };
+        Self::insert_events(&mut tx, &events).await?;
+        Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(job.state.as_str())
+        .bind(job.last_seq as i64)
+        .bind(at(job.updated_ms))
+        .bind(Json(&job))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if !events.is_empty() {
+            notify(&mut tx, EVENTS_CHANNEL, &format!("{id}:{}", job.last_seq)).await?;
+        }
+        if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
+            notify(&mut tx, WORK_CHANNEL, id).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.hub.publish(id, job.last_seq);
+        record_transition(before, &job);
+        Ok(job)
+    }
+
+    async fn events_after(&self, job_id: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let docs: Vec<Json<Event>> = sqlx::query_scalar(
+            "SELECT doc FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+
+    async fn ledger(&self, job_id: &str) -> Result<Vec<LedgerEntry>> {
+        let docs: Vec<Json<LedgerEntry>> =
+            sqlx::query_scalar("SELECT doc FROM ledger WHERE job_id = $1 ORDER BY line_no")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+
+    async fn claim_next(&self, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.claim_where(owner, ttl, None).await
+    }
+
+    async fn claim(&self, owner: &str, job_id: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.claim_where(owner, ttl, Some(job_id)).await
+    }
+
+    async fn renew(&self, owner: &str, ttl: Duration) -> Result<Vec<HeldJob>> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + $2 * interval '1 millisecond'
+             WHERE lease_owner = $1 RETURNING id, lease_token, state",
+        )
+        .bind(owner)
+        .bind(lease_ttl_ms(ttl) as f64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(held_from).collect()
+    }
+
+    async fn recover_leases(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let released: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = '-infinity'
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 RETURNING state",
+        )
+        .bind(&lease.job_id)
+        .bind(owner)
+        .bind(lease.token)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // Released while runnable (this replica is stopping): another replica may take it now.
+        if released
+            .as_deref()
+            .and_then(JobState::parse)
+            .is_some_and(super::runnable)
+        {
+            notify(&mut tx, WORK_CHANNEL, &lease.job_id).await?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<Option<(Markers, i64)>> {
+        let row = sqlx::query("SELECT doc, expires_at FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 AND expires_at > $3")
+            .bind(tenant_id)
+            .bind(brand_id)
+            .bind(at(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(r) => Ok(Some((
+                get::<Json<Markers>>(&r, "doc")?.0,
+                ms(get(&r, "expires_at")?),
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        markers: &Markers,
+        expires_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO brand_markers (tenant_id, brand_id, doc, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, brand_id) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+        )
+        .bind(tenant_id)
+        .bind(brand_id)
+        .bind(Json(markers))
+        .bind(at(expires_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let live: Option<bool> = sqlx::query_scalar(
+            "DELETE FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 RETURNING expires_at > $3",
+        )
+        .bind(tenant_id)
+        .bind(brand_id)
+        .bind(at(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(live == Some(true))
+    }
+}
+
+/// (jobs not yet terminal, jobs ever created) of one tenant.
+const JOB_COUNTS: &str =
+    "SELECT COUNT(*) FILTER (WHERE state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED')), COUNT(*)
+     FROM jobs WHERE tenant_id = $1";

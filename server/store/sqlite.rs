@@ -1,0 +1,808 @@
+//! The embedded store: one SQLite file in WAL mode, served by one process. Writers are serialised
+//! in-process (SQLite allows one writer; waiting on a mutex beats busy-retrying), documents are
+//! JSON text, instants unix milliseconds, money integer micro-USD.
+
+use super::{
+    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, Store, apply_change,
+    bad_column, check_limits, lease_ttl_ms, now_ms, number_events, record_transition,
+};
+use crate::domain::job::{Event, Job, LedgerEntry};
+use crate::domain::manifest::Markers;
+use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
+use crate::domain::{JobState, Money, Tier};
+use crate::error::{Error, Result};
+use crate::events::EventHub;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write_lock: tokio::sync::Mutex<()>,
+    hub: Arc<EventHub>,
+    /// Wakes the claim loop when a job becomes runnable (one process: an in-process signal).
+    work: tokio::sync::Notify,
+}
+
+/// The one place SQLite errors become domain errors: a busy or locked database and a pool that
+/// cannot hand out a connection are worth retrying; a constraint violation is the caller's conflict.
+fn db_err(e: sqlx::Error) -> Error {
+    let retry = |what: &str| Error::Unavailable {
+        message: format!("the database is {what}; retry shortly"),
+        retry_after: Duration::from_secs(1),
+    };
+    match &e {
+        sqlx::Error::PoolTimedOut => retry("busy"),
+        sqlx::Error::PoolClosed | sqlx::Error::Io(_) => retry("unavailable"),
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            Some(c) if c == "5" || c == "6" || c.ends_with("05") || c.ends_with("06") => {
+                retry("busy")
+            }
+            _ if d.is_unique_violation() => Error::Aborted("the record already exists".into()),
+            _ => Error::internal(e),
+        },
+        _ => Error::internal(e),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(Error::internal)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(Error::internal)
+}
+
+const TENANT_COLUMNS: &str =
+    "id, name, base_tier, monthly_budget, trial_tier, trial_end_ms, job_quota, created_ms";
+const KEY_COLUMNS: &str = "id, tenant_id, name, mode, prefix, secret_hash, created_ms, expires_ms, revoked_ms, last_used_ms";
+const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
+
+fn tier(s: String) -> Result<Tier> {
+    Tier::parse(&s).ok_or_else(|| bad_column("tier", &s))
+}
+
+fn tenant_from(row: &SqliteRow) -> Result<Tenant> {
+    let trial_tier: Option<String> = row.try_get("trial_tier").map_err(db_err)?;
+    let trial_end: Option<i64> = row.try_get("trial_end_ms").map_err(db_err)?;
+    let trial = match (trial_tier, trial_end) {
+        (Some(t), Some(end_ms)) => Some(Trial {
+            tier: tier(t)?,
+            end_ms,
+        }),
+        _ => None,
+    };
+    Ok(Tenant {
+        id: row.try_get("id").map_err(db_err)?,
+        name: row.try_get("name").map_err(db_err)?,
+        base_tier: tier(row.try_get("base_tier").map_err(db_err)?)?,
+        monthly_budget: row
+            .try_get::<Option<i64>, _>("monthly_budget")
+            .map_err(db_err)?
+            .map(Money::from_micros),
+        trial,
+        job_quota: row
+            .try_get::<Option<i64>, _>("job_quota")
+            .map_err(db_err)?
+            .map(|q| q as u32),
+        created_ms: row.try_get("created_ms").map_err(db_err)?,
+    })
+}
+
+fn key_from(row: &SqliteRow) -> Result<ApiKey> {
+    let mode: String = row.try_get("mode").map_err(db_err)?;
+    Ok(ApiKey {
+        id: row.try_get("id").map_err(db_err)?,
+        tenant_id: row.try_get("tenant_id").map_err(db_err)?,
+        name: row.try_get("name").map_err(db_err)?,
+        mode: KeyMode::parse(&mode).ok_or_else(|| bad_column("key mode", &mode))?,
+        prefix: row.try_get("prefix").map_err(db_err)?,
+        secret_hash: row.try_get("secret_hash").map_err(db_err)?,
+        created_ms: row.try_get("created_ms").map_err(db_err)?,
+        expires_ms: row.try_get("expires_ms").map_err(db_err)?,
+        revoked_ms: row.try_get("revoked_ms").map_err(db_err)?,
+        last_used_ms: row.try_get("last_used_ms").map_err(db_err)?,
+    })
+}
+
+fn held_from(row: &SqliteRow) -> Result<HeldJob> {
+    let state: String = row.try_get("state").map_err(db_err)?;
+    Ok(HeldJob {
+        job_id: row.try_get("id").map_err(db_err)?,
+        token: row.try_get("lease_token").map_err(db_err)?,
+        state: JobState::parse(&state).ok_or_else(|| bad_column("job state", &state))?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory if needed) and migrates.
+    pub async fn open(path: &str, hub: Arc<EventHub>) -> anyhow::Result<SqliteStore> {
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .with_context(|| format!("bad SQLite path {path:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening {file}"))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("running migrations")?;
+        Ok(SqliteStore {
+            pool,
+            write_lock: tokio::sync::Mutex::new(()),
+            hub,
+            work: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Begins a write transaction: `BEGIN IMMEDIATE` under the writer lock.
+    async fn begin_write(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
+        let guard = self.write_lock.lock().await;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        Ok((guard, tx))
+    }
+
+    async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
+        let doc: Option<String> = match tenant_id {
+            Some(t) => {
+                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1 AND tenant_id = $2")
+                    .bind(id)
+                    .bind(t)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        doc.as_deref().map(from_json).transpose()
+    }
+
+    async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[Event]) -> Result<()> {
+        for event in events {
+            sqlx::query(
+                "INSERT INTO job_events (job_id, seq, created_ms, doc) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&event.job_id)
+            .bind(event.seq as i64)
+            .bind(event.at_ms)
+            .bind(json(event)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_ledger(
+        tx: &mut Transaction<'static, Sqlite>,
+        job: &Job,
+        ledger: &[LedgerEntry],
+    ) -> Result<()> {
+        if ledger.is_empty() {
+            return Ok(());
+        }
+        let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
+            .bind(&job.id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        for (i, entry) in ledger.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_ms, doc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&job.id)
+            .bind(lines + i as i64 + 1)
+            .bind(&job.tenant_id)
+            .bind(i64::from(job.sandbox))
+            .bind(entry.amount.micros())
+            .bind(i64::from(entry.succeeded))
+            .bind(entry.at_ms)
+            .bind(json(entry)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn claim_where(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        job_id: Option<&str>,
+    ) -> Result<Option<Lease>> {
+        let now = now_ms();
+        let (_g, mut tx) = self.begin_write().await?;
+        let pick = match job_id {
+            Some(_) => format!(
+                "SELECT id FROM jobs WHERE id = $3 AND {RUNNABLE_SQL} AND lease_expires_ms < $2"
+            ),
+            None => format!(
+                "SELECT id FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_ms < $2 ORDER BY updated_ms LIMIT 1"
+            ),
+        };
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 + $4
+             WHERE id = ({pick}) RETURNING id, lease_token"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner).bind(now);
+        q = q.bind(job_id.unwrap_or_default()).bind(lease_ttl_ms(ttl));
+        let row = q.fetch_optional(&mut *tx).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        row.map(|r| {
+            Ok(Lease {
+                job_id: r.try_get("id").map_err(db_err)?,
+                token: r.try_get("lease_token").map_err(db_err)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn work_available(&self) {
+        self.work.notified().await;
+    }
+
+    async fn close(&self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn claim_setting(&self, name: &str, value: &str) -> Result<bool> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let r = sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, name, base_tier, monthly_budget, trial_tier, trial_end_ms, job_quota, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.base_tier.as_str())
+        .bind(t.monthly_budget.map(Money::micros))
+        .bind(t.trial.as_ref().map(|tr| tr.tier.as_str()))
+        .bind(t.trial.as_ref().map(|tr| tr.end_ms))
+        .bind(t.job_quota.map(i64::from))
+        .bind(t.created_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE tenants SET name = $2, base_tier = $3, monthly_budget = $4, trial_tier = $5, trial_end_ms = $6, job_quota = $7
+             WHERE id = $1",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.base_tier.as_str())
+        .bind(t.monthly_budget.map(Money::micros))
+        .bind(t.trial.as_ref().map(|tr| tr.tier.as_str()))
+        .bind(t.trial.as_ref().map(|tr| tr.end_ms))
+        .bind(t.job_quota.map(i64::from))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        if r.rows_affected() == 0 {
+            return Err(Error::not_found("tenant"));
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(tenant_from).transpose()
+    }
+
+    async fn tenants(&self, after_id: &str, limit: u32) -> Result<Vec<Tenant>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(tenant_from).collect()
+    }
+
+    async fn insert_key(&self, k: &ApiKey) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, mode, prefix, secret_hash, created_ms, expires_ms, revoked_ms, last_used_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.name)
+        .bind(k.mode.as_str())
+        .bind(&k.prefix)
+        .bind(&k.secret_hash)
+        .bind(k.created_ms)
+        .bind(k.expires_ms)
+        .bind(k.revoked_ms)
+        .bind(k.last_used_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let sql = AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(key_from).transpose()
+    }
+
+    async fn keys_of(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_ms, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> Result<Option<ApiKey>> {
+        {
+            let (_g, mut tx) = self.begin_write().await?;
+            sqlx::query("UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+        }
+        self.key(id).await
+    }
+
+    async fn touch_key(&self, id: &str, now: i64) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE api_keys SET last_used_ms = $2 WHERE id = $1 AND (last_used_ms IS NULL OR last_used_ms < $3)")
+            .bind(id)
+            .bind(now)
+            .bind(now - 60_000)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(&job.tenant_id)
+                .bind(&job.request_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if let Some(doc) = existing {
+            return Ok(Created::Existing(from_json(&doc)?));
+        }
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        check_limits(&job.tenant_id, active, total, limits)?;
+        let pending = std::mem::take(&mut job.pending_events);
+        job.last_seq = 0;
+        let created_ms = job.created_ms;
+        let events = number_events(&mut job, pending, created_ms);
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_ms, updated_ms, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.request_id)
+        .bind(job.state.as_str())
+        .bind(&job.spec.preset_id)
+        .bind(job.last_seq as i64)
+        .bind(job.created_ms)
+        .bind(job.updated_ms)
+        .bind(json(&job)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for (key, value) in &job.spec.labels {
+            sqlx::query(
+                "INSERT INTO job_labels (job_id, label_key, label_value) VALUES ($1, $2, $3)",
+            )
+            .bind(&job.id)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Self::insert_events(&mut tx, &events).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.hub.publish(&job.id, job.last_seq);
+        if super::runnable(job.state) {
+            self.work.notify_one();
+        }
+        Ok(Created::New(job))
+    }
+
+    async fn request_exists(&self, tenant_id: &str, request_id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND request_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(request_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>> {
+        self.job_doc(id, Some(tenant_id)).await
+    }
+
+    async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
+        self.job_doc(id, None).await
+    }
+
+    async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
+        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok((active as u32, total as u32))
+    }
+
+    async fn spend_since(
+        &self,
+        tenant_id: &str,
+        sandbox: bool,
+        since_ms: i64,
+    ) -> Result<(Money, Money)> {
+        let (billable, metered): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN succeeded = 1 THEN amount ELSE 0 END), 0), COALESCE(SUM(amount), 0)
+             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_ms >= $3",
+        )
+        .bind(tenant_id)
+        .bind(i64::from(sandbox))
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok((Money::from_micros(billable), Money::from_micros(metered)))
+    }
+
+    async fn jobs_since(&self, tenant_id: &str, since_ms: i64) -> Result<Vec<Job>> {
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND created_ms >= $2")
+                .bind(tenant_id)
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn jobs(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let sql = super::job_page_sql("doc", filter, before_id.is_some());
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(tenant_id);
+        if let Some(b) = before_id {
+            q = q.bind(b);
+        }
+        for s in &filter.states {
+            q = q.bind(s.as_str());
+        }
+        if let Some(p) = &filter.preset_id {
+            q = q.bind(p);
+        }
+        for (k, v) in &filter.labels {
+            q = q.bind(k).bind(v);
+        }
+        let docs = q
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn update_job_dyn(
+        &self,
+        tenant_id: Option<&str>,
+        id: &str,
+        fence: Option<&Lease>,
+        change: JobChange<'_>,
+    ) -> Result<Job> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let row = sqlx::query("SELECT doc, lease_token FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("job"));
+        };
+        if let Some(fence) = fence {
+            let token: i64 = row.try_get("lease_token").map_err(db_err)?;
+            if token != fence.token {
+                return Err(Error::LeaseLost);
+            }
+        }
+        let mut job: Job = from_json(&row.try_get::<String, _>("doc").map_err(db_err)?)?;
+        let before = job.state;
+        let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
+            return Ok(job);
+        };
+        Self::insert_events(&mut tx, &events).await?;
+        Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $2, last_seq = $3, updated_ms = $4, doc = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(job.state.as_str())
+        .bind(job.last_seq as i64)
+        .bind(job.updated_ms)
+        .bind(json(&job)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        self.hub.publish(id, job.last_seq);
+        if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
+            self.work.notify_one();
+        }
+        record_transition(before, &job);
+        Ok(job)
+    }
+
+    async fn events_after(&self, job_id: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT doc FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn ledger(&self, job_id: &str) -> Result<Vec<LedgerEntry>> {
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT doc FROM ledger WHERE job_id = $1 ORDER BY line_no")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn claim_next(&self, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.claim_where(owner, ttl, None).await
+    }
+
+    async fn claim(&self, owner: &str, job_id: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.claim_where(owner, ttl, Some(job_id)).await
+    }
+
+    async fn renew(&self, owner: &str, ttl: Duration) -> Result<Vec<HeldJob>> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires_ms = $2 WHERE lease_owner = $1 RETURNING id, lease_token, state",
+        )
+        .bind(owner)
+        .bind(now_ms() + lease_ttl_ms(ttl))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(held_from).collect()
+    }
+
+    async fn recover_leases(&self) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0 WHERE lease_owner IS NOT NULL")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3",
+        )
+        .bind(&lease.job_id)
+        .bind(owner)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<Option<(Markers, i64)>> {
+        let row = sqlx::query("SELECT doc, expires_ms FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 AND expires_ms > $3")
+            .bind(tenant_id)
+            .bind(brand_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(r) => Ok(Some((
+                from_json(&r.try_get::<String, _>("doc").map_err(db_err)?)?,
+                r.try_get("expires_ms").map_err(db_err)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        markers: &Markers,
+        expires_ms: i64,
+    ) -> Result<()> {
+        let (_g, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO brand_markers (tenant_id, brand_id, doc, expires_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, brand_id) DO UPDATE SET doc = excluded.doc, expires_ms = excluded.expires_ms",
+        )
+        .bind(tenant_id)
+        .bind(brand_id)
+        .bind(json(markers)?)
+        .bind(expires_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_brand_markers(
+        &self,
+        tenant_id: &str,
+        brand_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let (_g, mut tx) = self.begin_write().await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT expires_ms FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2 AND expires_ms > $3")
+                .bind(tenant_id)
+                .bind(brand_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        sqlx::query("DELETE FROM brand_markers WHERE tenant_id = $1 AND brand_id = $2")
+            .bind(tenant_id)
+            .bind(brand_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(live.is_some())
+    }
+}
+
+/// (jobs not yet terminal, jobs ever created) of one tenant.
+const JOB_COUNTS: &str = "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
+     FROM jobs WHERE tenant_id = $1";

@@ -1,0 +1,797 @@
+//! The store conformance suite: written once, run against every `Store` implementation — SQLite in
+//! a temporary file and a real PostgreSQL (a throwaway cluster). Covers every method of the trait:
+//! settings, tenants, keys, jobs (idempotency, limits, scoping, pagination and filters), commits
+//! (events, ledger, no-op changes, failed changes), spend and usage figures, leases with fencing,
+//! and brand markers.
+
+use crate::postgres::PgCluster;
+use aiprod::domain::job::{EventKind, Job, JobSpec, LedgerEntry, LedgerKind};
+use aiprod::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
+use aiprod::domain::{Backend, JobState, Money, Tier, planner};
+use aiprod::error::Error;
+use aiprod::events::EventHub;
+use aiprod::store::{self, Created, JobFilter, JobLimits, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NO_LIMITS: JobLimits = JobLimits {
+    max_active: 1000,
+    job_quota: None,
+};
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
+    let store = store::connect(&url, Arc::new(EventHub::default()))
+        .await
+        .unwrap();
+    assert_eq!(store.backend_name(), "sqlite");
+    conformance(store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let pg = PgCluster::start();
+    let store = store::connect(&pg.url, Arc::new(EventHub::default()))
+        .await
+        .unwrap();
+    assert_eq!(store.backend_name(), "postgres");
+    conformance(store.clone()).await;
+    // A second replica on the same database: the same data, and leases exclude each other.
+    let other = store::connect(&pg.url, Arc::new(EventHub::default()))
+        .await
+        .unwrap();
+    replicas_share_one_database(store, other).await;
+}
+
+async fn conformance(s: Arc<dyn Store>) {
+    s.ping().await.unwrap();
+    settings(&*s).await;
+    let (acme, globex) = tenants_and_keys(&*s).await;
+    jobs(&*s, &acme, &globex).await;
+    commits_events_and_ledger(&*s, &acme).await;
+    spend(&*s, &acme, &globex).await;
+    limits(&*s).await;
+    leases(&*s, &acme).await;
+    brand_markers(&*s, &acme, &globex).await;
+    concurrent_claims_take_each_job_once(s.clone(), &acme).await;
+}
+
+fn tenant(name: &str, budget: Option<i64>) -> Tenant {
+    Tenant {
+        id: format!("ten_{}_{}", name, uuid::Uuid::now_v7().simple()),
+        name: name.into(),
+        base_tier: Tier::Gold,
+        monthly_budget: budget.map(Money::from_micros),
+        trial: None,
+        job_quota: None,
+        created_ms: 1_700_000_000_123,
+    }
+}
+
+fn job(tenant_id: &str, request_id: &str, preset: &str, labels: &[(&str, &str)]) -> Job {
+    let now = aiprod::store::now_ms();
+    let mut job = Job {
+        id: format!("job_{}", uuid::Uuid::now_v7().simple()),
+        tenant_id: tenant_id.into(),
+        request_id: request_id.into(),
+        fingerprint: "fp".into(),
+        sandbox: true,
+        state: JobState::Queued,
+        quality_floor: 0.6,
+        tolerance_percent: 20,
+        final_review: false,
+        fast_track: true,
+        economy: false,
+        spec: JobSpec {
+            preset_id: preset.into(),
+            brief: "a brief".into(),
+            brand_id: "brand".into(),
+            duration_s: 30,
+            aspect_ratio: Default::default(),
+            language: "en".into(),
+            budget: None,
+            auto_approve: true,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        },
+        manifest: None,
+        quote: None,
+        brand_cache_hit: false,
+        shots: vec![],
+        metered: Money::ZERO,
+        billable: Money::ZERO,
+        failure: None,
+        status_message: String::new(),
+        video: None,
+        sla_met: None,
+        billed: None,
+        last_seq: 0,
+        created_ms: now,
+        updated_ms: now,
+        pending_events: vec![],
+        pending_ledger: vec![],
+        dirty: false,
+    };
+    job.emit(EventKind::StateChanged {
+        from: None,
+        to: JobState::Queued,
+    });
+    job
+}
+
+async fn create(s: &dyn Store, job: Job) -> Job {
+    match s.create_job(job, NO_LIMITS).await.unwrap() {
+        Created::New(j) => j,
+        Created::Existing(_) => panic!("expected a new job"),
+    }
+}
+
+fn charge(amount: i64, succeeded: bool) -> LedgerEntry {
+    LedgerEntry {
+        kind: LedgerKind::Render,
+        shot_id: Some("shot_1".into()),
+        backend: Some(Backend::Veo),
+        seconds: 5,
+        amount: Money::from_micros(amount),
+        attempt: 1,
+        succeeded,
+        at_ms: aiprod::store::now_ms(),
+        measurement: None,
+    }
+}
+
+async fn settings(s: &dyn Store) {
+    assert_eq!(s.setting("demo").await.unwrap(), None);
+    assert!(s.claim_setting("demo", "1").await.unwrap());
+    assert!(!s.claim_setting("demo", "2").await.unwrap());
+    assert_eq!(s.setting("demo").await.unwrap().as_deref(), Some("1"));
+}
+
+async fn tenants_and_keys(s: &dyn Store) -> (Tenant, Tenant) {
+    let mut acme = tenant("acme", Some(5_000_000));
+    acme.trial = Some(Trial {
+        tier: Tier::Platinum,
+        end_ms: 1_900_000_000_456,
+    });
+    acme.job_quota = Some(7);
+    let globex = tenant("globex", None);
+    s.insert_tenant(&acme).await.unwrap();
+    s.insert_tenant(&globex).await.unwrap();
+    assert_eq!(s.tenant(&acme.id).await.unwrap().as_ref(), Some(&acme));
+    assert_eq!(s.tenant("ten_missing").await.unwrap(), None);
+    // A second insert of one id is a conflict, never an INTERNAL error.
+    assert!(matches!(
+        s.insert_tenant(&acme).await,
+        Err(Error::Aborted(_))
+    ));
+
+    acme.name = "Acme Corp".into();
+    acme.base_tier = Tier::Bronze;
+    acme.monthly_budget = Some(Money::from_micros(9_000_000));
+    s.update_tenant(&acme).await.unwrap();
+    assert_eq!(s.tenant(&acme.id).await.unwrap().as_ref(), Some(&acme));
+    assert!(matches!(
+        s.update_tenant(&tenant("ghost", None)).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Pagination by id, after a cursor.
+    let page = s.tenants("", 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    let rest = s.tenants(&page[0].id, 10).await.unwrap();
+    let mut ids: Vec<String> = page.iter().chain(&rest).map(|t| t.id.clone()).collect();
+    assert_eq!(ids.len(), 2);
+    let sorted = {
+        let mut v = ids.clone();
+        v.sort();
+        v
+    };
+    assert_eq!(ids, sorted);
+    ids.sort();
+
+    let key = |name: &str, created_ms: i64| ApiKey {
+        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+        tenant_id: acme.id.clone(),
+        name: name.into(),
+        mode: KeyMode::Test,
+        prefix: "aiprod_test_x".into(),
+        secret_hash: "hash".into(),
+        created_ms,
+        expires_ms: Some(2_000_000_000_000),
+        revoked_ms: None,
+        last_used_ms: None,
+    };
+    let (k1, k2) = (key("first", 1_000), key("second", 2_000));
+    s.insert_key(&k2).await.unwrap();
+    s.insert_key(&k1).await.unwrap();
+    assert_eq!(s.key(&k1.id).await.unwrap().as_ref(), Some(&k1));
+    assert_eq!(s.key("key_missing").await.unwrap(), None);
+    let names: Vec<String> = s
+        .keys_of(&acme.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+    assert!(s.keys_of(&globex.id).await.unwrap().is_empty());
+
+    // Revocation keeps the first time; use is recorded at most once a minute.
+    let revoked = s.revoke_key(&k1.id, 5_000).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_ms, Some(5_000));
+    let again = s.revoke_key(&k1.id, 9_000).await.unwrap().unwrap();
+    assert_eq!(again.revoked_ms, Some(5_000));
+    assert_eq!(s.revoke_key("key_missing", 1).await.unwrap(), None);
+    s.touch_key(&k2.id, 100_000).await.unwrap();
+    s.touch_key(&k2.id, 130_000).await.unwrap();
+    assert_eq!(
+        s.key(&k2.id).await.unwrap().unwrap().last_used_ms,
+        Some(100_000)
+    );
+    s.touch_key(&k2.id, 170_001).await.unwrap();
+    assert_eq!(
+        s.key(&k2.id).await.unwrap().unwrap().last_used_ms,
+        Some(170_001)
+    );
+    (acme, globex)
+}
+
+async fn jobs(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
+    let first = create(
+        s,
+        job(&acme.id, "req-1", "quick_social", &[("team", "red")]),
+    )
+    .await;
+    assert_eq!(first.last_seq, 1);
+    assert!(s.request_exists(&acme.id, "req-1").await.unwrap());
+    assert!(!s.request_exists(&globex.id, "req-1").await.unwrap());
+    // The same request id returns the same job, whatever else the replay carries.
+    match s
+        .create_job(job(&acme.id, "req-1", "premium_spot", &[]), NO_LIMITS)
+        .await
+        .unwrap()
+    {
+        Created::Existing(j) => assert_eq!(j.id, first.id),
+        Created::New(_) => panic!("a replayed request id created a second job"),
+    }
+    let events = s.events_after(&first.id, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].seq, events[0].state), (1, JobState::Queued));
+
+    // Tenant scoping: another tenant's job is simply not there.
+    assert_eq!(
+        s.job(&acme.id, &first.id).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert_eq!(s.job(&globex.id, &first.id).await.unwrap(), None);
+    assert_eq!(s.job_by_id(&first.id).await.unwrap().unwrap().id, first.id);
+    assert_eq!(s.job_by_id("job_missing").await.unwrap(), None);
+
+    let second = create(
+        s,
+        job(&acme.id, "req-2", "brand_campaign", &[("team", "blue")]),
+    )
+    .await;
+    let third = create(
+        s,
+        job(
+            &acme.id,
+            "req-3",
+            "quick_social",
+            &[("team", "blue"), ("env", "prod")],
+        ),
+    )
+    .await;
+    create(s, job(&globex.id, "req-1", "quick_social", &[])).await;
+    s.update_job(Some(&acme.id), &third.id, |j| {
+        j.state = JobState::Cancelled;
+        j.emit(EventKind::StateChanged {
+            from: Some(JobState::Queued),
+            to: JobState::Cancelled,
+        });
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let all = ids(s
+        .jobs(&acme.id, &JobFilter::default(), None, 10)
+        .await
+        .unwrap());
+    assert_eq!(
+        all,
+        [third.id.clone(), second.id.clone(), first.id.clone()],
+        "newest first"
+    );
+    let page1 = ids(s
+        .jobs(&acme.id, &JobFilter::default(), None, 2)
+        .await
+        .unwrap());
+    let page2 = ids(s
+        .jobs(&acme.id, &JobFilter::default(), Some(&page1[1]), 2)
+        .await
+        .unwrap());
+    assert_eq!([page1, page2].concat(), all);
+    let filter = |states: Vec<JobState>, preset: Option<&str>, labels: &[(&str, &str)]| JobFilter {
+        states,
+        preset_id: preset.map(String::from),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let f = filter(vec![JobState::Queued], None, &[]);
+    assert_eq!(
+        ids(s.jobs(&acme.id, &f, None, 10).await.unwrap()),
+        [second.id.clone(), first.id.clone()]
+    );
+    let f = filter(vec![], Some("quick_social"), &[]);
+    assert_eq!(
+        ids(s.jobs(&acme.id, &f, None, 10).await.unwrap()),
+        [third.id.clone(), first.id.clone()]
+    );
+    let f = filter(vec![], None, &[("team", "blue")]);
+    assert_eq!(
+        ids(s.jobs(&acme.id, &f, None, 10).await.unwrap()),
+        [third.id.clone(), second.id.clone()]
+    );
+    let f = filter(
+        vec![JobState::Cancelled],
+        Some("quick_social"),
+        &[("team", "blue"), ("env", "prod")],
+    );
+    assert_eq!(
+        ids(s.jobs(&acme.id, &f, None, 10).await.unwrap()),
+        [third.id]
+    );
+    let f = filter(vec![], None, &[("team", "green")]);
+    assert!(s.jobs(&acme.id, &f, None, 10).await.unwrap().is_empty());
+
+    assert_eq!(s.job_counts(&acme.id).await.unwrap(), (2, 3));
+    assert_eq!(s.job_counts(&globex.id).await.unwrap(), (1, 1));
+    assert_eq!(s.jobs_since(&acme.id, 0).await.unwrap().len(), 3);
+    assert!(
+        s.jobs_since(&acme.id, aiprod::store::now_ms() + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn commits_events_and_ledger(s: &dyn Store, acme: &Tenant) {
+    let j = create(s, job(&acme.id, "commit-1", "quick_social", &[])).await;
+    let hub = s.hub().clone();
+    let mut changed = hub.subscribe(&j.id);
+
+    // A change with events and ledger lines commits them together, numbered after the last.
+    let (n, after) = s
+        .update_job(None, &j.id, |job| {
+            job.move_to(JobState::Planning).unwrap();
+            job.charge(charge(250_000, true));
+            job.charge(charge(100_000, false));
+            Ok(42)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 42);
+    assert_eq!(after.last_seq, 4);
+    assert_eq!(after.metered, Money::from_micros(350_000));
+    assert_eq!(after.billable, Money::from_micros(250_000));
+    changed.changed().await.unwrap();
+    assert_eq!(*changed.borrow(), 4);
+    let seqs: Vec<u64> = s
+        .events_after(&j.id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let page: Vec<u64> = s
+        .events_after(&j.id, 1, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(page, [2, 3]);
+    let ledger = s.ledger(&j.id).await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger[0].amount, Money::from_micros(250_000));
+    assert!(!ledger[1].succeeded);
+    assert_eq!(s.job_by_id(&j.id).await.unwrap().unwrap(), after);
+
+    // A change that changes nothing writes nothing; a failing change writes nothing either.
+    let (_, same) = s.update_job(None, &j.id, |_| Ok(())).await.unwrap();
+    assert_eq!(same.last_seq, 4);
+    let failed = s
+        .update_job(None, &j.id, |job| -> aiprod::error::Result<()> {
+            job.charge(charge(1, true));
+            Err(Error::Aborted("no".into()))
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Aborted(_))));
+    assert_eq!(s.ledger(&j.id).await.unwrap().len(), 2);
+    assert_eq!(s.job_by_id(&j.id).await.unwrap().unwrap().last_seq, 4);
+    // A document-only change (dirty) is written without an event.
+    let (_, dirty) = s
+        .update_job(None, &j.id, |job| {
+            job.status_message = "noted".into();
+            job.dirty = true;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(dirty.last_seq, 4);
+    assert_eq!(
+        s.job_by_id(&j.id).await.unwrap().unwrap().status_message,
+        "noted"
+    );
+
+    // Scoped to a tenant: another tenant (or no job) is NotFound and changes nothing.
+    assert!(matches!(
+        s.update_job(Some("ten_other"), &j.id, |_| Ok(())).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.update_job(None, "job_missing", |_| Ok(())).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn spend(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
+    // The figures behind monthly budgets and GetUsage (the PostgreSQL numeric-sum regression).
+    let since = aiprod::store::now_ms() - 1_000;
+    let (billable, metered) = s.spend_since(&acme.id, true, since).await.unwrap();
+    assert_eq!(
+        (billable, metered),
+        (Money::from_micros(250_000), Money::from_micros(350_000))
+    );
+    assert_eq!(
+        s.spend_since(&acme.id, false, since).await.unwrap(),
+        (Money::ZERO, Money::ZERO),
+        "live and sandbox ledgers are apart"
+    );
+    assert_eq!(
+        s.spend_since(&globex.id, true, since).await.unwrap(),
+        (Money::ZERO, Money::ZERO)
+    );
+    assert_eq!(
+        s.spend_since(&acme.id, true, aiprod::store::now_ms() + 60_000)
+            .await
+            .unwrap(),
+        (Money::ZERO, Money::ZERO)
+    );
+}
+
+async fn limits(s: &dyn Store) {
+    let t = tenant("limited", None);
+    s.insert_tenant(&t).await.unwrap();
+    let two_active = JobLimits {
+        max_active: 2,
+        job_quota: Some(3),
+    };
+    for r in ["a", "b"] {
+        assert!(matches!(
+            s.create_job(job(&t.id, r, "quick_social", &[]), two_active)
+                .await,
+            Ok(Created::New(_))
+        ));
+    }
+    match s
+        .create_job(job(&t.id, "c", "quick_social", &[]), two_active)
+        .await
+    {
+        Err(Error::ResourceExhausted {
+            subject,
+            retry_after,
+            ..
+        }) => {
+            assert!(subject.ends_with("/concurrent_jobs"), "{subject}");
+            assert!(retry_after.is_some());
+        }
+        other => panic!("expected concurrent_jobs exhaustion, got {:?}", other.err()),
+    }
+    // A replay of an accepted request is answered even at the limit.
+    assert!(matches!(
+        s.create_job(job(&t.id, "a", "quick_social", &[]), two_active)
+            .await,
+        Ok(Created::Existing(_))
+    ));
+    let a = s
+        .jobs(&t.id, &JobFilter::default(), None, 10)
+        .await
+        .unwrap();
+    s.update_job(None, &a[0].id, |j| {
+        j.state = JobState::Delivered;
+        j.dirty = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.create_job(job(&t.id, "c", "quick_social", &[]), two_active)
+            .await,
+        Ok(Created::New(_))
+    ));
+    match s
+        .create_job(
+            job(&t.id, "d", "quick_social", &[]),
+            JobLimits {
+                max_active: 10,
+                job_quota: Some(3),
+            },
+        )
+        .await
+    {
+        Err(Error::ResourceExhausted {
+            subject,
+            retry_after,
+            ..
+        }) => {
+            assert!(subject.ends_with("/job_quota"), "{subject}");
+            assert!(retry_after.is_none());
+        }
+        other => panic!("expected job_quota exhaustion, got {:?}", other.err()),
+    }
+}
+
+async fn leases(s: &dyn Store, acme: &Tenant) {
+    // Jobs left runnable by the earlier sections are claimable too: work on a fresh job by id.
+    let j = create(s, job(&acme.id, "lease-1", "quick_social", &[])).await;
+    let lease = s
+        .claim("replica-a", &j.id, LONG)
+        .await
+        .unwrap()
+        .expect("a free runnable job is claimable");
+    assert!(
+        s.claim("replica-b", &j.id, LONG).await.unwrap().is_none(),
+        "a held lease excludes others"
+    );
+    // The holder's fenced writes apply.
+    let (_, after) = s
+        .update_job_fenced(&lease, |job| {
+            job.move_to(JobState::Planning).unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.state, JobState::Planning);
+    let held = s.renew("replica-a", LONG).await.unwrap();
+    let mine = held
+        .iter()
+        .find(|h| h.job_id == j.id)
+        .expect("renewal lists the held job");
+    assert_eq!((mine.token, mine.state), (lease.token, JobState::Planning));
+    assert!(
+        s.renew("replica-b", LONG)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| h.job_id != j.id)
+    );
+
+    // Given back, the job goes to the next claimant with a larger token; the old token is fenced off.
+    s.release("replica-a", &lease).await.unwrap();
+    let taken = s
+        .claim("replica-b", &j.id, LONG)
+        .await
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(taken.token > lease.token);
+    let late = s
+        .update_job_fenced(&lease, |job| {
+            job.move_to(JobState::Rendering).unwrap();
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(late, Err(Error::LeaseLost)),
+        "a stale fencing token changes nothing"
+    );
+    assert_eq!(
+        s.job_by_id(&j.id).await.unwrap().unwrap().state,
+        JobState::Planning
+    );
+    // Releasing with a stale token does not free the new holder's lease.
+    s.release("replica-a", &lease).await.unwrap();
+    assert!(s.claim("replica-c", &j.id, LONG).await.unwrap().is_none());
+
+    // An expired lease is rescued by anyone.
+    s.release("replica-b", &taken).await.unwrap();
+    let short = s
+        .claim("replica-b", &j.id, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rescued = s
+        .claim("replica-c", &j.id, LONG)
+        .await
+        .unwrap()
+        .expect("an expired lease is free");
+    assert!(rescued.token > short.token);
+    assert!(
+        s.renew("replica-b", LONG)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| h.job_id != j.id)
+    );
+
+    // A job waiting for the partner (or over) is not claimable; claim_next finds runnable ones only.
+    s.update_job_fenced(&rescued, |job| {
+        job.state = JobState::AwaitingApproval;
+        job.dirty = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    s.release("replica-c", &rescued).await.unwrap();
+    assert!(s.claim("replica-d", &j.id, LONG).await.unwrap().is_none());
+    let mut claimed = HashSet::new();
+    while let Some(l) = s.claim_next("replica-d", LONG).await.unwrap() {
+        let state = s.job_by_id(&l.job_id).await.unwrap().unwrap().state;
+        assert!(aiprod::store::runnable(state), "{state:?} claimed");
+        assert!(claimed.insert(l.job_id), "claim_next returned a held job");
+    }
+    assert!(!claimed.contains(&j.id));
+    assert!(!claimed.is_empty(), "earlier sections left runnable jobs");
+    for h in s.renew("replica-d", LONG).await.unwrap() {
+        s.release(
+            "replica-d",
+            &store::Lease {
+                job_id: h.job_id,
+                token: h.token,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn brand_markers(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
+    let markers = planner::plan_markers("brand-x", "a brief about coffee");
+    let now = aiprod::store::now_ms();
+    assert!(
+        s.brand_markers(&acme.id, "brand-x", now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.put_brand_markers(&acme.id, "brand-x", &markers, now + 60_000)
+        .await
+        .unwrap();
+    let (got, expires) = s
+        .brand_markers(&acme.id, "brand-x", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got, expires), (markers.clone(), now + 60_000));
+    assert!(
+        s.brand_markers(&globex.id, "brand-x", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "per tenant"
+    );
+    assert!(
+        s.brand_markers(&acme.id, "brand-x", now + 60_001)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    // Upsert replaces.
+    s.put_brand_markers(&acme.id, "brand-x", &markers, now + 120_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.brand_markers(&acme.id, "brand-x", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        now + 120_000
+    );
+    assert!(
+        s.delete_brand_markers(&acme.id, "brand-x", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.delete_brand_markers(&acme.id, "brand-x", now)
+            .await
+            .unwrap()
+    );
+    s.put_brand_markers(&acme.id, "brand-y", &markers, now - 1)
+        .await
+        .unwrap();
+    assert!(
+        !s.delete_brand_markers(&acme.id, "brand-y", now)
+            .await
+            .unwrap(),
+        "expired markers were not live"
+    );
+}
+
+/// Two owners race for ten jobs: every job is claimed exactly once.
+async fn concurrent_claims_take_each_job_once(s: Arc<dyn Store>, acme: &Tenant) {
+    let mut ids = HashSet::new();
+    for i in 0..10 {
+        ids.insert(
+            create(
+                &*s,
+                job(&acme.id, &format!("race-{i}"), "quick_social", &[]),
+            )
+            .await
+            .id,
+        );
+    }
+    let tasks: Vec<_> = (0..4)
+        .map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let owner = format!("racer-{}", n % 2);
+                let mut got = vec![];
+                while let Some(l) = s.claim_next(&owner, LONG).await.unwrap() {
+                    got.push(l.job_id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
+    assert!(ids.is_subset(&unique));
+}
+
+/// Two stores (replicas) on one PostgreSQL: a commit on one wakes the other's watchers through
+/// NOTIFY, and a job made runnable on one wakes the other's claim loop.
+async fn replicas_share_one_database(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let t = tenant("shared", None);
+    a.insert_tenant(&t).await.unwrap();
+    assert_eq!(b.tenant(&t.id).await.unwrap().unwrap().id, t.id);
+    let j = create(&*a, job(&t.id, "shared-1", "quick_social", &[])).await;
+    let mut on_b = b.hub().subscribe(&j.id);
+    let woke = tokio::spawn({
+        let b = b.clone();
+        async move { b.work_available().await }
+    });
+    a.update_job(None, &j.id, |job| {
+        job.move_to(JobState::Planning).unwrap();
+        job.state = JobState::AwaitingApproval;
+        job.dirty = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // (B may first hear of the job's creation, seq 1.)
+    tokio::time::timeout(Duration::from_secs(5), on_b.wait_for(|seq| *seq >= 2))
+        .await
+        .expect("replica B's watchers are woken by A's commit")
+        .unwrap();
+    // Approval on A makes the job runnable: B's claim loop hears of it.
+    a.update_job(Some(&t.id), &j.id, |job| {
+        job.state = JobState::Rendering;
+        job.dirty = true;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woke)
+        .await
+        .expect("replica B is told a job became runnable")
+        .unwrap();
+}
