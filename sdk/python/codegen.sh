@@ -32,7 +32,7 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
-python -m grpc_tools.protoc -I . --include_source_info --descriptor_set_out="$tmp/aiprod.binpb" $protos
+python -m grpc_tools.protoc -I . --include_imports --include_source_info --descriptor_set_out="$tmp/aiprod.binpb" $protos
 python "$here/tools/gen_services.py" "$tmp/aiprod.binpb" "$out"
 
 # google.bytestream → src/aiprod/_google/bytestream, its one cross-module import rewritten.

@@ -154,6 +154,28 @@ class AiprodError(Exception):
         ]
 
     @property
+    def resource_info(self) -> error_details_pb2.ResourceInfo | None:
+        """The ResourceInfo detail (resource type and name), if any."""
+        return self.detail(error_details_pb2.ResourceInfo)
+
+    @property
+    def retry_info(self) -> error_details_pb2.RetryInfo | None:
+        """The RetryInfo detail, if any (see ``retry_delay``)."""
+        return self.detail(error_details_pb2.RetryInfo)
+
+    def is_transient(self) -> bool:
+        """Whether the same call may succeed later: UNAVAILABLE, DEADLINE_EXCEEDED, or
+        RESOURCE_EXHAUSTED with RetryInfo (a rate limit, not a used-up quota)."""
+        if self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return True
+        return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED and self.retry_delay is not None
+
+    @property
+    def retryable(self) -> bool:
+        """Same as ``is_transient()``."""
+        return self.is_transient()
+
+    @property
     def retry_delay(self) -> float | None:
         """RetryInfo.retry_delay in seconds, if the server said when to retry."""
         info = self.detail(error_details_pb2.RetryInfo)
