@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tests the Python SDK: installs its pinned deps into sdk/python/.venv; checks the version
-# (= sdk/VERSION) and the LICENSE (= the root one); runs mypy --strict; starts a real server
+# (= sdk/VERSION) and the LICENSE (= the root one); runs ruff and mypy --strict; starts a real server
 # (scripts/test-server.sh); builds the wheel and sdist with `python -m build`, checks them with
 # `twine check` and installs the WHEEL into a fresh venv in a temp dir outside the repository, where
 # the README quickstart runs against the server and type-checks with mypy --strict; then runs the
@@ -24,7 +24,9 @@ fi
 cmp "$root/LICENSE" LICENSE || { echo "sdk/python/LICENSE differs from the root LICENSE" >&2; exit 1; }
 echo "version $have, LICENSE = root LICENSE"
 
-echo "== python: mypy --strict (src/aiprod, examples)"
+echo "== python: ruff format --check, ruff check, mypy --strict (src/aiprod, examples)"
+ruff format --check .
+ruff check .
 mypy
 
 echo "== python: starting a test server"

@@ -10,6 +10,7 @@ or in AIPROD_ENV_FILE). Exits non-zero on the first failed check.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -88,6 +89,10 @@ def expect_error(code: aiprod.StatusCode, fn: Callable[[], object]) -> aiprod.Ai
         check(err.code == code, f"expected {code.name}, got {err.code.name}: {err.message}")
         return err
     raise CheckFailed(f"expected {code.name}, the call succeeded")
+
+
+def read_all(client: aiprod.Client, resource_name: str) -> bytes:
+    return b"".join(client.read_resource(resource_name))
 
 
 def file_sha256(path: str) -> str:
@@ -223,7 +228,9 @@ def scenario() -> str:
         # 9. validation errors carry field violations (an empty request_id would be filled by the SDK)
         err = expect_error(
             aiprod.StatusCode.INVALID_ARGUMENT,
-            lambda: client.render.create_job(request_id="not valid!", preset_id="quick_social", brief="", duration_s=1000),
+            lambda: client.render.create_job(
+                request_id="not valid!", preset_id="quick_social", brief="", duration_s=1000
+            ),
         )
         fields = {v.field for v in err.field_violations}
         check({"request_id", "brief", "duration_s"} <= fields, f"violations on request_id, brief, duration_s: {fields}")
@@ -252,7 +259,7 @@ def scenario() -> str:
         check(head[4:8] == b"ftyp", f"read_resource with read_limit 8: {head!r}")
         with aiprod.Client(endpoint, os.environ["AIPROD_OTHER_API_KEY"]) as other:
             for name in (video.resource_name, f"{video.resource_name}@{video.sha256}", clip.resource_name):
-                expect_error(aiprod.StatusCode.NOT_FOUND, lambda: list(other.read_resource(name)))
+                expect_error(aiprod.StatusCode.NOT_FOUND, functools.partial(read_all, other, name))
 
     return (
         f"job {job.job_id} DELIVERED after {len(events)} events ({reconnects} reconnect(s)), "

@@ -236,7 +236,9 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
                                     error_details_pb2.QuotaFailure.Violation(subject="tenant:acme", description="rps")
                                 ]
                             ),
-                            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)),
+                            error_details_pb2.RetryInfo(
+                                retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)
+                            ),
                         ),
                     )
                 )

@@ -23,7 +23,10 @@ async def test_unary_auth_deadline_and_errors(fake: FakeServer) -> None:
         with pytest.raises(aiprod.AiprodError) as info:
             await c.render.create_job(request_id="", preset_id="quick_social", brief="", duration_s=1000)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert {v.field for v in info.value.field_violations} == {"brief", "duration_s"}  # request_id: filled by the SDK
+        assert {v.field for v in info.value.field_violations} == {
+            "brief",
+            "duration_s",
+        }  # request_id: filled by the SDK
         with pytest.raises(aiprod.AiprodError) as info:
             await c.render.get_job(job_id="busy", retry=aiprod.RetryPolicy(max_attempts=1))
         assert info.value.retry_delay == pytest.approx(1.5)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fake_server import API_KEY, CHUNK, VIDEO_SIZE, Fault, FakeServer, blob
+from fake_server import API_KEY, CHUNK, VIDEO_SIZE, FakeServer, Fault, blob
 
 import aiprod
 from aiprod.testing import DropProxy
@@ -148,7 +148,10 @@ def test_download_not_available_yet(fake: FakeServer, tmp_path: Path) -> None:
         err = info.value
         assert err.code == grpc.StatusCode.FAILED_PRECONDITION
         assert err.state == JOB_STATE_RENDERING and err.shot_id is None
-        assert str(err) == "FAILED_PRECONDITION: the video of job rendering is not available yet (job is JOB_STATE_RENDERING)"
+        assert (
+            str(err)
+            == "FAILED_PRECONDITION: the video of job rendering is not available yet (job is JOB_STATE_RENDERING)"
+        )
         with pytest.raises(aiprod.ArtifactNotAvailableError) as info:
             c.download_shot_clip("rendering", "s2", tmp_path / "s2.mp4")
         assert "the clip of shot s2 of job rendering is not available yet" in info.value.message

@@ -140,7 +140,11 @@ async def test_async_client_retries_and_hooks(fake: FakeServer) -> None:
         with pytest.raises(aiprod.AiprodError) as info:
             await c.presets.get_preset(preset_id="throttled-long", timeout=0.5)
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert hook.codes("GetPreset") == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert hook.codes("GetPreset") == [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ]
     assert hook.codes("CreateJob") == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.OK]
     assert fake.rec.request_ids[0] == fake.rec.request_ids[1] != ""
 

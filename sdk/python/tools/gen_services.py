@@ -203,7 +203,8 @@ def main() -> None:
                             raise SystemExit(f"{m.name}: FILL_REQUEST_ID needs a request_id field")
                         doc += "\nAn empty request_id is filled with a random one before the first attempt."
                     params = "".join(
-                        f"        {fld.name}: {types.param(fld, used_modules)} | None = None,\n" for fld in req_msg.field
+                        f"        {fld.name}: {types.param(fld, used_modules)} | None = None,\n"
+                        for fld in req_msg.field
                     )
                     method_const = f"_{snake(svc.name).upper()}_{snake(m.name).upper()}"
                     if flavour == "sync":

@@ -7,7 +7,7 @@ import enum
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final, TypeVar, Union
+from typing import Any, Final, TypeVar
 
 import grpc
 import grpc.aio
@@ -26,7 +26,7 @@ class _Default(enum.Enum):
 DEFAULT_TIMEOUT: Final = _Default.DEFAULT
 """Use the client's default deadline (the ``timeout`` given to the client)."""
 
-Timeout = Union[float, None, _Default]
+Timeout = float | None | _Default
 """A per-call deadline in seconds; ``None`` means no deadline; DEFAULT_TIMEOUT the client's default."""
 
 Metadata = Sequence[tuple[str, str]]
@@ -59,7 +59,7 @@ def _with_request_id(request: _Req) -> _Req:
         return request
     filled = type(request)()
     filled.CopyFrom(request)
-    setattr(filled, "request_id", str(uuid.uuid4()))
+    setattr(filled, "request_id", str(uuid.uuid4()))  # noqa: B010 (generic _Req: no typed attribute)
     return filled
 
 

@@ -127,8 +127,7 @@ class _Part:
         if self.written + len(data) > artifact.size_bytes:
             raise AiprodError(
                 grpc.StatusCode.DATA_LOSS,
-                f"{artifact.resource_name}: the server sent more than the {artifact.size_bytes} bytes "
-                f"GetJob announced",
+                f"{artifact.resource_name}: the server sent more than the {artifact.size_bytes} bytes GetJob announced",
             )
         self.file.write(data)
         self.hash.update(data)
@@ -285,9 +284,7 @@ class Downloader:
                 continue
             return pick(job)
 
-    def _stream(
-        self, artifact: job_pb2.VideoArtifact, part: _Part, attempts: _Attempts, metadata: Metadata
-    ) -> None:
+    def _stream(self, artifact: job_pb2.VideoArtifact, part: _Part, attempts: _Attempts, metadata: Metadata) -> None:
         name = _check_artifact(artifact)
         while True:
             before = part.written

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import google.rpc.error_details_pb2 as error_details_pb2
+import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
-import google.rpc.error_details_pb2 as error_details_pb2
-import google.rpc.status_pb2 as status_pb2
 
 __all__ = [
     "AiprodError",
@@ -150,7 +150,9 @@ class AiprodError(Exception):
     def quota_violations(self) -> list[QuotaViolation]:
         """Every violation of every QuotaFailure detail."""
         return [
-            QuotaViolation(v.subject, v.description) for d in self._all(error_details_pb2.QuotaFailure) for v in d.violations
+            QuotaViolation(v.subject, v.description)
+            for d in self._all(error_details_pb2.QuotaFailure)
+            for v in d.violations
         ]
 
     @property

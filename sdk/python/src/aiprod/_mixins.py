@@ -26,9 +26,7 @@ __all__ = [
     "RenderServiceMixin",
 ]
 
-TERMINAL_STATES: Final = frozenset(
-    {job_pb2.JOB_STATE_DELIVERED, job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED}
-)
+TERMINAL_STATES: Final = frozenset({job_pb2.JOB_STATE_DELIVERED, job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED})
 """The job states after which WatchJob ends (DELIVERED, CANCELLED, FAILED)."""
 
 

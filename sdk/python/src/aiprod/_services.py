@@ -39,30 +39,14 @@ __all__ = [
 ]
 
 # The full gRPC method names and retry classes of the unary RPCs.
-_ADMIN_SERVICE_CREATE_TENANT = Method(
-    "/aiprod.v1.AdminService/CreateTenant", idempotent=False, fill_request_id=False
-)
-_ADMIN_SERVICE_GET_TENANT = Method(
-    "/aiprod.v1.AdminService/GetTenant", idempotent=True, fill_request_id=False
-)
-_ADMIN_SERVICE_LIST_TENANTS = Method(
-    "/aiprod.v1.AdminService/ListTenants", idempotent=True, fill_request_id=False
-)
-_ADMIN_SERVICE_UPDATE_TENANT = Method(
-    "/aiprod.v1.AdminService/UpdateTenant", idempotent=False, fill_request_id=False
-)
-_ADMIN_SERVICE_CREATE_API_KEY = Method(
-    "/aiprod.v1.AdminService/CreateApiKey", idempotent=False, fill_request_id=False
-)
-_ADMIN_SERVICE_LIST_API_KEYS = Method(
-    "/aiprod.v1.AdminService/ListApiKeys", idempotent=True, fill_request_id=False
-)
-_ADMIN_SERVICE_REVOKE_API_KEY = Method(
-    "/aiprod.v1.AdminService/RevokeApiKey", idempotent=False, fill_request_id=False
-)
-_ADMIN_SERVICE_ROTATE_API_KEY = Method(
-    "/aiprod.v1.AdminService/RotateApiKey", idempotent=False, fill_request_id=False
-)
+_ADMIN_SERVICE_CREATE_TENANT = Method("/aiprod.v1.AdminService/CreateTenant", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_GET_TENANT = Method("/aiprod.v1.AdminService/GetTenant", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_LIST_TENANTS = Method("/aiprod.v1.AdminService/ListTenants", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_UPDATE_TENANT = Method("/aiprod.v1.AdminService/UpdateTenant", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_CREATE_API_KEY = Method("/aiprod.v1.AdminService/CreateApiKey", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_LIST_API_KEYS = Method("/aiprod.v1.AdminService/ListApiKeys", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_REVOKE_API_KEY = Method("/aiprod.v1.AdminService/RevokeApiKey", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_ROTATE_API_KEY = Method("/aiprod.v1.AdminService/RotateApiKey", idempotent=False, fill_request_id=False)
 _COST_ESTIMATOR_SERVICE_ESTIMATE_COST = Method(
     "/aiprod.v1.CostEstimatorService/EstimateCost", idempotent=True, fill_request_id=False
 )
@@ -72,48 +56,24 @@ _COST_ESTIMATOR_SERVICE_GET_JOB_COSTS = Method(
 _COST_ESTIMATOR_SERVICE_GET_USAGE = Method(
     "/aiprod.v1.CostEstimatorService/GetUsage", idempotent=True, fill_request_id=False
 )
-_ICC_SERVICE_GET_MANIFEST = Method(
-    "/aiprod.v1.IccService/GetManifest", idempotent=True, fill_request_id=False
-)
-_ICC_SERVICE_UPDATE_MANIFEST = Method(
-    "/aiprod.v1.IccService/UpdateManifest", idempotent=False, fill_request_id=False
-)
-_ICC_SERVICE_APPROVE_MANIFEST = Method(
-    "/aiprod.v1.IccService/ApproveManifest", idempotent=False, fill_request_id=False
-)
-_ICC_SERVICE_APPROVE_DELIVERY = Method(
-    "/aiprod.v1.IccService/ApproveDelivery", idempotent=False, fill_request_id=False
-)
-_ICC_SERVICE_REQUEST_REVISION = Method(
-    "/aiprod.v1.IccService/RequestRevision", idempotent=False, fill_request_id=False
-)
-_ICC_SERVICE_GET_BRAND_MARKERS = Method(
-    "/aiprod.v1.IccService/GetBrandMarkers", idempotent=True, fill_request_id=False
-)
+_ICC_SERVICE_GET_MANIFEST = Method("/aiprod.v1.IccService/GetManifest", idempotent=True, fill_request_id=False)
+_ICC_SERVICE_UPDATE_MANIFEST = Method("/aiprod.v1.IccService/UpdateManifest", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_APPROVE_MANIFEST = Method("/aiprod.v1.IccService/ApproveManifest", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_APPROVE_DELIVERY = Method("/aiprod.v1.IccService/ApproveDelivery", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_REQUEST_REVISION = Method("/aiprod.v1.IccService/RequestRevision", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_GET_BRAND_MARKERS = Method("/aiprod.v1.IccService/GetBrandMarkers", idempotent=True, fill_request_id=False)
 _ICC_SERVICE_UPDATE_BRAND_MARKERS = Method(
     "/aiprod.v1.IccService/UpdateBrandMarkers", idempotent=False, fill_request_id=False
 )
 _ICC_SERVICE_INVALIDATE_BRAND_MARKERS = Method(
     "/aiprod.v1.IccService/InvalidateBrandMarkers", idempotent=False, fill_request_id=False
 )
-_PRESET_SERVICE_LIST_PRESETS = Method(
-    "/aiprod.v1.PresetService/ListPresets", idempotent=True, fill_request_id=False
-)
-_PRESET_SERVICE_GET_PRESET = Method(
-    "/aiprod.v1.PresetService/GetPreset", idempotent=True, fill_request_id=False
-)
-_RENDER_SERVICE_CREATE_JOB = Method(
-    "/aiprod.v1.RenderService/CreateJob", idempotent=True, fill_request_id=True
-)
-_RENDER_SERVICE_GET_JOB = Method(
-    "/aiprod.v1.RenderService/GetJob", idempotent=True, fill_request_id=False
-)
-_RENDER_SERVICE_LIST_JOBS = Method(
-    "/aiprod.v1.RenderService/ListJobs", idempotent=True, fill_request_id=False
-)
-_RENDER_SERVICE_CANCEL_JOB = Method(
-    "/aiprod.v1.RenderService/CancelJob", idempotent=True, fill_request_id=False
-)
+_PRESET_SERVICE_LIST_PRESETS = Method("/aiprod.v1.PresetService/ListPresets", idempotent=True, fill_request_id=False)
+_PRESET_SERVICE_GET_PRESET = Method("/aiprod.v1.PresetService/GetPreset", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_CREATE_JOB = Method("/aiprod.v1.RenderService/CreateJob", idempotent=True, fill_request_id=True)
+_RENDER_SERVICE_GET_JOB = Method("/aiprod.v1.RenderService/GetJob", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_LIST_JOBS = Method("/aiprod.v1.RenderService/ListJobs", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_CANCEL_JOB = Method("/aiprod.v1.RenderService/CancelJob", idempotent=True, fill_request_id=False)
 
 
 class AdminService(AdminServiceMixin):
