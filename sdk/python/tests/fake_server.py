@@ -462,7 +462,8 @@ VIDEO_SIZE = 1_000_003
 
 
 class FakeServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
+        """``tls``: (private key, certificate chain) in PEM to serve TLS on https://localhost:PORT."""
         self.rec = Recorder()
         self.drop: Callable[[], object] | None = None
         self.files: dict[str, File] = {}
@@ -482,8 +483,12 @@ class FakeServer:
         self.bytestream = ByteStream(self.rec, self.files, self)
         bytestream_pb2_grpc.add_ByteStreamServicer_to_server(self.bytestream, self.server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(Admin(self.rec), self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        self.endpoint = f"http://127.0.0.1:{port}"
+        if tls is None:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+            self.endpoint = f"http://127.0.0.1:{port}"
+        else:
+            port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
+            self.endpoint = f"https://localhost:{port}"
         self.server.start()
 
     def stop(self) -> None:

@@ -167,3 +167,14 @@ def test_watch_reconnects_are_hooked(fake: FakeServer) -> None:
         (2, grpc.StatusCode.OK),  # ended early; GetJob says RENDERING, so it resumes
         (3, grpc.StatusCode.OK),
     ]
+
+
+def test_channel_keepalive_and_user_agent_options() -> None:
+    from aiprod._client import _channel_options
+
+    options = dict(_channel_options([("grpc.keepalive_time_ms", 60_000)]))
+    assert options["grpc.keepalive_time_ms"] == 60_000  # the caller's options win
+    defaults = dict(_channel_options(()))
+    assert defaults["grpc.keepalive_time_ms"] == 30_000 and defaults["grpc.keepalive_timeout_ms"] == 10_000
+    assert defaults["grpc.keepalive_permit_without_calls"] == 0  # pings only while calls are open
+    assert defaults["grpc.primary_user_agent"] == aiprod.USER_AGENT
