@@ -32,8 +32,10 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
-python -m grpc_tools.protoc -I . --include_source_info --descriptor_set_out="$tmp/aiprod.binpb" $protos
+python -m grpc_tools.protoc -I . --include_imports --include_source_info --descriptor_set_out="$tmp/aiprod.binpb" $protos
 python "$here/tools/gen_services.py" "$tmp/aiprod.binpb" "$out"
+# The wrappers are formatted like the hand-written code (pinned ruff, pyproject.toml's settings).
+ruff format --quiet --config "$here/pyproject.toml" "$out/aiprod/_services.py"
 
 # google.bytestream → src/aiprod/_google/bytestream, its one cross-module import rewritten.
 bs="$out/aiprod/_google/bytestream"

@@ -10,6 +10,7 @@ or in AIPROD_ENV_FILE). Exits non-zero on the first failed check.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -17,7 +18,6 @@ import tempfile
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -30,6 +30,7 @@ from aiprod.v1 import (
     JOB_STATE_QUALITY_CHECK,
     JOB_STATE_QUEUED,
     JOB_STATE_RENDERING,
+    CreateJobRequest,
     JobEvent,
     JobState,
     Manifest,
@@ -41,38 +42,34 @@ BRIEF = "A 60-second spot for the acme-shoes spring line: runners at dawn, close
 
 def quickstart() -> None:
     # [START quickstart]
+    import hashlib
     import os
-    import uuid
 
     import aiprod
-    from aiprod.v1 import JOB_STATE_AWAITING_APPROVAL, JobState
+    from aiprod.v1 import JOB_STATE_DELIVERED, JobState
 
-    client = aiprod.Client(os.environ["AIPROD_ENDPOINT"], os.environ["AIPROD_API_KEY"])
+    with aiprod.Client(os.environ["AIPROD_ENDPOINT"], os.environ["AIPROD_API_KEY"]) as client:
+        estimate = client.cost_estimator.estimate_cost(preset_id="quick_social", duration_s=15)
+        print(f"quote ${estimate.recommended.total_micros / 1e6:.2f}")
 
-    estimate = client.cost_estimator.estimate_cost(preset_id="brand_campaign", duration_s=60)
-    print(f"quote ${estimate.recommended.total_micros / 1e6:.2f}, at most ${estimate.recommended.guaranteed_max_micros / 1e6:.2f}")
+        # The SDK fills request_id (the idempotency key) once, so a retried CreateJob never makes two jobs.
+        job = client.render.create_job(
+            preset_id="quick_social",
+            brief="A 15-second teaser for the acme-shoes spring line: runners at dawn.",
+            duration_s=15,
+            auto_approve=True,  # skip the manifest review (AWAITING_APPROVAL)
+        ).job
 
-    job = client.render.create_job(
-        request_id=str(uuid.uuid4()),  # idempotency key: retrying with it never creates a second job
-        preset_id="brand_campaign",
-        brief="A 60-second spot for the acme-shoes spring line: runners at dawn.",
-        duration_s=60,
-    ).job
+        for event in client.watch_job(job.job_id):  # resumes by itself across drops and restarts
+            print(event.sequence, JobState.Name(event.state))
 
-    approved = False
-    for event in client.watch_job(job.job_id):  # resumes by itself if the connection drops
-        print(event.sequence, JobState.Name(event.state))
-        if event.state == JOB_STATE_AWAITING_APPROVAL and not approved:
-            manifest = client.icc.get_manifest(job_id=job.job_id).manifest
-            client.icc.approve_manifest(job_id=job.job_id, etag=manifest.etag)
-            approved = True
-
-    report = client.cost_estimator.get_job_costs(job_id=job.job_id).report
-    print(f"billed ${report.billed_micros / 1e6:.2f} (guaranteed max ${report.guaranteed_max_micros / 1e6:.2f})")
-
-    video = client.download_video(job.job_id, "video.mp4")  # resumes after drops, verifies the SHA-256
-    print(f"video.mp4: {video.size_bytes} bytes, {video.width}x{video.height}, sha256 {video.sha256}")
-    client.close()
+        job = client.render.get_job(job_id=job.job_id).job
+        assert job.state == JOB_STATE_DELIVERED, JobState.Name(job.state)
+        video = client.download_video(job.job_id, "video.mp4")  # resumes after drops, verifies the SHA-256
+        with open("video.mp4", "rb") as f:
+            sha256 = hashlib.sha256(f.read()).hexdigest()
+        assert os.path.getsize("video.mp4") == job.video.size_bytes and sha256 == job.video.sha256
+        print(f"video.mp4: {video.size_bytes} bytes, {video.width}x{video.height}, sha256 {sha256}")
     # [END quickstart]
 
 
@@ -85,13 +82,17 @@ def check(ok: bool, what: str) -> None:
         raise CheckFailed(what)
 
 
-def expect_error(code: aiprod.StatusCode, fn: Callable[..., Any], **kwargs: Any) -> aiprod.AiprodError:
+def expect_error(code: aiprod.StatusCode, fn: Callable[[], object]) -> aiprod.AiprodError:
     try:
-        fn(**kwargs)
+        fn()
     except aiprod.AiprodError as err:
         check(err.code == code, f"expected {code.name}, got {err.code.name}: {err.message}")
         return err
     raise CheckFailed(f"expected {code.name}, the call succeeded")
+
+
+def read_all(client: aiprod.Client, resource_name: str) -> bytes:
+    return b"".join(client.read_resource(resource_name))
 
 
 def file_sha256(path: str) -> str:
@@ -147,8 +148,8 @@ def scenario() -> str:
         check(len(est.options) == 3, f"3 backend options, got {len(est.options)}")
         check(len({o.backend for o in est.options}) == 3, "one option per backend")
 
-        # 3. create, idempotently
-        request: dict[str, Any] = dict(
+        # 3. create, idempotently (a typed request message: the same request_id twice is one job)
+        request = CreateJobRequest(
             request_id=f"conformance-py-{uuid.uuid4()}",
             preset_id="brand_campaign",
             brief=BRIEF,
@@ -156,9 +157,9 @@ def scenario() -> str:
             duration_s=60,
             labels={"campaign": "conformance"},
         )
-        job = client.render.create_job(**request).job
+        job = client.render.create_job(request).job
         check(job.state == JOB_STATE_QUEUED, f"new job QUEUED, got {JobState.Name(job.state)}")
-        again = client.render.create_job(**request).job
+        again = client.render.create_job(request).job
         check(again.job_id == job.job_id, f"same request_id, same job: {again.job_id} != {job.job_id}")
 
         # 4. watch until AWAITING_APPROVAL, then read the manifest
@@ -186,11 +187,9 @@ def scenario() -> str:
         check(updated.manifest.audio_style == "upbeat acoustic", "audio_style updated")
         expect_error(
             aiprod.StatusCode.ABORTED,
-            client.icc.update_manifest,
-            job_id=job.job_id,
-            manifest=edit,
-            update_mask=FieldMask(paths=["audio_style"]),
-            etag=manifest.etag,
+            lambda: client.icc.update_manifest(
+                job_id=job.job_id, manifest=edit, update_mask=FieldMask(paths=["audio_style"]), etag=manifest.etag
+            ),
         )
 
         # 6. approve
@@ -226,22 +225,20 @@ def scenario() -> str:
         check(report.billed_micros <= report.guaranteed_max_micros, "billed <= guaranteed max")
         check(report.metered_micros > 0, "metered > 0")
 
-        # 9. validation errors carry field violations
+        # 9. validation errors carry field violations (an empty request_id would be filled by the SDK)
         err = expect_error(
             aiprod.StatusCode.INVALID_ARGUMENT,
-            client.render.create_job,
-            request_id="",
-            preset_id="quick_social",
-            brief="",
-            duration_s=1000,
+            lambda: client.render.create_job(
+                request_id="not valid!", preset_id="quick_social", brief="", duration_s=1000
+            ),
         )
         fields = {v.field for v in err.field_violations}
         check({"request_id", "brief", "duration_s"} <= fields, f"violations on request_id, brief, duration_s: {fields}")
 
         # 10. unknown and foreign jobs are NOT_FOUND alike
-        expect_error(aiprod.StatusCode.NOT_FOUND, client.render.get_job, job_id="job_does_not_exist")
+        expect_error(aiprod.StatusCode.NOT_FOUND, lambda: client.render.get_job(job_id="job_does_not_exist"))
         with aiprod.Client(endpoint, os.environ["AIPROD_OTHER_API_KEY"]) as other:
-            expect_error(aiprod.StatusCode.NOT_FOUND, other.render.get_job, job_id=job.job_id)
+            expect_error(aiprod.StatusCode.NOT_FOUND, lambda: other.render.get_job(job_id=job.job_id))
 
         # 11. download the final cut and one shot's clip (ByteStream Read, verified); another tenant's
         # read of the same resource is NOT_FOUND
@@ -262,7 +259,7 @@ def scenario() -> str:
         check(head[4:8] == b"ftyp", f"read_resource with read_limit 8: {head!r}")
         with aiprod.Client(endpoint, os.environ["AIPROD_OTHER_API_KEY"]) as other:
             for name in (video.resource_name, f"{video.resource_name}@{video.sha256}", clip.resource_name):
-                expect_error(aiprod.StatusCode.NOT_FOUND, lambda name=name: list(other.read_resource(name)))
+                expect_error(aiprod.StatusCode.NOT_FOUND, functools.partial(read_all, other, name))
 
     return (
         f"job {job.job_id} DELIVERED after {len(events)} events ({reconnects} reconnect(s)), "
@@ -281,6 +278,7 @@ def main() -> int:
             try:
                 quickstart()
                 check(os.path.getsize("video.mp4") > 0, "the quickstart saved video.mp4")
+                check(os.listdir(".") == ["video.mp4"], f"no .part file left: {os.listdir('.')}")
             finally:
                 os.chdir(cwd)
         print("== scenario")

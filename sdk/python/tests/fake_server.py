@@ -103,7 +103,18 @@ class Recorder:
     watch_after: list[int] = field(default_factory=list)
     watch_connections: int = 0
     reads: list[tuple[str, int]] = field(default_factory=list)
+    user_agent: dict[str, str] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    """Calls per (method, key): e.g. ("GetPreset", "unavailable-2"), to fail the first n of them."""
+    request_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, method: str, key: str) -> int:
+        """Counts one call of ``method`` for ``key``; returns how many there were, this one included."""
+        with self.lock:
+            n = self.calls.get(f"{method}:{key}", 0) + 1
+            self.calls[f"{method}:{key}"] = n
+            return n
 
 
 def _record(rec: Recorder, method: str, context: grpc.ServicerContext) -> None:
@@ -111,6 +122,21 @@ def _record(rec: Recorder, method: str, context: grpc.ServicerContext) -> None:
     with rec.lock:
         rec.auth[method] = str(md.get("authorization", ""))
         rec.time_remaining[method] = context.time_remaining()
+        rec.user_agent[method] = str(md.get("user-agent", ""))
+
+
+def _throttle(context: grpc.ServicerContext, delay: float | None) -> None:
+    """Aborts with RESOURCE_EXHAUSTED: a rate limit (with RetryInfo) or a used-up quota (without)."""
+    details = []
+    if delay is not None:
+        secs = int(delay)
+        wait = duration_pb2.Duration(seconds=secs, nanos=int((delay - secs) * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
+    context.abort_with_status(
+        rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="slow down", details=pack(*details))
+        )
+    )
 
 
 def _check(context: grpc.ServicerContext, token: str) -> None:
@@ -143,6 +169,18 @@ class Presets(preset_service_pb2_grpc.PresetServiceServicer):
         _check(context, API_KEY)
         if request.preset_id == "slow":
             time.sleep(2)
+        n = self.rec.count("GetPreset", request.preset_id)
+        # "unavailable-N": the first N calls fail with UNAVAILABLE, as during a server restart
+        if request.preset_id.startswith("unavailable-") and n <= int(request.preset_id.split("-")[1]):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        if request.preset_id == "throttled" and n == 1:
+            _throttle(context, 0.05)
+        if request.preset_id == "quota":
+            _throttle(context, None)
+        if request.preset_id == "throttled-long":
+            _throttle(context, 1.5)
+        if request.preset_id == "internal":
+            context.abort(grpc.StatusCode.INTERNAL, "boom")
         return preset_service_pb2.GetPresetResponse(preset=preset_pb2.Preset(preset_id=request.preset_id))
 
 
@@ -157,6 +195,10 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
     def CreateJob(self, request: Any, context: grpc.ServicerContext) -> Any:
         _record(self.rec, "CreateJob", context)
         _check(context, API_KEY)
+        with self.rec.lock:
+            self.rec.request_ids.append(request.request_id)
+        if request.brief.startswith("flaky") and self.rec.count("CreateJob", request.brief) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
         violations = []
         if not request.request_id:
             violations.append(("request_id", "is required"))
@@ -194,7 +236,9 @@ class Render(render_service_pb2_grpc.RenderServiceServicer):
                                     error_details_pb2.QuotaFailure.Violation(subject="tenant:acme", description="rps")
                                 ]
                             ),
-                            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)),
+                            error_details_pb2.RetryInfo(
+                                retry_delay=duration_pb2.Duration(seconds=1, nanos=500_000_000)
+                            ),
                         ),
                     )
                 )
@@ -393,6 +437,16 @@ class Admin(admin_service_pb2_grpc.AdminServiceServicer):
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
 
+    def CreateTenant(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _record(self.rec, "CreateTenant", context)
+        _check(context, ADMIN_TOKEN)
+        n = self.rec.count("CreateTenant", request.name)
+        if request.name == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")  # not safe to repeat
+        if request.name == "throttled" and n == 1:
+            _throttle(context, 0.05)  # refused before doing anything: safe to repeat
+        return admin_service_pb2.CreateTenantResponse(tenant=admin_service_pb2.Tenant(name=request.name))
+
     def ListTenants(self, request: Any, context: grpc.ServicerContext) -> Any:
         _record(self.rec, "ListTenants", context)
         _check(context, ADMIN_TOKEN)
@@ -408,7 +462,8 @@ VIDEO_SIZE = 1_000_003
 
 
 class FakeServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
+        """``tls``: (private key, certificate chain) in PEM to serve TLS on https://localhost:PORT."""
         self.rec = Recorder()
         self.drop: Callable[[], object] | None = None
         self.files: dict[str, File] = {}
@@ -428,8 +483,12 @@ class FakeServer:
         self.bytestream = ByteStream(self.rec, self.files, self)
         bytestream_pb2_grpc.add_ByteStreamServicer_to_server(self.bytestream, self.server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(Admin(self.rec), self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        self.endpoint = f"http://127.0.0.1:{port}"
+        if tls is None:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+            self.endpoint = f"http://127.0.0.1:{port}"
+        else:
+            port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
+            self.endpoint = f"https://localhost:{port}"
         self.server.start()
 
     def stop(self) -> None:

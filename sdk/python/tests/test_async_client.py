@@ -9,7 +9,8 @@ from fake_server import ADMIN_TOKEN, API_KEY, FakeServer
 import aiprod
 from aiprod.testing import DropProxy
 
-FAST = aiprod.WatchRetry(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+# Quick backoff, and streams give up after 0.3 s of failures in a row.
+FAST = aiprod.RetryPolicy(initial_backoff=0.01, max_backoff=0.05, watch_resume_timeout=0.3)
 
 
 async def test_unary_auth_deadline_and_errors(fake: FakeServer) -> None:
@@ -22,9 +23,12 @@ async def test_unary_auth_deadline_and_errors(fake: FakeServer) -> None:
         with pytest.raises(aiprod.AiprodError) as info:
             await c.render.create_job(request_id="", preset_id="quick_social", brief="", duration_s=1000)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert {v.field for v in info.value.field_violations} == {"request_id", "brief", "duration_s"}
+        assert {v.field for v in info.value.field_violations} == {
+            "brief",
+            "duration_s",
+        }  # request_id: filled by the SDK
         with pytest.raises(aiprod.AiprodError) as info:
-            await c.render.get_job(job_id="busy")
+            await c.render.get_job(job_id="busy", retry=aiprod.RetryPolicy(max_attempts=1))
         assert info.value.retry_delay == pytest.approx(1.5)
         with pytest.raises(aiprod.AiprodError) as info:
             await c.presets.get_preset(preset_id="slow", timeout=0.2)
@@ -40,14 +44,14 @@ async def test_async_iterators(fake: FakeServer) -> None:
 
 
 async def test_async_watch_resumes(fake: FakeServer) -> None:
-    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, retry=FAST) as c:
         seqs = [e.sequence async for e in c.watch_job("flaky")]
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert fake.rec.watch_after == [0, 3, 4]
 
 
 async def test_async_watch_not_found_and_give_up(fake: FakeServer) -> None:
-    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, retry=FAST) as c:
         with pytest.raises(aiprod.AiprodError) as info:
             [e async for e in c.watch_job("gone")]
         assert info.value.code == grpc.StatusCode.NOT_FOUND
@@ -58,7 +62,7 @@ async def test_async_watch_not_found_and_give_up(fake: FakeServer) -> None:
 
 async def test_async_watch_resumes_after_real_connection_drop(fake: FakeServer) -> None:
     with DropProxy(fake.endpoint) as proxy:
-        async with aiprod.AsyncClient(proxy.endpoint, API_KEY, watch_retry=FAST) as c:
+        async with aiprod.AsyncClient(proxy.endpoint, API_KEY, retry=FAST) as c:
             seqs = []
             async for ev in c.watch_job("slow"):
                 seqs.append(ev.sequence)
@@ -79,6 +83,6 @@ async def test_async_watch_timeout(fake: FakeServer) -> None:
 
 
 async def test_async_watch_after_the_terminal_event_ends_at_once(fake: FakeServer) -> None:
-    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, retry=FAST) as c:
         assert [e async for e in c.watch_job("done", 6)] == []
     assert fake.rec.watch_after == [6]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from fake_server import ADMIN_TOKEN, API_KEY, FakeServer
@@ -10,7 +12,8 @@ import aiprod
 from aiprod.testing import DropProxy
 from aiprod.v1 import JOB_STATE_DELIVERED, GetPresetRequest, ListJobsRequest
 
-FAST = aiprod.WatchRetry(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+# Quick backoff, and streams give up after 0.3 s of failures in a row.
+FAST = aiprod.RetryPolicy(initial_backoff=0.01, max_backoff=0.05, watch_resume_timeout=0.3)
 
 
 def client(fake: FakeServer, **kw: object) -> aiprod.Client:
@@ -59,14 +62,14 @@ def test_invalid_argument_field_violations(fake: FakeServer) -> None:
     err = info.value
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.message == "invalid CreateJob"
-    assert [v.field for v in err.field_violations] == ["request_id", "brief", "duration_s"]
+    assert [v.field for v in err.field_violations] == ["brief", "duration_s"]  # request_id: filled by the SDK
     assert "brief: must be 10-10000 characters" in str(err)
 
 
 def test_quota_retry_and_precondition_details(fake: FakeServer) -> None:
     with client(fake) as c:
         with pytest.raises(aiprod.AiprodError) as info:
-            c.render.get_job(job_id="busy")
+            c.render.get_job(job_id="busy", retry=aiprod.RetryPolicy(max_attempts=1))
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert info.value.quota_violations == [aiprod.QuotaViolation("tenant:acme", "rps")]
         assert info.value.retry_delay == pytest.approx(1.5)
@@ -97,7 +100,7 @@ def test_watch_until_terminal(fake: FakeServer) -> None:
 
 
 def test_watch_resumes_without_gap_or_duplicate(fake: FakeServer) -> None:
-    with client(fake, watch_retry=FAST) as c:
+    with client(fake, retry=FAST) as c:
         seqs = [e.sequence for e in c.watch_job("flaky", 0)]
     assert seqs == [1, 2, 3, 4, 5, 6]
     # resumed after 3 (UNAVAILABLE) and after 4 (stream ended early)
@@ -110,22 +113,25 @@ def test_watch_from_after_sequence(fake: FakeServer) -> None:
 
 
 def test_watch_not_found_is_not_retried(fake: FakeServer) -> None:
-    with client(fake, watch_retry=FAST) as c, pytest.raises(aiprod.AiprodError) as info:
+    with client(fake, retry=FAST) as c, pytest.raises(aiprod.AiprodError) as info:
         list(c.watch_job("gone"))
     assert info.value.code == grpc.StatusCode.NOT_FOUND
     assert fake.rec.watch_connections == 1
 
 
-def test_watch_gives_up_after_bounded_retries(fake: FakeServer) -> None:
+def test_watch_gives_up_after_watch_resume_timeout(fake: FakeServer) -> None:
+    started = time.monotonic()
     with client(fake) as c, pytest.raises(aiprod.AiprodError) as info:
         list(c.watch_job("down", retry=FAST))
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    assert "gave up after 3 reconnects" in info.value.message
-    assert fake.rec.watch_connections == 4
+    assert "gave up after" in info.value.message and "watch_resume_timeout 0.3 s" in info.value.message
+    # each wait is at most 0.05 s, so 0.3 s of failures is several reconnects, and no more than 0.3 s
+    assert fake.rec.watch_connections >= 4
+    assert time.monotonic() - started < 2.0
 
 
 def test_watch_resumes_after_real_connection_drop(fake: FakeServer) -> None:
-    with DropProxy(fake.endpoint) as proxy, aiprod.Client(proxy.endpoint, API_KEY, watch_retry=FAST) as c:
+    with DropProxy(fake.endpoint) as proxy, aiprod.Client(proxy.endpoint, API_KEY, retry=FAST) as c:
         seqs = []
         for ev in c.watch_job("slow"):
             seqs.append(ev.sequence)
@@ -164,7 +170,7 @@ def test_watch_timeout_bounds_the_whole_watch(fake: FakeServer) -> None:
 
 
 def test_watch_after_the_terminal_event_ends_at_once(fake: FakeServer) -> None:
-    with client(fake, watch_retry=FAST) as c:
+    with client(fake, retry=FAST) as c:
         assert list(c.watch_job("done", 6)) == []
         assert list(c.watch_job("ok", 6)) == []
     assert fake.rec.watch_after == [6, 6]

@@ -21,9 +21,7 @@ def test_conformance_scenario() -> None:
         if os.environ.get("AIPROD_REQUIRE_CONFORMANCE") == "1":
             pytest.fail("AIPROD_ENV_FILE is not set: no server to run the conformance scenario against")
         pytest.skip("no server: set AIPROD_ENV_FILE to the env file of scripts/test-server.sh")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=300, check=False
-    )
+    proc = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=300, check=False)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     assert proc.returncode == 0, f"conformance failed:\n{proc.stdout}\n{proc.stderr}"

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import grpc
 import pytest
-from fake_server import API_KEY, CHUNK, VIDEO_SIZE, Fault, FakeServer, blob
+from fake_server import API_KEY, CHUNK, VIDEO_SIZE, FakeServer, Fault, blob
 
 import aiprod
 from aiprod.testing import DropProxy
 from aiprod.v1 import JOB_STATE_PLANNING, JOB_STATE_RENDERING
 
-FAST = aiprod.WatchRetry(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+# Quick backoff, and streams give up after 0.3 s of failures in a row.
+FAST = aiprod.RetryPolicy(initial_backoff=0.01, max_backoff=0.05, watch_resume_timeout=0.3)
 
 
 def client(fake: FakeServer, **kw: object) -> aiprod.Client:
-    return aiprod.Client(fake.endpoint, API_KEY, watch_retry=FAST, **kw)  # type: ignore[arg-type]
+    return aiprod.Client(fake.endpoint, API_KEY, retry=FAST, **kw)  # type: ignore[arg-type]
 
 
 def sha(data: bytes) -> str:
@@ -57,7 +59,7 @@ def test_download_resumes_after_a_stream_abort(fake: FakeServer, tmp_path: Path)
 
 def test_download_resumes_after_a_dropped_connection(fake: FakeServer, tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
-    with DropProxy(fake.endpoint) as proxy, aiprod.Client(proxy.endpoint, API_KEY, watch_retry=FAST) as c:
+    with DropProxy(fake.endpoint) as proxy, aiprod.Client(proxy.endpoint, API_KEY, retry=FAST) as c:
         fake.drop = proxy.drop_connections
         fake.bytestream.script = [Fault(after_chunks=4, drop=True)]
         video = c.download_video("cut", out)
@@ -86,13 +88,14 @@ def test_download_resumes_a_stream_that_ended_early(fake: FakeServer, tmp_path: 
 
 
 def test_download_gives_up_after_retries_without_progress(fake: FakeServer, tmp_path: Path) -> None:
-    # the first Read makes progress then breaks; the 3 retries (max_attempts) bring no byte
-    fake.bytestream.script = [Fault(after_chunks=1)] + [Fault(after_chunks=0)] * 10
+    # the first Read makes progress then breaks; the retries bring no byte for watch_resume_timeout
+    fake.bytestream.script = [Fault(after_chunks=1)] + [Fault(after_chunks=0)] * 1000
     with client(fake) as c, pytest.raises(aiprod.AiprodError) as info:
         c.download_video("cut", tmp_path / "v.mp4")
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    assert "gave up after 3 retries without progress (at byte 65536)" in info.value.message
-    assert [offset for _, offset in fake.rec.reads] == [0] + [CHUNK] * 3
+    assert "gave up after" in info.value.message and "at byte 65536" in info.value.message
+    offsets = [offset for _, offset in fake.rec.reads]
+    assert offsets[0] == 0 and len(offsets) >= 4 and set(offsets[1:]) == {CHUNK}
     assert leftovers(tmp_path) == []
 
 
@@ -145,7 +148,10 @@ def test_download_not_available_yet(fake: FakeServer, tmp_path: Path) -> None:
         err = info.value
         assert err.code == grpc.StatusCode.FAILED_PRECONDITION
         assert err.state == JOB_STATE_RENDERING and err.shot_id is None
-        assert str(err) == "FAILED_PRECONDITION: the video of job rendering is not available yet (job is JOB_STATE_RENDERING)"
+        assert (
+            str(err)
+            == "FAILED_PRECONDITION: the video of job rendering is not available yet (job is JOB_STATE_RENDERING)"
+        )
         with pytest.raises(aiprod.ArtifactNotAvailableError) as info:
             c.download_shot_clip("rendering", "s2", tmp_path / "s2.mp4")
         assert "the clip of shot s2 of job rendering is not available yet" in info.value.message
@@ -173,11 +179,13 @@ def test_download_shot_clip_while_rendering(fake: FakeServer, tmp_path: Path) ->
 
 
 def test_download_timeout_bounds_the_whole_download(fake: FakeServer, tmp_path: Path) -> None:
-    slow = aiprod.WatchRetry(max_attempts=8, initial_backoff=1.0, max_backoff=1.0)
-    fake.bytestream.script = [Fault(after_chunks=1)]
+    # RetryInfo asks for 1 s, more than the 0.5 s deadline leaves: no retry, the error at once
+    fake.bytestream.script = [Fault(after_chunks=1, code=grpc.StatusCode.RESOURCE_EXHAUSTED, retry_delay=1.0)]
+    started = time.monotonic()
     with client(fake) as c, pytest.raises(aiprod.AiprodError) as info:
-        c.download_video("cut", tmp_path / "v.mp4", retry=slow, timeout=0.5)
-    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        c.download_video("cut", tmp_path / "v.mp4", timeout=0.5, retry=aiprod.RetryPolicy())
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.retry_delay == 1.0
+    assert time.monotonic() - started < 0.4
     assert leftovers(tmp_path) == []
 
 
@@ -208,7 +216,7 @@ def test_read_resource(fake: FakeServer) -> None:
 
 async def test_async_download_resumes_after_a_stream_abort(fake: FakeServer, tmp_path: Path) -> None:
     fake.bytestream.script = [Fault(after_chunks=3), Fault(after_chunks=5)]
-    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, retry=FAST) as c:
         video = await c.download_video("cut", tmp_path / "video.mp4")
         clip = await c.download_shot_clip("cut", "s2", tmp_path / "s2.mp4")
     assert (tmp_path / "video.mp4").read_bytes() == fake.files["jobs/cut/video"].data
@@ -223,7 +231,7 @@ async def test_async_download_resumes_after_a_dropped_connection(fake: FakeServe
     with DropProxy(fake.endpoint) as proxy:
         fake.drop = proxy.drop_connections
         fake.bytestream.script = [Fault(after_chunks=4, drop=True)]
-        async with aiprod.AsyncClient(proxy.endpoint, API_KEY, watch_retry=FAST) as c:
+        async with aiprod.AsyncClient(proxy.endpoint, API_KEY, retry=FAST) as c:
             video = await c.download_video("cut", tmp_path / "video.mp4")
         assert proxy.drops == 1
     assert sha((tmp_path / "video.mp4").read_bytes()) == video.sha256
@@ -232,7 +240,7 @@ async def test_async_download_resumes_after_a_dropped_connection(fake: FakeServe
 
 
 async def test_async_download_errors(fake: FakeServer, tmp_path: Path) -> None:
-    async with aiprod.AsyncClient(fake.endpoint, API_KEY, watch_retry=FAST) as c:
+    async with aiprod.AsyncClient(fake.endpoint, API_KEY, retry=FAST) as c:
         with pytest.raises(aiprod.AiprodError) as info:
             await c.download_video("badhash", tmp_path / "v.mp4")
         assert info.value.code == grpc.StatusCode.DATA_LOSS

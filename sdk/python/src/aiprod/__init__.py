@@ -11,10 +11,11 @@ Messages and enums live in :mod:`aiprod.v1` (``from aiprod.v1 import CreateJobRe
 from grpc import StatusCode
 
 from aiprod._call import DEFAULT_TIMEOUT, Metadata, Timeout
-from aiprod._client import AsyncClient, Client, parse_endpoint
+from aiprod._client import USER_AGENT, AsyncClient, Client, parse_endpoint, system_root_certificates
 from aiprod._download import ArtifactNotAvailableError
 from aiprod._errors import AiprodError, FieldViolation, PreconditionViolation, QuotaViolation
-from aiprod._mixins import TERMINAL_STATES, WatchRetry
+from aiprod._mixins import TERMINAL_STATES
+from aiprod._retry import Attempt, AttemptHook, RetryPolicy
 from aiprod._services import (
     AdminService,
     AsyncAdminService,
@@ -32,8 +33,11 @@ from aiprod._version import __version__
 __all__ = [
     "DEFAULT_TIMEOUT",
     "TERMINAL_STATES",
+    "USER_AGENT",
     "AdminService",
     "AiprodError",
+    "Attempt",
+    "AttemptHook",
     "ArtifactNotAvailableError",
     "AsyncAdminService",
     "AsyncClient",
@@ -50,9 +54,10 @@ __all__ = [
     "PresetService",
     "QuotaViolation",
     "RenderService",
+    "RetryPolicy",
     "StatusCode",
     "Timeout",
-    "WatchRetry",
     "__version__",
     "parse_endpoint",
+    "system_root_certificates",
 ]

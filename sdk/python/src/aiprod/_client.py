@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +14,7 @@ import grpc.aio
 
 from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Timeout
 from aiprod._download import AsyncDownloader, Downloader, StrPath
-from aiprod._mixins import WatchRetry
+from aiprod._retry import AttemptHook, RetryPolicy
 from aiprod._services import (
     AdminService,
     AsyncAdminService,
@@ -29,7 +30,7 @@ from aiprod._services import (
 from aiprod._version import __version__
 from aiprod.v1 import admin_service_pb2, job_pb2, render_service_pb2
 
-__all__ = ["AsyncClient", "Client", "parse_endpoint"]
+__all__ = ["USER_AGENT", "AsyncClient", "Client", "parse_endpoint", "system_root_certificates"]
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -55,8 +56,54 @@ def parse_endpoint(endpoint: str, tls: bool | None = None) -> tuple[str, bool]:
     return target, secure if tls is None else tls
 
 
+# Keepalive pings every 30 s (10 s timeout) while calls are open, so that a dead connection under a
+# long watch is noticed; the channel reconnects with the SDK's backoff (100 ms doubling to 5 s) rather
+# than grpc-core's default 1 s start, so that calls succeed soon after a server is back.
+_DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+USER_AGENT = f"aiprod-sdk-python/{__version__}"
+"""Sent before grpc's own user-agent on every call."""
+
+
 def _channel_options(extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    return [("grpc.primary_user_agent", f"aiprod-python/{__version__}"), *extra]
+    options = dict(_DEFAULT_OPTIONS)
+    options["grpc.primary_user_agent"] = USER_AGENT
+    options.update(dict(extra))  # the caller's options win
+    return list(options.items())
+
+
+_SYSTEM_CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSD
+)
+
+
+def system_root_certificates() -> bytes | None:
+    """The operating system's CA bundle (PEM), or None to use the roots that ship with grpcio.
+
+    grpcio verifies TLS against its own bundled roots unless given others; AIPROD uses the system's,
+    like every other HTTPS client on the machine (``SSL_CERT_FILE`` is honoured).
+    """
+    paths = ssl.get_default_verify_paths()
+    for path in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile, *_SYSTEM_CA_FILES):
+        if path and os.path.isfile(path):
+            with open(path, "rb") as f:
+                return f.read()
+    return None
+
+
+def _credentials(root_certificates: bytes | None) -> grpc.ChannelCredentials:
+    roots = root_certificates if root_certificates is not None else system_root_certificates()
+    return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
 class _Settings:
@@ -95,9 +142,12 @@ class Client:
     ``read_resource`` streams any ByteStream resource's raw bytes.
 
     Arguments default to the environment: AIPROD_ENDPOINT, AIPROD_API_KEY, AIPROD_ADMIN_TOKEN.
-    ``timeout`` is the default deadline of unary calls (30 s; ``None`` for none). ``tls`` forces
-    TLS on or off (see :func:`parse_endpoint`); ``root_certificates`` are PEM roots for TLS.
-    ``watch_retry`` is the reconnect policy of ``watch_job`` and of the downloads.
+    ``timeout`` is the default deadline of unary calls (30 s; ``None`` for none), retries included.
+    ``tls`` forces TLS on or off (see :func:`parse_endpoint`); TLS verifies the server against the
+    system's CA roots, or ``root_certificates`` (PEM) when given. ``retry`` is the
+    :class:`RetryPolicy` of unary calls, ``watch_job`` and the downloads; ``on_attempt`` is called
+    with an :class:`Attempt` for every attempt of every call (for logging or metrics).
+    ``channel_options`` are extra grpc channel options (they override the SDK's).
     """
 
     presets: PresetService
@@ -116,37 +166,32 @@ class Client:
         tls: bool | None = None,
         root_certificates: bytes | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
-        watch_retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
+        on_attempt: AttemptHook | None = None,
     ) -> None:
         s = _Settings(endpoint, api_key, admin_token, timeout, tls)
         options = _channel_options(channel_options)
         if s.secure:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            creds = _credentials(root_certificates)
             self._channel = grpc.secure_channel(s.target, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(s.target, options=options)
         self.target = s.target
-        tenant = Caller(self._channel, s.api_key, s.timeout)
+        policy = retry or RetryPolicy()
+        tenant = Caller(self._channel, s.api_key, s.timeout, policy, on_attempt)
         self.presets = PresetService(tenant)
         self.cost_estimator = CostEstimatorService(tenant)
         self.render = RenderService(tenant)
         self.icc = IccService(tenant)
-        self.admin = AdminService(Caller(self._channel, s.admin_token, s.timeout))
-        if watch_retry is not None:
-            self.render._watch_retry = watch_retry
-        self._downloads = Downloader(tenant, self.render, self.render._watch_retry)
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> Client:
-        """A client configured from AIPROD_ENDPOINT, AIPROD_API_KEY and AIPROD_ADMIN_TOKEN."""
-        return cls(**kwargs)
+        self.admin = AdminService(Caller(self._channel, s.admin_token, s.timeout, policy, on_attempt))
+        self._downloads = Downloader(tenant, self.render)
 
     def watch_job(
         self,
         job_id: str,
         after_sequence: int = 0,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> Generator[job_pb2.JobEvent, None, None]:
@@ -158,12 +203,23 @@ class Client:
         request: render_service_pb2.ListJobsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        states: Iterable[job_pb2.JobState.ValueType] | None = None,
+        preset_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
     ) -> Iterator[job_pb2.Job]:
         """Same as ``client.render.iter_jobs``: every job, following next_page_token."""
-        return self.render.iter_jobs(request, timeout=timeout, metadata=metadata, **fields)
+        return self.render.iter_jobs(
+            request,
+            page_size=page_size,
+            states=states,
+            preset_id=preset_id,
+            labels=labels,
+            timeout=timeout,
+            metadata=metadata,
+        )
 
     def iter_tenants(
         self, *, page_size: int = 0, timeout: Timeout = DEFAULT_TIMEOUT, metadata: Metadata = ()
@@ -176,7 +232,7 @@ class Client:
         job_id: str,
         path: StrPath,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> job_pb2.VideoArtifact:
@@ -186,8 +242,8 @@ class Client:
         (``resource_name@sha256``), into ``path + ".part"`` and hashed as they arrive (never held in
         memory). A transient failure (UNAVAILABLE, a dropped connection or reset stream,
         RESOURCE_EXHAUSTED with RetryInfo) resumes from the bytes already written, with the backoff of
-        ``retry`` (the client's ``watch_retry`` by default); it gives up after ``retry.max_attempts``
-        failures in a row without a new byte. If a revision replaced the file meanwhile
+        ``retry`` (the client's RetryPolicy by default); it gives up after ``watch_resume_timeout``
+        of failures without a new byte. If a revision replaced the file meanwhile
         (FAILED_PRECONDITION), it starts over once from a fresh GetJob. The size and SHA-256 are
         verified (DATA_LOSS on a mismatch), then the file is fsynced and renamed onto ``path``
         atomically; on any failure the ``.part`` file is deleted and ``path`` is left untouched.
@@ -204,7 +260,7 @@ class Client:
         shot_id: str,
         path: StrPath,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> job_pb2.VideoArtifact:
@@ -275,32 +331,32 @@ class AsyncClient:
         tls: bool | None = None,
         root_certificates: bytes | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
-        watch_retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
+        on_attempt: AttemptHook | None = None,
     ) -> None:
         s = _Settings(endpoint, api_key, admin_token, timeout, tls)
         options = _channel_options(channel_options)
         if s.secure:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            creds = _credentials(root_certificates)
             self._channel = grpc.aio.secure_channel(s.target, creds, options=options)
         else:
             self._channel = grpc.aio.insecure_channel(s.target, options=options)
         self.target = s.target
-        tenant = AsyncCaller(self._channel, s.api_key, s.timeout)
+        policy = retry or RetryPolicy()
+        tenant = AsyncCaller(self._channel, s.api_key, s.timeout, policy, on_attempt)
         self.presets = AsyncPresetService(tenant)
         self.cost_estimator = AsyncCostEstimatorService(tenant)
         self.render = AsyncRenderService(tenant)
         self.icc = AsyncIccService(tenant)
-        self.admin = AsyncAdminService(AsyncCaller(self._channel, s.admin_token, s.timeout))
-        if watch_retry is not None:
-            self.render._watch_retry = watch_retry
-        self._downloads = AsyncDownloader(tenant, self.render, self.render._watch_retry)
+        self.admin = AsyncAdminService(AsyncCaller(self._channel, s.admin_token, s.timeout, policy, on_attempt))
+        self._downloads = AsyncDownloader(tenant, self.render)
 
     def watch_job(
         self,
         job_id: str,
         after_sequence: int = 0,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> AsyncGenerator[job_pb2.JobEvent, None]:
@@ -312,12 +368,23 @@ class AsyncClient:
         request: render_service_pb2.ListJobsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        states: Iterable[job_pb2.JobState.ValueType] | None = None,
+        preset_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
     ) -> AsyncIterator[job_pb2.Job]:
         """Same as ``client.render.iter_jobs``."""
-        return self.render.iter_jobs(request, timeout=timeout, metadata=metadata, **fields)
+        return self.render.iter_jobs(
+            request,
+            page_size=page_size,
+            states=states,
+            preset_id=preset_id,
+            labels=labels,
+            timeout=timeout,
+            metadata=metadata,
+        )
 
     def iter_tenants(
         self, *, page_size: int = 0, timeout: Timeout = DEFAULT_TIMEOUT, metadata: Metadata = ()
@@ -330,7 +397,7 @@ class AsyncClient:
         job_id: str,
         path: StrPath,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> job_pb2.VideoArtifact:
@@ -343,7 +410,7 @@ class AsyncClient:
         shot_id: str,
         path: StrPath,
         *,
-        retry: WatchRetry | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> job_pb2.VideoArtifact:

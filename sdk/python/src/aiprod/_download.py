@@ -22,13 +22,16 @@ import grpc.aio
 from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Timeout
 from aiprod._errors import AiprodError, from_rpc_error
 from aiprod._google.bytestream import bytestream_pb2, bytestream_pb2_grpc
-from aiprod._mixins import TERMINAL_STATES, WatchRetry, _resumable
+from aiprod._mixins import TERMINAL_STATES
+from aiprod._retry import Outage, RetryPolicy
 from aiprod.v1 import job_pb2
 
 if TYPE_CHECKING:
     from aiprod._services import AsyncRenderService, RenderService
 
 __all__ = ["ArtifactNotAvailableError", "AsyncDownloader", "Downloader", "StrPath"]
+
+_READ = "/google.bytestream.ByteStream/Read"
 
 StrPath = Union[str, "os.PathLike[str]"]
 """A file system path: ``str`` or ``pathlib.Path``."""
@@ -84,56 +87,16 @@ def _pick_clip(shot_id: str) -> Callable[[job_pb2.Job], job_pb2.VideoArtifact]:
     return pick
 
 
-def _transient(err: AiprodError) -> bool:
-    """Whether a failed Read or GetJob is worth retrying: a transport problem or a throttle."""
-    if _resumable(err):
-        return True
-    return err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.retry_delay is not None
+class _Attempts(Outage):
+    """Retry bookkeeping of one download: an Outage (failures without a new byte) with its deadline."""
 
-
-class _Attempts:
-    """Retry bookkeeping of one download: the budget of failures without progress and the deadline."""
-
-    def __init__(self, what: str, retry: WatchRetry, timeout: float | None) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be > 0 seconds, or None for no deadline")
-        self.what = what
-        self.retry = retry
-        self.failures = 0
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+    def __init__(self, what: str, policy: RetryPolicy, timeout: float | None) -> None:
+        super().__init__(f"download of {what}", policy, timeout)
+        self.reads = 0
 
     def call_timeout(self) -> Timeout:
         left = self.remaining()
         return DEFAULT_TIMEOUT if left is None else left
-
-    def progressed(self) -> None:
-        self.failures = 0
-
-    def failed(self, err: AiprodError, offset: int) -> float:
-        """Records a failure; returns the delay before the retry, or raises when it must not retry."""
-        if not _transient(err):
-            raise err
-        self.failures += 1
-        if self.failures > self.retry.max_attempts:
-            raise AiprodError(
-                err.code,
-                f"download of {self.what} gave up after {self.retry.max_attempts} retries without progress "
-                f"(at byte {offset}): {err.message}",
-                err.details,
-            )
-        delay = self.retry.delay(self.failures, err.retry_delay)
-        left = self.remaining()
-        if left is not None and delay >= left:
-            raise AiprodError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"download of {self.what} ran out of time before retrying (at byte {offset}): {err.message}",
-            )
-        return delay
 
 
 class _Replaced(Exception):
@@ -164,8 +127,7 @@ class _Part:
         if self.written + len(data) > artifact.size_bytes:
             raise AiprodError(
                 grpc.StatusCode.DATA_LOSS,
-                f"{artifact.resource_name}: the server sent more than the {artifact.size_bytes} bytes "
-                f"GetJob announced",
+                f"{artifact.resource_name}: the server sent more than the {artifact.size_bytes} bytes GetJob announced",
             )
         self.file.write(data)
         self.hash.update(data)
@@ -232,14 +194,24 @@ def _read_request(name: str, offset: int, limit: int) -> bytestream_pb2.ReadRequ
     return bytestream_pb2.ReadRequest(resource_name=name, read_offset=offset, read_limit=limit)
 
 
+def _failed(caller: Caller | AsyncCaller, attempts: _Attempts, err: AiprodError, offset: int, started: float) -> float:
+    """Reports a failed Read to the hook; returns the wait before resuming (or raises to give up)."""
+    try:
+        wait = attempts.failed(err, f"at byte {offset}")
+    except AiprodError as final:
+        caller.report(_READ, attempts.reads, started, final)
+        raise
+    caller.report(_READ, attempts.reads, started, err, wait)
+    return wait
+
+
 class Downloader:
     """The sync ByteStream reads and downloads of :class:`aiprod.Client`."""
 
-    def __init__(self, caller: Caller, render: RenderService, retry: WatchRetry) -> None:
+    def __init__(self, caller: Caller, render: RenderService) -> None:
         self._caller = caller
         self._render = render
         self._stub = bytestream_pb2_grpc.ByteStreamStub(caller.channel)
-        self.retry = retry
 
     def read_resource(
         self,
@@ -266,7 +238,7 @@ class Downloader:
         job_id: str,
         shot_id: str | None,
         path: StrPath,
-        retry: WatchRetry | None,
+        retry: RetryPolicy | None,
         timeout: float | None,
         metadata: Metadata,
     ) -> job_pb2.VideoArtifact:
@@ -276,7 +248,7 @@ class Downloader:
             raise ValueError("shot_id is required")
         pick = _pick_video if shot_id is None else _pick_clip(shot_id)
         what = f"job {job_id} " + ("video" if shot_id is None else f"shot {shot_id} clip")
-        attempts = _Attempts(what, retry or self.retry, timeout)
+        attempts = _Attempts(what, retry or self._caller.policy, timeout)
         part = _Part(path)
         try:
             restarted = False
@@ -308,16 +280,16 @@ class Downloader:
             try:
                 job = self._render.get_job(job_id=job_id, timeout=attempts.call_timeout(), metadata=metadata).job
             except AiprodError as err:
-                time.sleep(attempts.failed(err, 0))
+                time.sleep(attempts.failed(err, "reading GetJob"))
                 continue
             return pick(job)
 
-    def _stream(
-        self, artifact: job_pb2.VideoArtifact, part: _Part, attempts: _Attempts, metadata: Metadata
-    ) -> None:
+    def _stream(self, artifact: job_pb2.VideoArtifact, part: _Part, attempts: _Attempts, metadata: Metadata) -> None:
         name = _check_artifact(artifact)
         while True:
             before = part.written
+            attempts.reads += 1
+            started = time.monotonic()
             call = self._stub.Read(
                 _read_request(name, part.written, 0),
                 timeout=attempts.remaining(),
@@ -334,14 +306,16 @@ class Downloader:
             finally:
                 call.cancel()
             if err is None:
+                self._caller.report(_READ, attempts.reads, started)
                 if part.written >= artifact.size_bytes:
                     return
                 if part.written == before:
                     raise _short(artifact, part.written)
                 continue  # ended early but made progress: ask for the rest
             if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+                self._caller.report(_READ, attempts.reads, started, err)
                 raise _Replaced(err)
-            time.sleep(attempts.failed(err, part.written))
+            time.sleep(_failed(self._caller, attempts, err, part.written, started))
 
 
 class AsyncDownloader:
@@ -349,11 +323,10 @@ class AsyncDownloader:
 
     _stub: bytestream_pb2_grpc.ByteStreamAsyncStub
 
-    def __init__(self, caller: AsyncCaller, render: AsyncRenderService, retry: WatchRetry) -> None:
+    def __init__(self, caller: AsyncCaller, render: AsyncRenderService) -> None:
         self._caller = caller
         self._render = render
         self._stub = bytestream_pb2_grpc.ByteStreamStub(caller.channel)
-        self.retry = retry
 
     async def read_resource(
         self,
@@ -380,7 +353,7 @@ class AsyncDownloader:
         job_id: str,
         shot_id: str | None,
         path: StrPath,
-        retry: WatchRetry | None,
+        retry: RetryPolicy | None,
         timeout: float | None,
         metadata: Metadata,
     ) -> job_pb2.VideoArtifact:
@@ -390,7 +363,7 @@ class AsyncDownloader:
             raise ValueError("shot_id is required")
         pick = _pick_video if shot_id is None else _pick_clip(shot_id)
         what = f"job {job_id} " + ("video" if shot_id is None else f"shot {shot_id} clip")
-        attempts = _Attempts(what, retry or self.retry, timeout)
+        attempts = _Attempts(what, retry or self._caller.policy, timeout)
         part = _Part(path)
         try:
             restarted = False
@@ -423,7 +396,7 @@ class AsyncDownloader:
             try:
                 response = await self._render.get_job(job_id=job_id, timeout=attempts.call_timeout(), metadata=metadata)
             except AiprodError as err:
-                await asyncio.sleep(attempts.failed(err, 0))
+                await asyncio.sleep(attempts.failed(err, "reading GetJob"))
                 continue
             return pick(response.job)
 
@@ -433,6 +406,8 @@ class AsyncDownloader:
         name = _check_artifact(artifact)
         while True:
             before = part.written
+            attempts.reads += 1
+            started = time.monotonic()
             call = self._stub.Read(
                 _read_request(name, part.written, 0),
                 timeout=attempts.remaining(),
@@ -450,11 +425,13 @@ class AsyncDownloader:
             finally:
                 call.cancel()
             if err is None:
+                self._caller.report(_READ, attempts.reads, started)
                 if part.written >= artifact.size_bytes:
                     return
                 if part.written == before:
                     raise _short(artifact, part.written)
                 continue
             if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+                self._caller.report(_READ, attempts.reads, started, err)
                 raise _Replaced(err)
-            await asyncio.sleep(attempts.failed(err, part.written))
+            await asyncio.sleep(_failed(self._caller, attempts, err, part.written, started))

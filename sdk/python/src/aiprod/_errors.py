@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import google.rpc.error_details_pb2 as error_details_pb2
+import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
-import google.rpc.error_details_pb2 as error_details_pb2
-import google.rpc.status_pb2 as status_pb2
 
 __all__ = [
     "AiprodError",
@@ -150,8 +150,32 @@ class AiprodError(Exception):
     def quota_violations(self) -> list[QuotaViolation]:
         """Every violation of every QuotaFailure detail."""
         return [
-            QuotaViolation(v.subject, v.description) for d in self._all(error_details_pb2.QuotaFailure) for v in d.violations
+            QuotaViolation(v.subject, v.description)
+            for d in self._all(error_details_pb2.QuotaFailure)
+            for v in d.violations
         ]
+
+    @property
+    def resource_info(self) -> error_details_pb2.ResourceInfo | None:
+        """The ResourceInfo detail (resource type and name), if any."""
+        return self.detail(error_details_pb2.ResourceInfo)
+
+    @property
+    def retry_info(self) -> error_details_pb2.RetryInfo | None:
+        """The RetryInfo detail, if any (see ``retry_delay``)."""
+        return self.detail(error_details_pb2.RetryInfo)
+
+    def is_transient(self) -> bool:
+        """Whether the same call may succeed later: UNAVAILABLE, DEADLINE_EXCEEDED, or
+        RESOURCE_EXHAUSTED with RetryInfo (a rate limit, not a used-up quota)."""
+        if self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return True
+        return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED and self.retry_delay is not None
+
+    @property
+    def retryable(self) -> bool:
+        """Same as ``is_transient()``."""
+        return self.is_transient()
 
     @property
     def retry_delay(self) -> float | None:

@@ -3,16 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
 
-from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Timeout, build_request
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+
+from aiprod._call import DEFAULT_TIMEOUT, AsyncCaller, Caller, Metadata, Method, Timeout, build_request
 from aiprod._mixins import AdminServiceMixin, AsyncAdminServiceMixin, AsyncRenderServiceMixin, RenderServiceMixin
+from aiprod._retry import RetryPolicy
 from aiprod.v1 import admin_service_pb2 as _admin_service_pb2
 from aiprod.v1 import admin_service_pb2_grpc as _admin_service_pb2_grpc
+from aiprod.v1 import common_pb2 as _common_pb2
 from aiprod.v1 import cost_estimator_service_pb2 as _cost_estimator_service_pb2
 from aiprod.v1 import cost_estimator_service_pb2_grpc as _cost_estimator_service_pb2_grpc
 from aiprod.v1 import icc_service_pb2 as _icc_service_pb2
 from aiprod.v1 import icc_service_pb2_grpc as _icc_service_pb2_grpc
+from aiprod.v1 import job_pb2 as _job_pb2
+from aiprod.v1 import manifest_pb2 as _manifest_pb2
 from aiprod.v1 import preset_service_pb2 as _preset_service_pb2
 from aiprod.v1 import preset_service_pb2_grpc as _preset_service_pb2_grpc
 from aiprod.v1 import render_service_pb2 as _render_service_pb2
@@ -31,6 +38,43 @@ __all__ = [
     "RenderService",
 ]
 
+# The full gRPC method names and retry classes of the unary RPCs.
+_ADMIN_SERVICE_CREATE_TENANT = Method("/aiprod.v1.AdminService/CreateTenant", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_GET_TENANT = Method("/aiprod.v1.AdminService/GetTenant", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_LIST_TENANTS = Method("/aiprod.v1.AdminService/ListTenants", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_UPDATE_TENANT = Method("/aiprod.v1.AdminService/UpdateTenant", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_CREATE_API_KEY = Method("/aiprod.v1.AdminService/CreateApiKey", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_LIST_API_KEYS = Method("/aiprod.v1.AdminService/ListApiKeys", idempotent=True, fill_request_id=False)
+_ADMIN_SERVICE_REVOKE_API_KEY = Method("/aiprod.v1.AdminService/RevokeApiKey", idempotent=False, fill_request_id=False)
+_ADMIN_SERVICE_ROTATE_API_KEY = Method("/aiprod.v1.AdminService/RotateApiKey", idempotent=False, fill_request_id=False)
+_COST_ESTIMATOR_SERVICE_ESTIMATE_COST = Method(
+    "/aiprod.v1.CostEstimatorService/EstimateCost", idempotent=True, fill_request_id=False
+)
+_COST_ESTIMATOR_SERVICE_GET_JOB_COSTS = Method(
+    "/aiprod.v1.CostEstimatorService/GetJobCosts", idempotent=True, fill_request_id=False
+)
+_COST_ESTIMATOR_SERVICE_GET_USAGE = Method(
+    "/aiprod.v1.CostEstimatorService/GetUsage", idempotent=True, fill_request_id=False
+)
+_ICC_SERVICE_GET_MANIFEST = Method("/aiprod.v1.IccService/GetManifest", idempotent=True, fill_request_id=False)
+_ICC_SERVICE_UPDATE_MANIFEST = Method("/aiprod.v1.IccService/UpdateManifest", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_APPROVE_MANIFEST = Method("/aiprod.v1.IccService/ApproveManifest", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_APPROVE_DELIVERY = Method("/aiprod.v1.IccService/ApproveDelivery", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_REQUEST_REVISION = Method("/aiprod.v1.IccService/RequestRevision", idempotent=False, fill_request_id=False)
+_ICC_SERVICE_GET_BRAND_MARKERS = Method("/aiprod.v1.IccService/GetBrandMarkers", idempotent=True, fill_request_id=False)
+_ICC_SERVICE_UPDATE_BRAND_MARKERS = Method(
+    "/aiprod.v1.IccService/UpdateBrandMarkers", idempotent=False, fill_request_id=False
+)
+_ICC_SERVICE_INVALIDATE_BRAND_MARKERS = Method(
+    "/aiprod.v1.IccService/InvalidateBrandMarkers", idempotent=False, fill_request_id=False
+)
+_PRESET_SERVICE_LIST_PRESETS = Method("/aiprod.v1.PresetService/ListPresets", idempotent=True, fill_request_id=False)
+_PRESET_SERVICE_GET_PRESET = Method("/aiprod.v1.PresetService/GetPreset", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_CREATE_JOB = Method("/aiprod.v1.RenderService/CreateJob", idempotent=True, fill_request_id=True)
+_RENDER_SERVICE_GET_JOB = Method("/aiprod.v1.RenderService/GetJob", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_LIST_JOBS = Method("/aiprod.v1.RenderService/ListJobs", idempotent=True, fill_request_id=False)
+_RENDER_SERVICE_CANCEL_JOB = Method("/aiprod.v1.RenderService/CancelJob", idempotent=True, fill_request_id=False)
+
 
 class AdminService(AdminServiceMixin):
     """Operator API for tenants and API keys. Every RPC requires `authorization: Bearer <admin token>`
@@ -48,18 +92,36 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.CreateTenantRequest | None = None,
         /,
         *,
+        name: str | None = None,
+        tier: _common_pb2.Tier.ValueType | None = None,
+        monthly_budget_micros: int | None = None,
+        trial: _admin_service_pb2.Trial | None = None,
+        job_quota: int | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.CreateTenantResponse:
         """Creates a tenant.
         Errors: INVALID_ARGUMENT (empty or long name, unspecified tier, bad budget/trial), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.CreateTenant, build_request(_admin_service_pb2.CreateTenantRequest, request, fields), timeout, metadata
+            self._stub.CreateTenant,
+            _ADMIN_SERVICE_CREATE_TENANT,
+            build_request(
+                _admin_service_pb2.CreateTenantRequest,
+                request,
+                name=name,
+                tier=tier,
+                monthly_budget_micros=monthly_budget_micros,
+                trial=trial,
+                job_quota=job_quota,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_tenant(
@@ -67,18 +129,29 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.GetTenantRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.GetTenantResponse:
         """Returns a tenant.
         Errors: INVALID_ARGUMENT (empty tenant_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetTenant, build_request(_admin_service_pb2.GetTenantRequest, request, fields), timeout, metadata
+            self._stub.GetTenant,
+            _ADMIN_SERVICE_GET_TENANT,
+            build_request(
+                _admin_service_pb2.GetTenantRequest,
+                request,
+                tenant_id=tenant_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def list_tenants(
@@ -86,18 +159,31 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.ListTenantsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        page_token: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.ListTenantsResponse:
         """Lists tenants, oldest first.
         Errors: INVALID_ARGUMENT (page_size over 100, bad page_token), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.ListTenants, build_request(_admin_service_pb2.ListTenantsRequest, request, fields), timeout, metadata
+            self._stub.ListTenants,
+            _ADMIN_SERVICE_LIST_TENANTS,
+            build_request(
+                _admin_service_pb2.ListTenantsRequest,
+                request,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def update_tenant(
@@ -105,18 +191,30 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.UpdateTenantRequest | None = None,
         /,
         *,
+        tenant: _admin_service_pb2.Tenant | None = None,
+        update_mask: _field_mask_pb2.FieldMask | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.UpdateTenantResponse:
         """Changes a tenant's name, tier, budget or trial; effective immediately.
         Errors: INVALID_ARGUMENT (empty/unknown mask paths, bad values), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.UpdateTenant, build_request(_admin_service_pb2.UpdateTenantRequest, request, fields), timeout, metadata
+            self._stub.UpdateTenant,
+            _ADMIN_SERVICE_UPDATE_TENANT,
+            build_request(
+                _admin_service_pb2.UpdateTenantRequest,
+                request,
+                tenant=tenant,
+                update_mask=update_mask,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def create_api_key(
@@ -124,19 +222,35 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.CreateApiKeyRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
+        mode: _admin_service_pb2.ApiKeyMode.ValueType | None = None,
+        name: str | None = None,
+        expire_time: _timestamp_pb2.Timestamp | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.CreateApiKeyResponse:
         """Creates an API key and returns its secret, shown only this once.
         Errors: INVALID_ARGUMENT (empty tenant_id, unspecified mode, long name, expiry in the past),
         NOT_FOUND (tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.CreateApiKey, build_request(_admin_service_pb2.CreateApiKeyRequest, request, fields), timeout, metadata
+            self._stub.CreateApiKey,
+            _ADMIN_SERVICE_CREATE_API_KEY,
+            build_request(
+                _admin_service_pb2.CreateApiKeyRequest,
+                request,
+                tenant_id=tenant_id,
+                mode=mode,
+                name=name,
+                expire_time=expire_time,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def list_api_keys(
@@ -144,18 +258,29 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.ListApiKeysResponse:
         """Lists a tenant's keys: prefix and metadata only, never the secret.
         Errors: INVALID_ARGUMENT (empty tenant_id), NOT_FOUND (tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.ListApiKeys, build_request(_admin_service_pb2.ListApiKeysRequest, request, fields), timeout, metadata
+            self._stub.ListApiKeys,
+            _ADMIN_SERVICE_LIST_API_KEYS,
+            build_request(
+                _admin_service_pb2.ListApiKeysRequest,
+                request,
+                tenant_id=tenant_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def revoke_api_key(
@@ -163,18 +288,28 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.RevokeApiKeyRequest | None = None,
         /,
         *,
+        key_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.RevokeApiKeyResponse:
         """Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
         Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.RevokeApiKey, build_request(_admin_service_pb2.RevokeApiKeyRequest, request, fields), timeout, metadata
+            self._stub.RevokeApiKey,
+            _ADMIN_SERVICE_REVOKE_API_KEY,
+            build_request(
+                _admin_service_pb2.RevokeApiKeyRequest,
+                request,
+                key_id=key_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def rotate_api_key(
@@ -182,20 +317,32 @@ class AdminService(AdminServiceMixin):
         request: _admin_service_pb2.RotateApiKeyRequest | None = None,
         /,
         *,
+        key_id: str | None = None,
+        expire_time: _timestamp_pb2.Timestamp | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.RotateApiKeyResponse:
         """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
         revokes the old one at once. Returns the new secret, shown only this once.
         Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
         key is already revoked), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.RotateApiKey, build_request(_admin_service_pb2.RotateApiKeyRequest, request, fields), timeout, metadata
+            self._stub.RotateApiKey,
+            _ADMIN_SERVICE_ROTATE_API_KEY,
+            build_request(
+                _admin_service_pb2.RotateApiKeyRequest,
+                request,
+                key_id=key_id,
+                expire_time=expire_time,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -216,20 +363,41 @@ class CostEstimatorService:
         request: _cost_estimator_service_pb2.EstimateCostRequest | None = None,
         /,
         *,
+        preset_id: str | None = None,
+        duration_s: int | None = None,
+        brief: str | None = None,
+        brand_id: str | None = None,
+        budget_micros: int | None = None,
+        shots: Iterable[_manifest_pb2.Shot] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.EstimateCostResponse:
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
         manifest; BadRequest lists every violation), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.EstimateCost, build_request(_cost_estimator_service_pb2.EstimateCostRequest, request, fields), timeout, metadata
+            self._stub.EstimateCost,
+            _COST_ESTIMATOR_SERVICE_ESTIMATE_COST,
+            build_request(
+                _cost_estimator_service_pb2.EstimateCostRequest,
+                request,
+                preset_id=preset_id,
+                duration_s=duration_s,
+                brief=brief,
+                brand_id=brand_id,
+                budget_micros=budget_micros,
+                shots=shots,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_job_costs(
@@ -237,19 +405,30 @@ class CostEstimatorService:
         request: _cost_estimator_service_pb2.GetJobCostsRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.GetJobCostsResponse:
         """Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
         amounts. The report is certified (final) once the job is terminal.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetJobCosts, build_request(_cost_estimator_service_pb2.GetJobCostsRequest, request, fields), timeout, metadata
+            self._stub.GetJobCosts,
+            _COST_ESTIMATOR_SERVICE_GET_JOB_COSTS,
+            build_request(
+                _cost_estimator_service_pb2.GetJobCostsRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_usage(
@@ -259,17 +438,26 @@ class CostEstimatorService:
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.GetUsageResponse:
         """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
         keys see the live ledger, test keys the sandbox ledger.
         Errors: UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetUsage, build_request(_cost_estimator_service_pb2.GetUsageRequest, request, fields), timeout, metadata
+            self._stub.GetUsage,
+            _COST_ESTIMATOR_SERVICE_GET_USAGE,
+            build_request(
+                _cost_estimator_service_pb2.GetUsageRequest,
+                request,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -291,19 +479,30 @@ class IccService:
         request: _icc_service_pb2.GetManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.GetManifestResponse:
         """Returns the manifest with its revision, etag, the fields editable now and its edit history.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job, or no manifest yet: still
         QUEUED/PLANNING), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetManifest, build_request(_icc_service_pb2.GetManifestRequest, request, fields), timeout, metadata
+            self._stub.GetManifest,
+            _ICC_SERVICE_GET_MANIFEST,
+            build_request(
+                _icc_service_pb2.GetManifestRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def update_manifest(
@@ -311,9 +510,13 @@ class IccService:
         request: _icc_service_pb2.UpdateManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        manifest: _manifest_pb2.Manifest | None = None,
+        update_mask: _field_mask_pb2.FieldMask | None = None,
+        etag: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.UpdateManifestResponse:
         """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
         Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
@@ -321,11 +524,23 @@ class IccService:
         violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
         exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.UpdateManifest, build_request(_icc_service_pb2.UpdateManifestRequest, request, fields), timeout, metadata
+            self._stub.UpdateManifest,
+            _ICC_SERVICE_UPDATE_MANIFEST,
+            build_request(
+                _icc_service_pb2.UpdateManifestRequest,
+                request,
+                job_id=job_id,
+                manifest=manifest,
+                update_mask=update_mask,
+                etag=etag,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def approve_manifest(
@@ -333,19 +548,31 @@ class IccService:
         request: _icc_service_pb2.ApproveManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        etag: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.ApproveManifestResponse:
         """Approves the manifest revision named by etag; the job moves to RENDERING.
         Errors: INVALID_ARGUMENT (empty job_id or etag), NOT_FOUND, FAILED_PRECONDITION (not
         AWAITING_APPROVAL), ABORTED (stale etag), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.ApproveManifest, build_request(_icc_service_pb2.ApproveManifestRequest, request, fields), timeout, metadata
+            self._stub.ApproveManifest,
+            _ICC_SERVICE_APPROVE_MANIFEST,
+            build_request(
+                _icc_service_pb2.ApproveManifestRequest,
+                request,
+                job_id=job_id,
+                etag=etag,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def approve_delivery(
@@ -353,18 +580,28 @@ class IccService:
         request: _icc_service_pb2.ApproveDeliveryRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.ApproveDeliveryResponse:
         """Approves the final cut of a job in AWAITING_FINAL_APPROVAL; the job is delivered.
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not AWAITING_FINAL_APPROVAL), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.ApproveDelivery, build_request(_icc_service_pb2.ApproveDeliveryRequest, request, fields), timeout, metadata
+            self._stub.ApproveDelivery,
+            _ICC_SERVICE_APPROVE_DELIVERY,
+            build_request(
+                _icc_service_pb2.ApproveDeliveryRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def request_revision(
@@ -372,20 +609,34 @@ class IccService:
         request: _icc_service_pb2.RequestRevisionRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        shot_ids: Iterable[str] | None = None,
+        notes: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.RequestRevisionResponse:
         """Asks for specific shots of the final cut to be rendered again with notes; only those shots are
         rendered again, and the job returns to AWAITING_FINAL_APPROVAL.
         Errors: INVALID_ARGUMENT (no shot ids, unknown shot ids, notes over 2,000 characters),
         NOT_FOUND, FAILED_PRECONDITION (not AWAITING_FINAL_APPROVAL), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.RequestRevision, build_request(_icc_service_pb2.RequestRevisionRequest, request, fields), timeout, metadata
+            self._stub.RequestRevision,
+            _ICC_SERVICE_REQUEST_REVISION,
+            build_request(
+                _icc_service_pb2.RequestRevisionRequest,
+                request,
+                job_id=job_id,
+                shot_ids=shot_ids,
+                notes=notes,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_brand_markers(
@@ -393,18 +644,29 @@ class IccService:
         request: _icc_service_pb2.GetBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.GetBrandMarkersResponse:
         """Returns a brand's cached consistency markers.
         Errors: INVALID_ARGUMENT (bad brand_id), NOT_FOUND (nothing cached, or expired), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetBrandMarkers, build_request(_icc_service_pb2.GetBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.GetBrandMarkers,
+            _ICC_SERVICE_GET_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.GetBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def update_brand_markers(
@@ -412,18 +674,30 @@ class IccService:
         request: _icc_service_pb2.UpdateBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
+        markers: _manifest_pb2.ConsistencyMarkers | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.UpdateBrandMarkersResponse:
         """Replaces a brand's cached consistency markers (kept for 7 days from now).
         Errors: INVALID_ARGUMENT (bad brand_id or markers: every violation listed), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.UpdateBrandMarkers, build_request(_icc_service_pb2.UpdateBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.UpdateBrandMarkers,
+            _ICC_SERVICE_UPDATE_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.UpdateBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+                markers=markers,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def invalidate_brand_markers(
@@ -431,18 +705,28 @@ class IccService:
         request: _icc_service_pb2.InvalidateBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.InvalidateBrandMarkersResponse:
         """Drops a brand's cached markers; the next job for the brand plans them again. Idempotent.
         Errors: INVALID_ARGUMENT (bad brand_id), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return self._caller.unary(
-            self._stub.InvalidateBrandMarkers, build_request(_icc_service_pb2.InvalidateBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.InvalidateBrandMarkers,
+            _ICC_SERVICE_INVALIDATE_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.InvalidateBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -465,16 +749,25 @@ class PresetService:
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _preset_service_pb2.ListPresetsResponse:
         """Lists every preset with its figures.
         Errors: UNAUTHENTICATED (missing, malformed, revoked or expired key).
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.ListPresets, build_request(_preset_service_pb2.ListPresetsRequest, request, fields), timeout, metadata
+            self._stub.ListPresets,
+            _PRESET_SERVICE_LIST_PRESETS,
+            build_request(
+                _preset_service_pb2.ListPresetsRequest,
+                request,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_preset(
@@ -482,19 +775,30 @@ class PresetService:
         request: _preset_service_pb2.GetPresetRequest | None = None,
         /,
         *,
+        preset_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _preset_service_pb2.GetPresetResponse:
         """Returns one preset.
         Errors: INVALID_ARGUMENT (empty preset_id), NOT_FOUND (unknown preset; the message lists the known ones),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetPreset, build_request(_preset_service_pb2.GetPresetRequest, request, fields), timeout, metadata
+            self._stub.GetPreset,
+            _PRESET_SERVICE_GET_PRESET,
+            build_request(
+                _preset_service_pb2.GetPresetRequest,
+                request,
+                preset_id=preset_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -516,9 +820,19 @@ class RenderService(RenderServiceMixin):
         request: _render_service_pb2.CreateJobRequest | None = None,
         /,
         *,
+        request_id: str | None = None,
+        preset_id: str | None = None,
+        brief: str | None = None,
+        brand_id: str | None = None,
+        duration_s: int | None = None,
+        aspect_ratio: _common_pb2.AspectRatio.ValueType | None = None,
+        language: str | None = None,
+        budget_micros: int | None = None,
+        auto_approve: bool | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.CreateJobResponse:
         """Creates a job from a brief; it starts in QUEUED and the pipeline takes it from there.
         Idempotent by request_id: the same request_id with the same request returns the same job (also
@@ -529,11 +843,31 @@ class RenderService(RenderServiceMixin):
         RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
+        An empty request_id is filled with a random one before the first attempt.
         """
         return self._caller.unary(
-            self._stub.CreateJob, build_request(_render_service_pb2.CreateJobRequest, request, fields), timeout, metadata
+            self._stub.CreateJob,
+            _RENDER_SERVICE_CREATE_JOB,
+            build_request(
+                _render_service_pb2.CreateJobRequest,
+                request,
+                request_id=request_id,
+                preset_id=preset_id,
+                brief=brief,
+                brand_id=brand_id,
+                duration_s=duration_s,
+                aspect_ratio=aspect_ratio,
+                language=language,
+                budget_micros=budget_micros,
+                auto_approve=auto_approve,
+                labels=labels,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def get_job(
@@ -541,18 +875,29 @@ class RenderService(RenderServiceMixin):
         request: _render_service_pb2.GetJobRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.GetJobResponse:
         """Returns a job.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.GetJob, build_request(_render_service_pb2.GetJobRequest, request, fields), timeout, metadata
+            self._stub.GetJob,
+            _RENDER_SERVICE_GET_JOB,
+            build_request(
+                _render_service_pb2.GetJobRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def list_jobs(
@@ -560,19 +905,38 @@ class RenderService(RenderServiceMixin):
         request: _render_service_pb2.ListJobsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        states: Iterable[_job_pb2.JobState.ValueType] | None = None,
+        preset_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.ListJobsResponse:
         """Lists the tenant's jobs, newest first, in stable pages.
         Errors: INVALID_ARGUMENT (page_size out of 0–100, bad page_token, unknown filter values),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.ListJobs, build_request(_render_service_pb2.ListJobsRequest, request, fields), timeout, metadata
+            self._stub.ListJobs,
+            _RENDER_SERVICE_LIST_JOBS,
+            build_request(
+                _render_service_pb2.ListJobsRequest,
+                request,
+                page_size=page_size,
+                page_token=page_token,
+                states=states,
+                preset_id=preset_id,
+                labels=labels,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     def cancel_job(
@@ -580,20 +944,33 @@ class RenderService(RenderServiceMixin):
         request: _render_service_pb2.CancelJobRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        reason: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.CancelJobResponse:
         """Cancels a job at any stage before delivery; only work already done is billed.
         Cancelling a cancelled job returns it unchanged.
         Errors: INVALID_ARGUMENT (empty job_id, reason over 500 characters), NOT_FOUND,
         FAILED_PRECONDITION (already DELIVERED or FAILED), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return self._caller.unary(
-            self._stub.CancelJob, build_request(_render_service_pb2.CancelJobRequest, request, fields), timeout, metadata
+            self._stub.CancelJob,
+            _RENDER_SERVICE_CANCEL_JOB,
+            build_request(
+                _render_service_pb2.CancelJobRequest,
+                request,
+                job_id=job_id,
+                reason=reason,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -613,18 +990,36 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.CreateTenantRequest | None = None,
         /,
         *,
+        name: str | None = None,
+        tier: _common_pb2.Tier.ValueType | None = None,
+        monthly_budget_micros: int | None = None,
+        trial: _admin_service_pb2.Trial | None = None,
+        job_quota: int | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.CreateTenantResponse:
         """Creates a tenant.
         Errors: INVALID_ARGUMENT (empty or long name, unspecified tier, bad budget/trial), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.CreateTenant, build_request(_admin_service_pb2.CreateTenantRequest, request, fields), timeout, metadata
+            self._stub.CreateTenant,
+            _ADMIN_SERVICE_CREATE_TENANT,
+            build_request(
+                _admin_service_pb2.CreateTenantRequest,
+                request,
+                name=name,
+                tier=tier,
+                monthly_budget_micros=monthly_budget_micros,
+                trial=trial,
+                job_quota=job_quota,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_tenant(
@@ -632,18 +1027,29 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.GetTenantRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.GetTenantResponse:
         """Returns a tenant.
         Errors: INVALID_ARGUMENT (empty tenant_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetTenant, build_request(_admin_service_pb2.GetTenantRequest, request, fields), timeout, metadata
+            self._stub.GetTenant,
+            _ADMIN_SERVICE_GET_TENANT,
+            build_request(
+                _admin_service_pb2.GetTenantRequest,
+                request,
+                tenant_id=tenant_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def list_tenants(
@@ -651,18 +1057,31 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.ListTenantsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        page_token: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.ListTenantsResponse:
         """Lists tenants, oldest first.
         Errors: INVALID_ARGUMENT (page_size over 100, bad page_token), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.ListTenants, build_request(_admin_service_pb2.ListTenantsRequest, request, fields), timeout, metadata
+            self._stub.ListTenants,
+            _ADMIN_SERVICE_LIST_TENANTS,
+            build_request(
+                _admin_service_pb2.ListTenantsRequest,
+                request,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def update_tenant(
@@ -670,18 +1089,30 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.UpdateTenantRequest | None = None,
         /,
         *,
+        tenant: _admin_service_pb2.Tenant | None = None,
+        update_mask: _field_mask_pb2.FieldMask | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.UpdateTenantResponse:
         """Changes a tenant's name, tier, budget or trial; effective immediately.
         Errors: INVALID_ARGUMENT (empty/unknown mask paths, bad values), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.UpdateTenant, build_request(_admin_service_pb2.UpdateTenantRequest, request, fields), timeout, metadata
+            self._stub.UpdateTenant,
+            _ADMIN_SERVICE_UPDATE_TENANT,
+            build_request(
+                _admin_service_pb2.UpdateTenantRequest,
+                request,
+                tenant=tenant,
+                update_mask=update_mask,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def create_api_key(
@@ -689,19 +1120,35 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.CreateApiKeyRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
+        mode: _admin_service_pb2.ApiKeyMode.ValueType | None = None,
+        name: str | None = None,
+        expire_time: _timestamp_pb2.Timestamp | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.CreateApiKeyResponse:
         """Creates an API key and returns its secret, shown only this once.
         Errors: INVALID_ARGUMENT (empty tenant_id, unspecified mode, long name, expiry in the past),
         NOT_FOUND (tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.CreateApiKey, build_request(_admin_service_pb2.CreateApiKeyRequest, request, fields), timeout, metadata
+            self._stub.CreateApiKey,
+            _ADMIN_SERVICE_CREATE_API_KEY,
+            build_request(
+                _admin_service_pb2.CreateApiKeyRequest,
+                request,
+                tenant_id=tenant_id,
+                mode=mode,
+                name=name,
+                expire_time=expire_time,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def list_api_keys(
@@ -709,18 +1156,29 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
+        tenant_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.ListApiKeysResponse:
         """Lists a tenant's keys: prefix and metadata only, never the secret.
         Errors: INVALID_ARGUMENT (empty tenant_id), NOT_FOUND (tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.ListApiKeys, build_request(_admin_service_pb2.ListApiKeysRequest, request, fields), timeout, metadata
+            self._stub.ListApiKeys,
+            _ADMIN_SERVICE_LIST_API_KEYS,
+            build_request(
+                _admin_service_pb2.ListApiKeysRequest,
+                request,
+                tenant_id=tenant_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def revoke_api_key(
@@ -728,18 +1186,28 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.RevokeApiKeyRequest | None = None,
         /,
         *,
+        key_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.RevokeApiKeyResponse:
         """Revokes a key, effective immediately. Revoking a revoked key returns it unchanged.
         Errors: INVALID_ARGUMENT (empty key_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.RevokeApiKey, build_request(_admin_service_pb2.RevokeApiKeyRequest, request, fields), timeout, metadata
+            self._stub.RevokeApiKey,
+            _ADMIN_SERVICE_REVOKE_API_KEY,
+            build_request(
+                _admin_service_pb2.RevokeApiKeyRequest,
+                request,
+                key_id=key_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def rotate_api_key(
@@ -747,20 +1215,32 @@ class AsyncAdminService(AsyncAdminServiceMixin):
         request: _admin_service_pb2.RotateApiKeyRequest | None = None,
         /,
         *,
+        key_id: str | None = None,
+        expire_time: _timestamp_pb2.Timestamp | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _admin_service_pb2.RotateApiKeyResponse:
         """Rotates a key: creates a new key with the same tenant, mode and name (and the given expiry) and
         revokes the old one at once. Returns the new secret, shown only this once.
         Errors: INVALID_ARGUMENT (empty key_id, expiry in the past), NOT_FOUND, FAILED_PRECONDITION (the
         key is already revoked), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.RotateApiKey, build_request(_admin_service_pb2.RotateApiKeyRequest, request, fields), timeout, metadata
+            self._stub.RotateApiKey,
+            _ADMIN_SERVICE_ROTATE_API_KEY,
+            build_request(
+                _admin_service_pb2.RotateApiKeyRequest,
+                request,
+                key_id=key_id,
+                expire_time=expire_time,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -781,20 +1261,41 @@ class AsyncCostEstimatorService:
         request: _cost_estimator_service_pb2.EstimateCostRequest | None = None,
         /,
         *,
+        preset_id: str | None = None,
+        duration_s: int | None = None,
+        brief: str | None = None,
+        brand_id: str | None = None,
+        budget_micros: int | None = None,
+        shots: Iterable[_manifest_pb2.Shot] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.EstimateCostResponse:
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
         manifest; BadRequest lists every violation), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.EstimateCost, build_request(_cost_estimator_service_pb2.EstimateCostRequest, request, fields), timeout, metadata
+            self._stub.EstimateCost,
+            _COST_ESTIMATOR_SERVICE_ESTIMATE_COST,
+            build_request(
+                _cost_estimator_service_pb2.EstimateCostRequest,
+                request,
+                preset_id=preset_id,
+                duration_s=duration_s,
+                brief=brief,
+                brand_id=brand_id,
+                budget_micros=budget_micros,
+                shots=shots,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_job_costs(
@@ -802,19 +1303,30 @@ class AsyncCostEstimatorService:
         request: _cost_estimator_service_pb2.GetJobCostsRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.GetJobCostsResponse:
         """Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
         amounts. The report is certified (final) once the job is terminal.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job for this tenant), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetJobCosts, build_request(_cost_estimator_service_pb2.GetJobCostsRequest, request, fields), timeout, metadata
+            self._stub.GetJobCosts,
+            _COST_ESTIMATOR_SERVICE_GET_JOB_COSTS,
+            build_request(
+                _cost_estimator_service_pb2.GetJobCostsRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_usage(
@@ -824,17 +1336,26 @@ class AsyncCostEstimatorService:
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _cost_estimator_service_pb2.GetUsageResponse:
         """Returns the tenant's month-to-date usage (UTC calendar month) for the calling key's mode: live
         keys see the live ledger, test keys the sandbox ledger.
         Errors: UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetUsage, build_request(_cost_estimator_service_pb2.GetUsageRequest, request, fields), timeout, metadata
+            self._stub.GetUsage,
+            _COST_ESTIMATOR_SERVICE_GET_USAGE,
+            build_request(
+                _cost_estimator_service_pb2.GetUsageRequest,
+                request,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -856,19 +1377,30 @@ class AsyncIccService:
         request: _icc_service_pb2.GetManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.GetManifestResponse:
         """Returns the manifest with its revision, etag, the fields editable now and its edit history.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND (no such job, or no manifest yet: still
         QUEUED/PLANNING), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetManifest, build_request(_icc_service_pb2.GetManifestRequest, request, fields), timeout, metadata
+            self._stub.GetManifest,
+            _ICC_SERVICE_GET_MANIFEST,
+            build_request(
+                _icc_service_pb2.GetManifestRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def update_manifest(
@@ -876,9 +1408,13 @@ class AsyncIccService:
         request: _icc_service_pb2.UpdateManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        manifest: _manifest_pb2.Manifest | None = None,
+        update_mask: _field_mask_pb2.FieldMask | None = None,
+        etag: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.UpdateManifestResponse:
         """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
         Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
@@ -886,11 +1422,23 @@ class AsyncIccService:
         violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
         exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.UpdateManifest, build_request(_icc_service_pb2.UpdateManifestRequest, request, fields), timeout, metadata
+            self._stub.UpdateManifest,
+            _ICC_SERVICE_UPDATE_MANIFEST,
+            build_request(
+                _icc_service_pb2.UpdateManifestRequest,
+                request,
+                job_id=job_id,
+                manifest=manifest,
+                update_mask=update_mask,
+                etag=etag,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def approve_manifest(
@@ -898,19 +1446,31 @@ class AsyncIccService:
         request: _icc_service_pb2.ApproveManifestRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        etag: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.ApproveManifestResponse:
         """Approves the manifest revision named by etag; the job moves to RENDERING.
         Errors: INVALID_ARGUMENT (empty job_id or etag), NOT_FOUND, FAILED_PRECONDITION (not
         AWAITING_APPROVAL), ABORTED (stale etag), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.ApproveManifest, build_request(_icc_service_pb2.ApproveManifestRequest, request, fields), timeout, metadata
+            self._stub.ApproveManifest,
+            _ICC_SERVICE_APPROVE_MANIFEST,
+            build_request(
+                _icc_service_pb2.ApproveManifestRequest,
+                request,
+                job_id=job_id,
+                etag=etag,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def approve_delivery(
@@ -918,18 +1478,28 @@ class AsyncIccService:
         request: _icc_service_pb2.ApproveDeliveryRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.ApproveDeliveryResponse:
         """Approves the final cut of a job in AWAITING_FINAL_APPROVAL; the job is delivered.
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not AWAITING_FINAL_APPROVAL), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.ApproveDelivery, build_request(_icc_service_pb2.ApproveDeliveryRequest, request, fields), timeout, metadata
+            self._stub.ApproveDelivery,
+            _ICC_SERVICE_APPROVE_DELIVERY,
+            build_request(
+                _icc_service_pb2.ApproveDeliveryRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def request_revision(
@@ -937,20 +1507,34 @@ class AsyncIccService:
         request: _icc_service_pb2.RequestRevisionRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        shot_ids: Iterable[str] | None = None,
+        notes: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.RequestRevisionResponse:
         """Asks for specific shots of the final cut to be rendered again with notes; only those shots are
         rendered again, and the job returns to AWAITING_FINAL_APPROVAL.
         Errors: INVALID_ARGUMENT (no shot ids, unknown shot ids, notes over 2,000 characters),
         NOT_FOUND, FAILED_PRECONDITION (not AWAITING_FINAL_APPROVAL), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.RequestRevision, build_request(_icc_service_pb2.RequestRevisionRequest, request, fields), timeout, metadata
+            self._stub.RequestRevision,
+            _ICC_SERVICE_REQUEST_REVISION,
+            build_request(
+                _icc_service_pb2.RequestRevisionRequest,
+                request,
+                job_id=job_id,
+                shot_ids=shot_ids,
+                notes=notes,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_brand_markers(
@@ -958,18 +1542,29 @@ class AsyncIccService:
         request: _icc_service_pb2.GetBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.GetBrandMarkersResponse:
         """Returns a brand's cached consistency markers.
         Errors: INVALID_ARGUMENT (bad brand_id), NOT_FOUND (nothing cached, or expired), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetBrandMarkers, build_request(_icc_service_pb2.GetBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.GetBrandMarkers,
+            _ICC_SERVICE_GET_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.GetBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def update_brand_markers(
@@ -977,18 +1572,30 @@ class AsyncIccService:
         request: _icc_service_pb2.UpdateBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
+        markers: _manifest_pb2.ConsistencyMarkers | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.UpdateBrandMarkersResponse:
         """Replaces a brand's cached consistency markers (kept for 7 days from now).
         Errors: INVALID_ARGUMENT (bad brand_id or markers: every violation listed), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.UpdateBrandMarkers, build_request(_icc_service_pb2.UpdateBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.UpdateBrandMarkers,
+            _ICC_SERVICE_UPDATE_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.UpdateBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+                markers=markers,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def invalidate_brand_markers(
@@ -996,18 +1603,28 @@ class AsyncIccService:
         request: _icc_service_pb2.InvalidateBrandMarkersRequest | None = None,
         /,
         *,
+        brand_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _icc_service_pb2.InvalidateBrandMarkersResponse:
         """Drops a brand's cached markers; the next job for the brand plans them again. Idempotent.
         Errors: INVALID_ARGUMENT (bad brand_id), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
         """
         return await self._caller.unary(
-            self._stub.InvalidateBrandMarkers, build_request(_icc_service_pb2.InvalidateBrandMarkersRequest, request, fields), timeout, metadata
+            self._stub.InvalidateBrandMarkers,
+            _ICC_SERVICE_INVALIDATE_BRAND_MARKERS,
+            build_request(
+                _icc_service_pb2.InvalidateBrandMarkersRequest,
+                request,
+                brand_id=brand_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -1030,16 +1647,25 @@ class AsyncPresetService:
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _preset_service_pb2.ListPresetsResponse:
         """Lists every preset with its figures.
         Errors: UNAUTHENTICATED (missing, malformed, revoked or expired key).
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.ListPresets, build_request(_preset_service_pb2.ListPresetsRequest, request, fields), timeout, metadata
+            self._stub.ListPresets,
+            _PRESET_SERVICE_LIST_PRESETS,
+            build_request(
+                _preset_service_pb2.ListPresetsRequest,
+                request,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_preset(
@@ -1047,19 +1673,30 @@ class AsyncPresetService:
         request: _preset_service_pb2.GetPresetRequest | None = None,
         /,
         *,
+        preset_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _preset_service_pb2.GetPresetResponse:
         """Returns one preset.
         Errors: INVALID_ARGUMENT (empty preset_id), NOT_FOUND (unknown preset; the message lists the known ones),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetPreset, build_request(_preset_service_pb2.GetPresetRequest, request, fields), timeout, metadata
+            self._stub.GetPreset,
+            _PRESET_SERVICE_GET_PRESET,
+            build_request(
+                _preset_service_pb2.GetPresetRequest,
+                request,
+                preset_id=preset_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
 
@@ -1081,9 +1718,19 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         request: _render_service_pb2.CreateJobRequest | None = None,
         /,
         *,
+        request_id: str | None = None,
+        preset_id: str | None = None,
+        brief: str | None = None,
+        brand_id: str | None = None,
+        duration_s: int | None = None,
+        aspect_ratio: _common_pb2.AspectRatio.ValueType | None = None,
+        language: str | None = None,
+        budget_micros: int | None = None,
+        auto_approve: bool | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.CreateJobResponse:
         """Creates a job from a brief; it starts in QUEUED and the pipeline takes it from there.
         Idempotent by request_id: the same request_id with the same request returns the same job (also
@@ -1094,11 +1741,31 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
+        An empty request_id is filled with a random one before the first attempt.
         """
         return await self._caller.unary(
-            self._stub.CreateJob, build_request(_render_service_pb2.CreateJobRequest, request, fields), timeout, metadata
+            self._stub.CreateJob,
+            _RENDER_SERVICE_CREATE_JOB,
+            build_request(
+                _render_service_pb2.CreateJobRequest,
+                request,
+                request_id=request_id,
+                preset_id=preset_id,
+                brief=brief,
+                brand_id=brand_id,
+                duration_s=duration_s,
+                aspect_ratio=aspect_ratio,
+                language=language,
+                budget_micros=budget_micros,
+                auto_approve=auto_approve,
+                labels=labels,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def get_job(
@@ -1106,18 +1773,29 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         request: _render_service_pb2.GetJobRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.GetJobResponse:
         """Returns a job.
         Errors: INVALID_ARGUMENT (empty job_id), NOT_FOUND, UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.GetJob, build_request(_render_service_pb2.GetJobRequest, request, fields), timeout, metadata
+            self._stub.GetJob,
+            _RENDER_SERVICE_GET_JOB,
+            build_request(
+                _render_service_pb2.GetJobRequest,
+                request,
+                job_id=job_id,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def list_jobs(
@@ -1125,19 +1803,38 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         request: _render_service_pb2.ListJobsRequest | None = None,
         /,
         *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        states: Iterable[_job_pb2.JobState.ValueType] | None = None,
+        preset_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.ListJobsResponse:
         """Lists the tenant's jobs, newest first, in stable pages.
         Errors: INVALID_ARGUMENT (page_size out of 0–100, bad page_token, unknown filter values),
         UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.ListJobs, build_request(_render_service_pb2.ListJobsRequest, request, fields), timeout, metadata
+            self._stub.ListJobs,
+            _RENDER_SERVICE_LIST_JOBS,
+            build_request(
+                _render_service_pb2.ListJobsRequest,
+                request,
+                page_size=page_size,
+                page_token=page_token,
+                states=states,
+                preset_id=preset_id,
+                labels=labels,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
 
     async def cancel_job(
@@ -1145,18 +1842,31 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         request: _render_service_pb2.CancelJobRequest | None = None,
         /,
         *,
+        job_id: str | None = None,
+        reason: str | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
-        **fields: Any,
+        retry: RetryPolicy | None = None,
     ) -> _render_service_pb2.CancelJobResponse:
         """Cancels a job at any stage before delivery; only work already done is billed.
         Cancelling a cancelled job returns it unchanged.
         Errors: INVALID_ARGUMENT (empty job_id, reason over 500 characters), NOT_FOUND,
         FAILED_PRECONDITION (already DELIVERED or FAILED), UNAUTHENTICATED.
 
-        Pass the request message, or its fields as keyword arguments.
+        Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
+        Safe to repeat: retried on UNAVAILABLE (see RetryPolicy).
         """
         return await self._caller.unary(
-            self._stub.CancelJob, build_request(_render_service_pb2.CancelJobRequest, request, fields), timeout, metadata
+            self._stub.CancelJob,
+            _RENDER_SERVICE_CANCEL_JOB,
+            build_request(
+                _render_service_pb2.CancelJobRequest,
+                request,
+                job_id=job_id,
+                reason=reason,
+            ),
+            timeout,
+            metadata,
+            retry,
         )
