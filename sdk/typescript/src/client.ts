@@ -240,7 +240,15 @@ function attemptHook(onAttempt: (info: AttemptInfo) => void): Interceptor {
       report(undefined);
       return res;
     }
-    // A stream's outcome is known when its messages end.
+    // A stream's outcome is known when its messages end or fail. Connect does not pass on the
+    // reader's return(): a stream the caller stops reading ends by its signal (reported CANCELLED).
+    let done = false;
+    const onAbort = (): void => {
+      if (done) return;
+      done = true;
+      report(req.signal.reason ?? new ConnectError("the caller stopped reading the stream", Code.Canceled));
+    };
+    req.signal.addEventListener("abort", onAbort, { once: true });
     const messages = res.message;
     return {
       ...res,
@@ -248,10 +256,18 @@ function attemptHook(onAttempt: (info: AttemptInfo) => void): Interceptor {
         try {
           yield* messages;
         } catch (e) {
-          report(e);
+          if (!done) {
+            done = true;
+            report(e);
+          }
           throw e;
+        } finally {
+          req.signal.removeEventListener("abort", onAbort);
+          if (!done) {
+            done = true;
+            report(undefined);
+          }
         }
-        report(undefined);
       })(),
     };
   };
