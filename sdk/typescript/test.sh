@@ -5,7 +5,8 @@
 # and CommonJS entries), starts a real server and runs the unit tests, the server tests and the
 # conformance scenario, then the fault tests (server restarts, a rate-limited tenant, deadlines),
 # and finally installs the TARBALL into a fresh npm project outside the repository and runs a
-# quickstart there with `import` and with `require`, and type-checks an ESM and a CJS consumer.
+# quickstart there with `import` and with `require`, and type-checks an ESM and a CJS consumer and
+# the README's complete snippets.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -91,7 +92,8 @@ cp package-test/quickstart.mjs package-test/quickstart.cjs package-test/typed.ts
   [ ! -L node_modules/@aiprod/sdk ] || { echo "installed as a symlink" >&2; exit 1; }
   node quickstart.mjs
   node quickstart.cjs
+  node "$here/package-test/readme-snippets.mjs" "$here/README.md"
   "$here/node_modules/.bin/tsc" -p tsconfig.json
-  echo "typescript consumers (ESM and CommonJS) type-check against the tarball's declarations"
+  echo "typescript consumers (ESM, CommonJS, the README's snippets) type-check against the tarball's declarations"
 )
 echo "== typescript SDK: all tests passed"
