@@ -3,6 +3,7 @@ import {
   Code,
   ConnectError,
   createClient,
+  createContextValues,
   type CallOptions,
   type Client,
   type Interceptor,
@@ -20,6 +21,16 @@ import {
   type ReadResourceOptions,
 } from "./download.js";
 import { AiprodError } from "./errors.js";
+import {
+  attemptKey,
+  backoffMs,
+  DEFAULT_RETRY,
+  shouldRetry,
+  sleep,
+  type AttemptInfo,
+  type RetryOptions,
+} from "./retry.js";
+import { USER_AGENT } from "./version.js";
 import {
   AdminService,
   type ListTenantsRequestSchema,
@@ -61,9 +72,29 @@ export interface AiprodClientOptions {
    * 0 or Infinity disables it. Streams (WatchJob) have no default deadline.
    */
   defaultTimeoutMs?: number;
-  /** Extra interceptors, run after the SDK's authorization interceptor. */
+  /**
+   * Extra Connect interceptors, run after the SDK's own (authorization, user-agent, hook). They see
+   * every attempt: `req.contextValues.get(attemptKey)` is its number (1, 2, …).
+   */
   interceptors?: Interceptor[];
-  /** Node HTTP/2 session options, e.g. TLS `ca`/`cert`/`key` for https endpoints. */
+  /**
+   * The logging hook: called after every attempt of every call (unary attempts, and each WatchJob
+   * or ByteStream stream when it ends) with the method, attempt number, code and duration.
+   * It must not throw.
+   */
+  onAttempt?: (info: AttemptInfo) => void;
+  /**
+   * The retry policy of unary calls (default: 5 attempts, backoff 100 ms doubling up to 5 s with
+   * full jitter). Always bounded by the call's deadline.
+   */
+  retry?: RetryOptions;
+  /**
+   * PEM certificate(s) of the CA(s) to trust for an `https://` endpoint instead of the default
+   * roots (Node's bundled Mozilla roots plus NODE_EXTRA_CA_CERTS, or the OS store with
+   * `--use-system-ca`).
+   */
+  caPem?: string | Buffer;
+  /** Node HTTP/2 session options, e.g. TLS `cert`/`key` for mTLS, `servername`. */
   nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
   /** Default reconnect policy of {@link AiprodClient.watchJob}. */
   watch?: Omit<WatchJobOptions, "afterSequence" | "signal">;
@@ -83,15 +114,60 @@ type ListTenantsInit = MessageInitShape<typeof ListTenantsRequestSchema>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyFn = (...args: any[]) => any;
 
-function withDeadline(options: CallOptions | undefined, defaultTimeoutMs: number | undefined): CallOptions {
+/** The deadline of a call in ms: its own `timeoutMs`, else the default; undefined when none. */
+function timeoutOf(options: CallOptions | undefined, defaultTimeoutMs: number | undefined): number | undefined {
   const timeoutMs = options?.timeoutMs ?? defaultTimeoutMs;
+  return timeoutMs === undefined || timeoutMs <= 0 || !Number.isFinite(timeoutMs) ? undefined : timeoutMs;
+}
+
+function withAttempt(options: CallOptions | undefined, attempt: number, timeoutMs: number | undefined): CallOptions {
   const out: CallOptions = { ...options };
-  if (timeoutMs === undefined || timeoutMs <= 0 || !Number.isFinite(timeoutMs)) {
-    delete out.timeoutMs;
-  } else {
-    out.timeoutMs = timeoutMs;
-  }
+  if (timeoutMs === undefined) delete out.timeoutMs;
+  else out.timeoutMs = timeoutMs;
+  out.contextValues = (options?.contextValues ?? createContextValues()).set(attemptKey, attempt);
   return out;
+}
+
+function deadlineExceeded(timeoutMs: number, last: AiprodError | undefined): AiprodError {
+  const why = last === undefined ? "" : ` (last attempt: ${last.message})`;
+  return new AiprodError(Code.DeadlineExceeded, `deadline of ${timeoutMs} ms exceeded${why}`, { cause: last });
+}
+
+/**
+ * One unary call with the SDK's retry policy (sdk/PRODUCTION.md): retries UNAVAILABLE for
+ * repeatable methods and RESOURCE_EXHAUSTED with RetryInfo for any, with full-jitter backoff,
+ * within `maxAttempts` and the call's deadline, which bounds every attempt and every wait.
+ */
+async function callWithRetry(
+  call: AnyFn,
+  methodName: string,
+  request: unknown,
+  options: CallOptions | undefined,
+  defaultTimeoutMs: number | undefined,
+  policy: Required<RetryOptions>,
+): Promise<unknown> {
+  const timeoutMs = timeoutOf(options, defaultTimeoutMs);
+  const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  const signal = options?.signal;
+  let last: AiprodError | undefined;
+  for (let attempt = 1; ; attempt++) {
+    const remaining = deadline === undefined ? undefined : Math.ceil(deadline - Date.now());
+    if (remaining !== undefined && remaining <= 0) throw deadlineExceeded(timeoutMs!, last);
+    try {
+      return await call(request, withAttempt(options, attempt, remaining));
+    } catch (e) {
+      last = AiprodError.from(e);
+    }
+    if (signal?.aborted || attempt >= policy.maxAttempts || !shouldRetry(methodName, last)) throw last;
+    const wait = backoffMs(attempt, policy, last.retryDelayMs);
+    // A wait that would end past the deadline cannot help: report the failure now.
+    if (deadline !== undefined && Date.now() + wait >= deadline) throw last;
+    try {
+      await sleep(wait, signal);
+    } catch {
+      throw AiprodError.from(signal?.reason ?? last);
+    }
+  }
 }
 
 async function* convertStreamErrors<T>(stream: AsyncIterable<T>): AsyncGenerator<T, void, undefined> {
@@ -103,13 +179,15 @@ async function* convertStreamErrors<T>(stream: AsyncIterable<T>): AsyncGenerator
 }
 
 /**
- * Creates a client of one service whose calls throw {@link AiprodError} and whose unary calls have
- * the default deadline.
+ * Creates a client of one service whose calls throw {@link AiprodError}, whose unary calls have
+ * the default deadline and are retried by the SDK's policy. CreateJob gets a random request_id
+ * when the caller left it empty, before the first attempt, so every retry carries the same one.
  */
 function wrapService<T extends DescService>(
   service: T,
   transport: Transport,
   defaultTimeoutMs: number | undefined,
+  policy: Required<RetryOptions>,
 ): Client<T> {
   const raw = createClient(service, transport) as unknown as Record<string, AnyFn>;
   const wrapped: Record<string, AnyFn> = {};
@@ -117,24 +195,82 @@ function wrapService<T extends DescService>(
     const call = raw[method.localName];
     if (call === undefined) continue;
     switch (method.methodKind) {
-      case "unary":
-        wrapped[method.localName] = async (request: unknown, options?: CallOptions): Promise<unknown> => {
-          try {
-            return await call(request, withDeadline(options, defaultTimeoutMs));
-          } catch (e) {
-            throw AiprodError.from(e);
-          }
+      case "unary": {
+        const fillRequestId = service.typeName === RenderService.typeName && method.name === "CreateJob";
+        wrapped[method.localName] = (request: Record<string, unknown> | undefined, options?: CallOptions) => {
+          if (fillRequestId && !request?.["requestId"]) request = { ...request, requestId: globalThis.crypto.randomUUID() };
+          return callWithRetry(call, method.name, request, options, defaultTimeoutMs, policy);
         };
         break;
+      }
       case "server_streaming":
         wrapped[method.localName] = (request: unknown, options?: CallOptions) =>
-          convertStreamErrors(call(request, withDeadline(options, undefined)) as AsyncIterable<unknown>);
+          convertStreamErrors(call(request, withAttempt(options, options?.contextValues?.get(attemptKey) ?? 1, timeoutOf(options, undefined))) as AsyncIterable<unknown>);
         break;
       default:
         wrapped[method.localName] = call;
     }
   }
   return wrapped as Client<T>;
+}
+
+/** The interceptor behind {@link AiprodClientOptions.onAttempt}: times every attempt and reports its outcome. */
+function attemptHook(onAttempt: (info: AttemptInfo) => void): Interceptor {
+  return (next) => async (req) => {
+    const started = performance.now();
+    const report = (error: unknown): void => {
+      const err = error === undefined ? undefined : AiprodError.from(error);
+      onAttempt({
+        service: req.service.typeName,
+        method: req.method.name,
+        attempt: req.contextValues.get(attemptKey),
+        code: err?.codeName ?? "OK",
+        durationMs: performance.now() - started,
+        ...(err === undefined ? {} : { error: err }),
+      });
+    };
+    let res;
+    try {
+      res = await next(req);
+    } catch (e) {
+      report(e);
+      throw e;
+    }
+    if (!res.stream) {
+      report(undefined);
+      return res;
+    }
+    // A stream's outcome is known when its messages end or fail. Connect does not pass on the
+    // reader's return(): a stream the caller stops reading ends by its signal (reported CANCELLED).
+    let done = false;
+    const onAbort = (): void => {
+      if (done) return;
+      done = true;
+      report(req.signal.reason ?? new ConnectError("the caller stopped reading the stream", Code.Canceled));
+    };
+    req.signal.addEventListener("abort", onAbort, { once: true });
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (e) {
+          if (!done) {
+            done = true;
+            report(e);
+          }
+          throw e;
+        } finally {
+          req.signal.removeEventListener("abort", onAbort);
+          if (!done) {
+            done = true;
+            report(undefined);
+          }
+        }
+      })(),
+    };
+  };
 }
 
 /**
@@ -176,15 +312,25 @@ export class AiprodClient {
       }
       return next(req);
     };
-    const interceptors = [auth, ...(options.interceptors ?? [])];
+    // The SDK's name and version first, then the transport's own ("connect-es/…").
+    const userAgent: Interceptor = (next) => (req) => {
+      const own = req.header.get("user-agent");
+      req.header.set("user-agent", own ? `${USER_AGENT} ${own}` : USER_AGENT);
+      return next(req);
+    };
+    const interceptors = [auth, userAgent];
+    if (options.onAttempt !== undefined) interceptors.push(attemptHook(options.onAttempt));
+    interceptors.push(...(options.interceptors ?? []));
+    const nodeOptions = options.caPem === undefined ? options.nodeOptions : { ...options.nodeOptions, ca: options.caPem };
     if (options.transport !== undefined) {
       this.sessionManager = undefined;
       this.transport = options.transport(interceptors);
     } else {
       this.sessionManager = new Http2SessionManager(
         endpoint,
-        { pingIntervalMs: 30_000, pingTimeoutMs: 15_000, idleConnectionTimeoutMs: 5 * 60_000 },
-        options.nodeOptions,
+        // Keepalive: a PING every 30 s while calls are open; no answer within 10 s drops the connection.
+        { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, idleConnectionTimeoutMs: 5 * 60_000 },
+        nodeOptions,
       );
       this.transport = createGrpcTransport({
         baseUrl: endpoint,
@@ -193,12 +339,13 @@ export class AiprodClient {
       });
     }
     const transport = this.transport;
-    this.presets = wrapService(PresetService, transport, defaultTimeoutMs);
-    this.costs = wrapService(CostEstimatorService, transport, defaultTimeoutMs);
-    this.render = wrapService(RenderService, transport, defaultTimeoutMs);
-    this.icc = wrapService(IccService, transport, defaultTimeoutMs);
-    this.admin = wrapService(AdminService, transport, defaultTimeoutMs);
-    this.bytestream = wrapService(ByteStream, transport, defaultTimeoutMs);
+    const policy = { ...DEFAULT_RETRY, ...options.retry };
+    this.presets = wrapService(PresetService, transport, defaultTimeoutMs, policy);
+    this.costs = wrapService(CostEstimatorService, transport, defaultTimeoutMs, policy);
+    this.render = wrapService(RenderService, transport, defaultTimeoutMs, policy);
+    this.icc = wrapService(IccService, transport, defaultTimeoutMs, policy);
+    this.admin = wrapService(AdminService, transport, defaultTimeoutMs, policy);
+    this.bytestream = wrapService(ByteStream, transport, defaultTimeoutMs, policy);
     this.watchDefaults = options.watch ?? {};
   }
 
@@ -213,7 +360,8 @@ export class AiprodClient {
    * ```
    */
   watchJob(jobId: string, options: WatchJobOptions = {}): AsyncGenerator<JobEvent, void, undefined> {
-    const open: OpenWatchStream = (request, signal) => this.render.watchJob(request, { signal });
+    const open: OpenWatchStream = (request, signal, attempt) =>
+      this.render.watchJob(request, { signal, contextValues: createContextValues().set(attemptKey, attempt) });
     const checkFinished: CheckFinished = async (id, afterSequence) => {
       const { job } = await this.render.getJob({ jobId: id });
       return job !== undefined && isTerminalState(job.state) && job.lastSequence <= afterSequence;

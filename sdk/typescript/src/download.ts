@@ -4,7 +4,8 @@ import { dirname } from "node:path";
 import { Code } from "@connectrpc/connect";
 import { AiprodError } from "./errors.js";
 import { JobState, type Job, type VideoArtifact } from "./gen/aiprod/v1/job_pb.js";
-import { cancelled, isResumableError, sleep } from "./watch.js";
+import { sleep } from "./retry.js";
+import { cancelled, isResumableError } from "./watch.js";
 
 /** The retry policy of {@link AiprodClient.readResource} and the downloads. */
 export interface ReadRetryOptions {

@@ -55,6 +55,14 @@ export interface PreconditionViolation {
   description: string;
 }
 
+/** The resource an error is about (from google.rpc.ResourceInfo). */
+export interface ResourceInfoDetail {
+  resourceType: string;
+  resourceName: string;
+  owner: string;
+  description: string;
+}
+
 /** A quota or limit that was hit (from google.rpc.QuotaFailure). */
 export interface QuotaViolation {
   subject: string;
@@ -124,6 +132,8 @@ export class AiprodError extends Error {
   readonly quotaFailures: QuotaViolation[];
   /** The ErrorInfo detail, if any. */
   readonly errorInfo: ErrorInfoDetail | undefined;
+  /** The ResourceInfo detail, if any. */
+  readonly resourceInfo: ResourceInfoDetail | undefined;
   /** The server's RetryInfo.retry_delay in milliseconds, if any. */
   readonly retryDelayMs: number | undefined;
   /** Response headers and trailers of the failed call (empty for client-side errors). */
@@ -147,6 +157,7 @@ export class AiprodError extends Error {
     const preconditionFailures: PreconditionViolation[] = [];
     const quotaFailures: QuotaViolation[] = [];
     let errorInfo: ErrorInfoDetail | undefined;
+    let resourceInfo: ResourceInfoDetail | undefined;
     let retryDelayMs: number | undefined;
     for (const d of this.details) {
       switch (d.$typeName) {
@@ -168,9 +179,17 @@ export class AiprodError extends Error {
         case "google.rpc.ErrorInfo":
           errorInfo ??= { reason: d.reason, domain: d.domain, metadata: { ...d.metadata } };
           break;
+        case "google.rpc.ResourceInfo":
+          resourceInfo ??= {
+            resourceType: d.resourceType,
+            resourceName: d.resourceName,
+            owner: d.owner,
+            description: d.description,
+          };
+          break;
         case "google.rpc.RetryInfo":
           if (d.retryDelay && retryDelayMs === undefined) {
-            retryDelayMs = Number(d.retryDelay.seconds) * 1000 + Math.floor(d.retryDelay.nanos / 1e6);
+            retryDelayMs = Number(d.retryDelay.seconds) * 1000 + Math.ceil(d.retryDelay.nanos / 1e6) // a floor for the wait: round up;
           }
           break;
         default:
@@ -181,12 +200,31 @@ export class AiprodError extends Error {
     this.preconditionFailures = preconditionFailures;
     this.quotaFailures = quotaFailures;
     this.errorInfo = errorInfo;
+    this.resourceInfo = resourceInfo;
     this.retryDelayMs = retryDelayMs;
   }
 
   /** The fields named by the field violations, e.g. ["brief", "duration_s"]. */
   get violatedFields(): string[] {
     return this.fieldViolations.map((v) => v.field);
+  }
+
+  /**
+   * Whether trying again later may succeed: UNAVAILABLE, DEADLINE_EXCEEDED, and RESOURCE_EXHAUSTED
+   * carrying RetryInfo (rate limited; without RetryInfo a quota is used up). The SDK already
+   * retried what was safe to retry within the call's deadline and attempt budget.
+   */
+  get retryable(): boolean {
+    return (
+      this.code === Code.Unavailable ||
+      this.code === Code.DeadlineExceeded ||
+      (this.code === Code.ResourceExhausted && this.retryDelayMs !== undefined)
+    );
+  }
+
+  /** Same as {@link retryable}, as a method (the name the other AIPROD SDKs use). */
+  isTransient(): boolean {
+    return this.retryable;
   }
 
   /** True when the underlying error came from the transport (connection loss, reset), not the server. */

@@ -5,6 +5,8 @@
  * google.bytestream as `ByteStream` / `googleBytestream`.
  */
 export { AiprodClient, DEFAULT_TIMEOUT_MS, type AiprodClientOptions, type AiprodCallOptions } from "./client.js";
+export { attemptKey, backoffMs, DEFAULT_RETRY, isRepeatable, shouldRetry, type AttemptInfo, type RetryOptions } from "./retry.js";
+export { USER_AGENT, VERSION } from "./version.js";
 export {
   AiprodError,
   Code,
@@ -14,6 +16,7 @@ export {
   type FieldViolation,
   type PreconditionViolation,
   type QuotaViolation,
+  type ResourceInfoDetail,
 } from "./errors.js";
 export {
   isResumableError,

@@ -1,6 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { AiprodError } from "./errors.js";
 import { JobState, type JobEvent } from "./gen/aiprod/v1/job_pb.js";
+import { backoffMs, DEFAULT_RETRY, sleep } from "./retry.js";
 
 /** Options of {@link AiprodClient.watchJob}. */
 export interface WatchJobOptions {
@@ -11,9 +12,14 @@ export interface WatchJobOptions {
    * `AbortSignal.timeout(ms)`).
    */
   signal?: AbortSignal;
-  /** Consecutive failed attempts (without a new event in between) before giving up. Default 8. */
+  /**
+   * How long to keep reconnecting in ms, counted from the first failure since the last event (an
+   * event resets the clock). Default 120 000. If the next wait would end past it, the last error is thrown.
+   */
+  resumeTimeoutMs?: number;
+  /** Optional cap on consecutive failed attempts (without a new event in between). Default: none. */
   maxRetries?: number;
-  /** First reconnect delay in ms; doubles on each consecutive failure. Default 100. */
+  /** Upper bound of the first reconnect delay in ms (full jitter); doubles on each consecutive failure. Default 100. */
   initialBackoffMs?: number;
   /** Longest reconnect delay in ms. Default 5000. */
   maxBackoffMs?: number;
@@ -37,6 +43,7 @@ export interface ReconnectInfo {
 export type OpenWatchStream = (
   request: { jobId: string; afterSequence: bigint },
   signal: AbortSignal,
+  attempt: number,
 ) => AsyncIterable<{ event?: JobEvent | undefined }>;
 
 /**
@@ -57,7 +64,8 @@ export function isTerminalState(state: JobState): boolean {
 }
 
 /**
- * Whether a failed WatchJob stream may be resumed: UNAVAILABLE and ABORTED always; INTERNAL,
+ * Whether a failed WatchJob stream may be resumed: UNAVAILABLE and ABORTED always,
+ * RESOURCE_EXHAUSTED when it carries RetryInfo (rate limited before anything was done); INTERNAL,
  * UNKNOWN, CANCELLED and DEADLINE_EXCEEDED only when the transport produced them (connection loss,
  * HTTP/2 stream reset), not the server.
  */
@@ -66,6 +74,8 @@ export function isResumableError(err: AiprodError): boolean {
     case Code.Unavailable:
     case Code.Aborted:
       return true;
+    case Code.ResourceExhausted:
+      return err.retryDelayMs !== undefined;
     case Code.Internal:
     case Code.Unknown:
     case Code.Canceled:
@@ -74,25 +84,6 @@ export function isResumableError(err: AiprodError): boolean {
     default:
       return false;
   }
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason when it fires first. @internal */
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** The error a cancelled call throws: CANCELLED, or DEADLINE_EXCEEDED for a timeout signal. @internal */
@@ -116,12 +107,17 @@ export async function* watchJobEvents(
   options: WatchJobOptions = {},
   checkFinished?: CheckFinished,
 ): AsyncGenerator<JobEvent, void, undefined> {
-  const maxRetries = options.maxRetries ?? 8;
-  const initialBackoffMs = options.initialBackoffMs ?? 100;
-  const maxBackoffMs = options.maxBackoffMs ?? 5000;
+  const maxRetries = options.maxRetries ?? Infinity;
+  const resumeTimeoutMs = options.resumeTimeoutMs ?? 120_000;
+  const policy = {
+    maxAttempts: Infinity,
+    initialBackoffMs: options.initialBackoffMs ?? DEFAULT_RETRY.initialBackoffMs,
+    maxBackoffMs: options.maxBackoffMs ?? DEFAULT_RETRY.maxBackoffMs,
+  };
   const userSignal = options.signal;
   let last = BigInt(options.afterSequence ?? 0);
   let failures = 0;
+  let failingSince = 0; // when the current run of failures began (the clock resets on every event)
 
   for (;;) {
     if (userSignal?.aborted) throw cancelled(userSignal);
@@ -130,7 +126,7 @@ export async function* watchJobEvents(
     userSignal?.addEventListener("abort", forward, { once: true });
     let failure: AiprodError;
     try {
-      for await (const response of open({ jobId, afterSequence: last }, attempt.signal)) {
+      for await (const response of open({ jobId, afterSequence: last }, attempt.signal, failures + 1)) {
         const event = response.event;
         if (event === undefined) continue;
         if (event.sequence <= last) continue; // already yielded: never twice
@@ -159,10 +155,10 @@ export async function* watchJobEvents(
       attempt.abort();
     }
     failures += 1;
+    if (failures === 1) failingSince = Date.now();
     if (failures > maxRetries) throw failure;
-    const base = Math.min(maxBackoffMs, initialBackoffMs * 2 ** (failures - 1));
-    let delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
-    if (failure.retryDelayMs !== undefined) delayMs = Math.max(delayMs, failure.retryDelayMs);
+    const delayMs = Math.round(backoffMs(failures, policy, failure.retryDelayMs));
+    if (Date.now() + delayMs - failingSince > resumeTimeoutMs) throw failure;
     options.onReconnect?.({ attempt: failures, afterSequence: last, error: failure, delayMs });
     try {
       await sleep(delayMs, userSignal);

@@ -77,7 +77,8 @@ describe("AiprodClient against the real server", { skip, timeout: 120_000 }, () 
   it("PERMISSION_DENIED with ErrorInfo for a preset outside the tier", async () => {
     const { tenant } = await admin.admin.createTenant({ name: `${run}-bronze`, tier: Tier.BRONZE });
     const { secret } = await admin.admin.createApiKey({ tenantId: tenant!.tenantId, mode: ApiKeyMode.TEST, name: "ts" });
-    const bronze = new AiprodClient({ endpoint: env.AIPROD_ENDPOINT!, apiKey: secret });
+    // One attempt per call: this test wants to see the rate limit, not the SDK's retries past it.
+    const bronze = new AiprodClient({ endpoint: env.AIPROD_ENDPOINT!, apiKey: secret, retry: { maxAttempts: 1 } });
     try {
       const err = await failure(() =>
         bronze.render.createJob({ requestId: `${run}-tier`, presetId: "premium_spot", brief }),
