@@ -2,7 +2,10 @@
 //
 // A Client wraps one gRPC connection and exposes every service as its generated, context-aware
 // gRPC client (Presets, CostEstimator, Render, Icc, Admin), with the bearer token, a default
-// deadline for unary calls and rich errors (*Error) added by interceptors. On top of them it
+// deadline for unary calls, retries with backoff (UNAVAILABLE for calls safe to repeat,
+// RESOURCE_EXHAUSTED with RetryInfo), a per-attempt hook and rich errors (*Error) added by
+// interceptors; TLS, keepalive and the user agent aiprod-sdk-go/<Version> by default (the shared
+// semantics: sdk/PRODUCTION.md in the repository). On top of them it
 // offers WatchJob, a job event stream that resumes by itself after connection loss, the list
 // iterators Jobs and Tenants, and downloads of videos and shot clips over google.bytestream
 // (DownloadVideo, DownloadShotClip, ReadResource) that resume and verify what they write.
