@@ -2,7 +2,10 @@
 //
 // A Client wraps one gRPC connection and exposes every service as its generated, context-aware
 // gRPC client (Presets, CostEstimator, Render, Icc, Admin), with the bearer token, a default
-// deadline for unary calls and rich errors (*Error) added by interceptors. On top of them it
+// deadline for unary calls, retries with backoff (UNAVAILABLE for calls safe to repeat,
+// RESOURCE_EXHAUSTED with RetryInfo), a per-attempt hook and rich errors (*Error) added by
+// interceptors; TLS, keepalive and the user agent aiprod-sdk-go/<Version> by default (the shared
+// semantics: sdk/PRODUCTION.md in the repository). On top of them it
 // offers WatchJob, a job event stream that resumes by itself after connection loss, the list
 // iterators Jobs and Tenants, and downloads of videos and shot clips over google.bytestream
 // (DownloadVideo, DownloadShotClip, ReadResource) that resume and verify what they write.
@@ -16,6 +19,7 @@ package aiprod
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -27,18 +31,27 @@ import (
 
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 
 	aiprodv1 "github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1"
 )
 
-// Version is the SDK version, sent in the user agent.
+// Version is the SDK version (sdk/VERSION), sent in the user agent aiprod-sdk-go/<Version>.
 const Version = "0.1.0"
 
 // DefaultTimeout is the default deadline of unary calls whose context has none.
 const DefaultTimeout = 30 * time.Second
+
+// Keepalive pings while calls are open (see sdk/PRODUCTION.md): a dead connection is noticed
+// within about 40 s instead of at the next TCP timeout.
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
 
 const adminPrefix = "/aiprod.v1.AdminService/"
 
@@ -62,16 +75,22 @@ type Client struct {
 	// Client.DownloadShotClip and Client.ReadResource: they resume and verify.
 	ByteStream bytestream.ByteStreamClient
 
-	watchRetry RetryPolicy
+	initialBackoff, maxBackoff time.Duration
+	watchResumeTimeout         time.Duration
 }
 
 type options struct {
-	adminToken  string
-	timeout     time.Duration
-	tls         *bool
-	tlsConfig   *tls.Config
-	dialOptions []grpc.DialOption
-	watchRetry  RetryPolicy
+	adminToken         string
+	timeout            time.Duration
+	tls                *bool
+	tlsConfig          *tls.Config
+	caPEM              []byte
+	dialOptions        []grpc.DialOption
+	interceptors       []grpc.UnaryClientInterceptor
+	maxAttempts        int
+	initialBackoff     time.Duration
+	maxBackoff         time.Duration
+	watchResumeTimeout time.Duration
 }
 
 // Option configures a Client.
@@ -81,24 +100,53 @@ type Option func(*options)
 func WithAdminToken(token string) Option { return func(o *options) { o.adminToken = token } }
 
 // WithTimeout sets the default deadline of unary calls whose context has no deadline (default
-// 30 s; 0 means none). A call overrides it with its own context deadline, or drops it with NoTimeout.
+// 30 s; 0 means none). A call overrides it with its own context deadline, or drops it with
+// NoTimeout. The deadline bounds the whole call, retries and waits included.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
-// WithTLS forces TLS with the given config (nil: system roots).
+// WithTLS forces TLS with the given config (nil: the system roots).
 func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { t := true; o.tls = &t; o.tlsConfig = cfg }
+}
+
+// WithCACert forces TLS and trusts the certificate authorities of pemCerts (PEM, e.g. the content of
+// ca.pem) instead of the system roots: for a server with a private CA. New fails if pemCerts has no
+// certificate.
+func WithCACert(pemCerts []byte) Option {
+	return func(o *options) { t := true; o.tls = &t; o.caPEM = pemCerts }
 }
 
 // WithInsecure forces a plaintext connection (the default for http:// and loopback endpoints).
 func WithInsecure() Option { return func(o *options) { f := false; o.tls = &f } }
 
-// WithDialOptions adds gRPC dial options (e.g. grpc.WithContextDialer, keepalive parameters).
+// WithDialOptions adds gRPC dial options (e.g. grpc.WithContextDialer); they come after the SDK's
+// own, so grpc.WithKeepaliveParams or grpc.WithConnectParams here replace its defaults.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
 
-// WithWatchRetry sets how WatchJob reconnects (default DefaultRetryPolicy).
-func WithWatchRetry(p RetryPolicy) Option { return func(o *options) { o.watchRetry = p } }
+// WithUnaryInterceptor adds a hook that sees every attempt of every unary call, retries included
+// (AttemptFromContext tells which attempt; AttemptHook builds one from a function). Interceptors
+// run in the order added, inside the retry loop, after the bearer token and deadline are set.
+func WithUnaryInterceptor(i grpc.UnaryClientInterceptor) Option {
+	return func(o *options) { o.interceptors = append(o.interceptors, i) }
+}
+
+// WithMaxAttempts sets the attempt budget of unary calls, the first attempt included (default 5;
+// 1 disables retries).
+func WithMaxAttempts(n int) Option { return func(o *options) { o.maxAttempts = max(n, 1) } }
+
+// WithBackoff sets the retry waits: retry n waits uniform(0, min(maxBackoff, initial × 2^(n-1)))
+// and at least the server's RetryInfo delay (defaults 100 ms and 5 s). WatchJob uses it too.
+func WithBackoff(initial, maxBackoff time.Duration) Option {
+	return func(o *options) { o.initialBackoff, o.maxBackoff = initial, maxBackoff }
+}
+
+// WithWatchResumeTimeout sets how long WatchJob keeps reconnecting while no event arrives
+// (default 120 s).
+func WithWatchResumeTimeout(d time.Duration) Option {
+	return func(o *options) { o.watchResumeTimeout = d }
+}
 
 type noTimeoutKey struct{}
 
@@ -140,7 +188,11 @@ func ParseEndpoint(endpoint string) (target string, useTLS bool, err error) {
 // "authorization: Bearer <apiKey>" on every call but AdminService's. The connection is made
 // lazily, on the first call.
 func New(endpoint, apiKey string, opts ...Option) (*Client, error) {
-	o := options{timeout: DefaultTimeout, watchRetry: DefaultRetryPolicy}
+	o := options{
+		timeout: DefaultTimeout, maxAttempts: DefaultMaxAttempts,
+		initialBackoff: DefaultInitialBackoff, maxBackoff: DefaultMaxBackoff,
+		watchResumeTimeout: DefaultWatchResumeTimeout,
+	}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -153,17 +205,31 @@ func New(endpoint, apiKey string, opts ...Option) (*Client, error) {
 	}
 	creds := insecure.NewCredentials()
 	if useTLS {
-		cfg := o.tlsConfig
-		if cfg == nil {
-			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12} // RootCAs nil: the system roots
+		if o.tlsConfig != nil {
+			cfg = o.tlsConfig.Clone()
+		}
+		if o.caPEM != nil {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(o.caPEM) {
+				return nil, errors.New("aiprod: WithCACert: no PEM certificate found")
+			}
+			cfg.RootCAs = pool
 		}
 		creds = credentials.NewTLS(cfg)
 	}
 	auth := authenticator{apiKey: apiKey, adminToken: o.adminToken, timeout: o.timeout}
+	retry := retrier{maxAttempts: o.maxAttempts, initial: o.initialBackoff, maxB: o.maxBackoff}
+	backoffCfg := backoff.DefaultConfig
+	// Reconnect on the SDK's schedule rather than gRPC's default (1 s growing to 120 s), so that
+	// a restarted server is reached again within seconds, inside the calls' retry budget.
+	backoffCfg.BaseDelay, backoffCfg.MaxDelay = o.initialBackoff, o.maxBackoff
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithUserAgent("aiprod-go/" + Version),
-		grpc.WithChainUnaryInterceptor(auth.unary),
+		grpc.WithUserAgent("aiprod-sdk-go/" + Version),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoffCfg, MinConnectTimeout: 20 * time.Second}),
+		grpc.WithChainUnaryInterceptor(append([]grpc.UnaryClientInterceptor{auth.unary, retry.unary}, o.interceptors...)...),
 		grpc.WithChainStreamInterceptor(auth.stream),
 	}, o.dialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
@@ -171,14 +237,16 @@ func New(endpoint, apiKey string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("aiprod: %w", err)
 	}
 	return &Client{
-		conn:          conn,
-		Presets:       aiprodv1.NewPresetServiceClient(conn),
-		CostEstimator: aiprodv1.NewCostEstimatorServiceClient(conn),
-		Render:        aiprodv1.NewRenderServiceClient(conn),
-		Icc:           aiprodv1.NewIccServiceClient(conn),
-		Admin:         aiprodv1.NewAdminServiceClient(conn),
-		ByteStream:    bytestream.NewByteStreamClient(conn),
-		watchRetry:    o.watchRetry,
+		conn:               conn,
+		Presets:            aiprodv1.NewPresetServiceClient(conn),
+		CostEstimator:      aiprodv1.NewCostEstimatorServiceClient(conn),
+		Render:             aiprodv1.NewRenderServiceClient(conn),
+		Icc:                aiprodv1.NewIccServiceClient(conn),
+		Admin:              aiprodv1.NewAdminServiceClient(conn),
+		ByteStream:         bytestream.NewByteStreamClient(conn),
+		initialBackoff:     o.initialBackoff,
+		maxBackoff:         o.maxBackoff,
+		watchResumeTimeout: o.watchResumeTimeout,
 	}, nil
 }
 

@@ -21,7 +21,8 @@ var fast = aiprod.RetryPolicy{MaxAttempts: 3, InitialBackoff: 10 * time.Millisec
 
 func newClient(t *testing.T, endpoint string, opts ...aiprod.Option) *aiprod.Client {
 	t.Helper()
-	c, err := aiprod.New(endpoint, apiKey, append([]aiprod.Option{aiprod.WithAdminToken(adminToken), aiprod.WithWatchRetry(fast)}, opts...)...)
+	c, err := aiprod.New(endpoint, apiKey, append([]aiprod.Option{aiprod.WithAdminToken(adminToken),
+		aiprod.WithBackoff(10*time.Millisecond, 50*time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +92,7 @@ func TestFieldViolations(t *testing.T) {
 	ep, _ := startFake(t)
 	c := newClient(t, ep)
 	d := uint32(1000)
+	// request_id is left empty: the SDK fills it, so only brief and duration_s are refused.
 	_, err := c.Render.CreateJob(context.Background(), &aiprodv1.CreateJobRequest{PresetId: "quick_social", DurationS: &d})
 	var e *aiprod.Error
 	if !errors.As(err, &e) || e.Code() != codes.InvalidArgument || e.Message() != "invalid CreateJob" {
@@ -100,7 +102,7 @@ func TestFieldViolations(t *testing.T) {
 	for _, v := range e.FieldViolations() {
 		fields = append(fields, v.Field)
 	}
-	if !slices.Equal(fields, []string{"request_id", "brief", "duration_s"}) {
+	if !slices.Equal(fields, []string{"brief", "duration_s"}) {
 		t.Fatalf("fields %v", fields)
 	}
 	if !strings.Contains(e.Error(), "brief: must be 10-10000 characters") {
@@ -213,12 +215,24 @@ func TestWatchNotFoundIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestWatchGivesUp(t *testing.T) {
+func TestWatchGivesUpAfterTheResumeTimeout(t *testing.T) {
 	ep, rec := startFake(t)
-	c := newClient(t, ep)
+	c := newClient(t, ep, aiprod.WithWatchResumeTimeout(300*time.Millisecond))
+	start := time.Now()
 	_, err := collect(t, c.WatchJob(context.Background(), "down", 0))
-	if aiprod.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "gave up after 3 reconnects") || len(rec.watches()) != 4 {
+	took := time.Since(start)
+	// Waits of at most 50 ms: several reconnects, and no wait that would end past the window.
+	if aiprod.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "gave up after") || len(rec.watches()) < 3 {
 		t.Fatalf("%v %v", err, rec.watches())
+	}
+	if took > 300*time.Millisecond+200*time.Millisecond {
+		t.Fatalf("gave up after %v, want about 300 ms", took)
+	}
+	// A per-watch override.
+	n := len(rec.watches())
+	_, err = collect(t, c.WatchJob(context.Background(), "down", 0, aiprod.WithResumeTimeout(0)))
+	if aiprod.Code(err) != codes.Unavailable || len(rec.watches()) != n+1 {
+		t.Fatalf("WithResumeTimeout(0): %v, %d watches", err, len(rec.watches())-n)
 	}
 }
 

@@ -161,3 +161,19 @@ func (e *Error) RetryDelay() (time.Duration, bool) {
 	}
 	return infos[0].GetRetryDelay().AsDuration(), true
 }
+
+// IsTransient reports whether the same call may succeed later: UNAVAILABLE, DEADLINE_EXCEEDED, or
+// RESOURCE_EXHAUSTED with a RetryInfo delay (a rate limit, as opposed to a used-up quota).
+func (e *Error) IsTransient() bool {
+	switch e.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	case codes.ResourceExhausted:
+		_, ok := e.RetryDelay()
+		return ok
+	}
+	return false
+}
+
+// IsTransient is FromError(err).IsTransient() (false for nil).
+func IsTransient(err error) bool { return err != nil && FromError(err).IsTransient() }

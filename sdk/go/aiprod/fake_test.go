@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,24 @@ type recorder struct {
 	auth       map[string]string
 	deadline   map[string]time.Duration // 0: none
 	watchAfter []uint64
+	userAgent  string
+	calls      map[string]int // attempts per method/key, for the retry tests
+	requestIDs []string       // of every CreateJob attempt
+}
+
+// attempts returns how many attempts of key the server saw.
+func (r *recorder) attempts(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[key]
+}
+
+// count adds one attempt of key and returns how many there were.
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls[key]++
+	return r.calls[key]
 }
 
 func (r *recorder) record(ctx context.Context, method string) {
@@ -50,6 +69,7 @@ func (r *recorder) record(ctx context.Context, method string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.auth[method] = first(md.Get("authorization"))
+	r.userAgent = first(md.Get("user-agent"))
 	if d, ok := ctx.Deadline(); ok {
 		r.deadline[method] = time.Until(d)
 	} else {
@@ -99,6 +119,16 @@ func (f *fakePresets) ListPresets(ctx context.Context, _ *aiprodv1.ListPresetsRe
 
 func (f *fakePresets) GetPreset(ctx context.Context, req *aiprodv1.GetPresetRequest) (*aiprodv1.GetPresetResponse, error) {
 	f.rec.record(ctx, "GetPreset")
+	// "fail-N": UNAVAILABLE on the first N attempts; "down": always UNAVAILABLE.
+	if n, ok := strings.CutPrefix(req.GetPresetId(), "fail-"); ok {
+		if limit, _ := strconv.Atoi(n); f.rec.count("GetPreset/"+req.GetPresetId()) <= limit {
+			return nil, status.Error(codes.Unavailable, "connection refused")
+		}
+	}
+	if req.GetPresetId() == "down" {
+		f.rec.count("GetPreset/down")
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
 	if req.GetPresetId() == "slow" {
 		select {
 		case <-time.After(2 * time.Second):
@@ -120,6 +150,12 @@ type fakeRender struct {
 func (f *fakeRender) CreateJob(ctx context.Context, req *aiprodv1.CreateJobRequest) (*aiprodv1.CreateJobResponse, error) {
 	if err := checkAuth(ctx, apiKey); err != nil {
 		return nil, err
+	}
+	f.rec.mu.Lock()
+	f.rec.requestIDs = append(f.rec.requestIDs, req.GetRequestId())
+	f.rec.mu.Unlock()
+	if req.GetBrief() == "lost response brief" && f.rec.count("CreateJob/lost") == 1 {
+		return nil, status.Error(codes.Unavailable, "connection reset") // as if the reply were lost
 	}
 	br := &errdetails.BadRequest{}
 	add := func(f, d string) {
@@ -231,6 +267,26 @@ type fakeAdmin struct {
 	rec *recorder
 }
 
+// CreateTenant (not safe to repeat) by name: "down" is always UNAVAILABLE; "limited" is
+// RESOURCE_EXHAUSTED with a 50 ms RetryInfo on the first attempt; "quota" is always
+// RESOURCE_EXHAUSTED without RetryInfo.
+func (f *fakeAdmin) CreateTenant(_ context.Context, req *aiprodv1.CreateTenantRequest) (*aiprodv1.CreateTenantResponse, error) {
+	n := f.rec.count("CreateTenant/" + req.GetName())
+	switch req.GetName() {
+	case "down":
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	case "limited":
+		if n == 1 {
+			st, _ := status.New(codes.ResourceExhausted, "rate limited").WithDetails(
+				&errdetails.RetryInfo{RetryDelay: durationpb.New(50 * time.Millisecond)})
+			return nil, st.Err()
+		}
+	case "quota":
+		return nil, status.Error(codes.ResourceExhausted, "job quota used up")
+	}
+	return &aiprodv1.CreateTenantResponse{Tenant: &aiprodv1.Tenant{TenantId: "ten_new", Name: req.GetName()}}, nil
+}
+
 func (f *fakeAdmin) ListTenants(ctx context.Context, req *aiprodv1.ListTenantsRequest) (*aiprodv1.ListTenantsResponse, error) {
 	f.rec.record(ctx, "ListTenants")
 	if err := checkAuth(ctx, adminToken); err != nil {
@@ -260,14 +316,14 @@ func startFake(t *testing.T) (string, *recorder) {
 
 // startFakeStore is startFake that also returns the fake artifact store (jobs with videos, and
 // the ByteStream service that serves them).
-func startFakeStore(t *testing.T) (string, *recorder, *fakeStore) {
+func startFakeStore(t *testing.T, serverOpts ...grpc.ServerOption) (string, *recorder, *fakeStore) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{auth: map[string]string{}, deadline: map[string]time.Duration{}}
-	srv := grpc.NewServer()
+	rec := &recorder{auth: map[string]string{}, deadline: map[string]time.Duration{}, calls: map[string]int{}}
+	srv := grpc.NewServer(serverOpts...)
 	aiprodv1.RegisterPresetServiceServer(srv, &fakePresets{rec: rec})
 	store := newFakeStore()
 	aiprodv1.RegisterRenderServiceServer(srv, &fakeRender{rec: rec, n: map[string]int{}, store: store})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -16,10 +15,10 @@ import (
 	aiprodv1 "github.com/aiprod/aiprod/sdk/go/gen/aiprod/v1"
 )
 
-// RetryPolicy bounds how WatchJob reconnects after UNAVAILABLE, a lost connection or a reset
-// stream. MaxAttempts is the number of reconnects in a row that deliver no new event; the delay
-// before reconnect n is min(MaxBackoff, InitialBackoff × Multiplier^(n-1)) with ±20 % jitter, or
-// the server's RetryInfo delay when longer.
+// RetryPolicy bounds how a download or ReadResource resumes after UNAVAILABLE, a lost connection,
+// a reset stream or RESOURCE_EXHAUSTED with RetryInfo. MaxAttempts is the number of retries in a
+// row that read no new byte; retry n waits uniform(0, min(MaxBackoff, InitialBackoff ×
+// Multiplier^(n-1))) (full jitter), and at least the server's RetryInfo delay.
 type RetryPolicy struct {
 	MaxAttempts    int
 	InitialBackoff time.Duration
@@ -27,20 +26,11 @@ type RetryPolicy struct {
 	Multiplier     float64
 }
 
-// DefaultRetryPolicy is 8 reconnects, 100 ms doubling up to 5 s.
-var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 8, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, Multiplier: 2}
+// DefaultRetryPolicy (downloads) is 8 retries without progress, 100 ms doubling up to 5 s.
+var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 8, InitialBackoff: DefaultInitialBackoff, MaxBackoff: DefaultMaxBackoff, Multiplier: 2}
 
 func (p RetryPolicy) delay(attempt int, hint time.Duration) time.Duration {
-	d := float64(p.InitialBackoff)
-	for i := 1; i < attempt; i++ {
-		d *= p.Multiplier
-		if d > float64(p.MaxBackoff) {
-			d = float64(p.MaxBackoff)
-			break
-		}
-	}
-	d = min(d, float64(p.MaxBackoff)) * (0.8 + 0.4*rand.Float64())
-	return max(time.Duration(d), hint)
+	return retryWait(p.InitialBackoff, p.MaxBackoff, p.Multiplier, attempt, hint)
 }
 
 // IsTerminal reports whether a job state is terminal (DELIVERED, CANCELLED, FAILED).
@@ -66,34 +56,43 @@ func resumable(e *Error) bool {
 }
 
 // WatchOption configures one WatchJob call.
-type WatchOption func(*RetryPolicy)
+type WatchOption func(*watchOptions)
 
-// WithRetry overrides the client's reconnect policy for one watch.
-func WithRetry(p RetryPolicy) WatchOption { return func(r *RetryPolicy) { *r = p } }
+type watchOptions struct{ resumeTimeout time.Duration }
+
+// WithResumeTimeout overrides, for one watch, how long it keeps reconnecting while no event
+// arrives (the client's WithWatchResumeTimeout, 120 s by default).
+func WithResumeTimeout(d time.Duration) WatchOption {
+	return func(o *watchOptions) { o.resumeTimeout = d }
+}
 
 // WatchJob streams the job's events with a sequence greater than afterSequence until the
 // terminal event (DELIVERED, CANCELLED or FAILED), then ends.
 //
 // It reconnects transparently on UNAVAILABLE, a lost connection or a reset stream, resuming after
-// the last sequence it yielded, so no event is skipped or yielded twice. If a stream ends cleanly
-// before a terminal event, it asks GetJob: a terminal job whose events were all seen ends the watch
-// (e.g. afterSequence was already past the terminal event); otherwise it resumes. After the retry policy's
-// MaxAttempts reconnects in a row without a new event it yields the last error and ends. Any other
-// error (NOT_FOUND, INVALID_ARGUMENT, ctx cancelled...) is yielded at once as *Error. The stream
-// has no default deadline: bound it with ctx. Breaking out of the loop cancels the stream.
+// the last sequence it yielded, so no event is skipped or yielded twice; the waits between
+// reconnects follow the client's backoff (WithBackoff), at least the server's RetryInfo delay. If a
+// stream ends cleanly before a terminal event, it asks GetJob: a terminal job whose events were all
+// seen ends the watch (e.g. afterSequence was already past the terminal event); otherwise it
+// resumes. It keeps trying for the resume timeout (WithWatchResumeTimeout, 120 s by default) of
+// continuous failure, the clock restarting at every event; then it yields the last error and
+// ends. Any other error (NOT_FOUND, INVALID_ARGUMENT, ctx cancelled...) is yielded at once as
+// *Error. The stream has no default deadline: bound it with ctx. Breaking out of the loop cancels
+// the stream.
 //
 //	for ev, err := range client.WatchJob(ctx, jobID, 0) {
 //		if err != nil { return err }
 //		fmt.Println(ev.GetSequence(), ev.GetState())
 //	}
 func (c *Client) WatchJob(ctx context.Context, jobID string, afterSequence uint64, opts ...WatchOption) iter.Seq2[*aiprodv1.JobEvent, error] {
-	policy := c.watchRetry
-	for _, o := range opts {
-		o(&policy)
+	o := watchOptions{resumeTimeout: c.watchResumeTimeout}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	return func(yield func(*aiprodv1.JobEvent, error) bool) {
 		last := afterSequence
-		failures := 0
+		failures := 0              // reconnects since the last event
+		var failingSince time.Time // when the current run of failures began
 		for {
 			err := c.watchOnce(ctx, jobID, &last, &failures, yield)
 			if err == errStop {
@@ -119,20 +118,22 @@ func (c *Client) WatchJob(ctx context.Context, jobID string, afterSequence uint6
 					return
 				}
 			}
+			if e == nil {
+				e = FromError(status.Error(codes.Unavailable, "stream ended before the terminal event"))
+			}
+			if failures == 0 {
+				failingSince = time.Now()
+			}
 			failures++
-			if failures > policy.MaxAttempts {
-				if e == nil {
-					e = FromError(status.Error(codes.Unavailable, "stream ended before the terminal event"))
-				}
+			hint, _ := e.RetryDelay()
+			wait := retryWait(c.initialBackoff, c.maxBackoff, 2, failures, hint)
+			if time.Since(failingSince)+wait > o.resumeTimeout {
 				yield(nil, &Error{st: status.New(e.Code(), fmt.Sprintf(
-					"watch of %s gave up after %d reconnects (last sequence %d): %s", jobID, policy.MaxAttempts, last, e.Message()))})
+					"watch of %s gave up after %v without an event (%d reconnects, last sequence %d): %s",
+					jobID, time.Since(failingSince).Round(time.Millisecond), failures-1, last, e.Message()))})
 				return
 			}
-			var hint time.Duration
-			if e != nil {
-				hint, _ = e.RetryDelay()
-			}
-			t := time.NewTimer(policy.delay(failures, hint))
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
