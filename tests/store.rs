@@ -795,3 +795,70 @@ async fn replicas_share_one_database(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         .expect("replica B is told a job became runnable")
         .unwrap();
 }
+
+/// The PostgreSQL regression of the scale-out issue, through a real server: a tenant with a monthly
+/// budget creates jobs (the budget check sums the ledger) and reads its usage.
+#[tokio::test]
+async fn a_budgeted_tenant_creates_jobs_and_reads_usage_on_postgres() {
+    use crate::harness::*;
+    use aiprod_sdk::{Client, pb};
+    let pg = PgCluster::start();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(&dir, 0);
+    config.database_url = pg.url.clone();
+    let server = TestServer::start_with(config, dir).await;
+    let admin = server.admin().await;
+    let tenant = admin
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            name: "beta".into(),
+            tier: pb::Tier::Gold as i32,
+            monthly_budget_micros: Some(50_000_000),
+            ..Default::default()
+        })
+        .await
+        .expect("create a budgeted tenant")
+        .into_inner()
+        .tenant
+        .unwrap();
+    let key = admin
+        .admin()
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: tenant.tenant_id,
+            mode: pb::ApiKeyMode::Test as i32,
+            name: "tests".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let client = Client::connect(server.endpoint.clone(), &key.secret)
+        .await
+        .unwrap();
+    let usage = |client: Client| async move {
+        client
+            .costs()
+            .get_usage(pb::GetUsageRequest {})
+            .await
+            .expect("GetUsage answers on PostgreSQL")
+            .into_inner()
+    };
+    assert_eq!(usage(client.clone()).await.metered_micros, 0);
+    for n in 0..2 {
+        let job = create(
+            &client,
+            pb::CreateJobRequest {
+                auto_approve: true,
+                ..create_request(&format!("budget-{n}"), "quick_social")
+            },
+        )
+        .await;
+        let events = watch_to_end(&client, &job.job_id, 0).await;
+        assert_gap_free(&events);
+        assert_eq!(states(&events).last(), Some(&pb::JobState::Delivered));
+    }
+    let after = usage(client.clone()).await;
+    assert_eq!(after.jobs, 2);
+    assert!(after.metered_micros > 0, "{after:?}");
+    assert!(after.budget_used_percent > 0.0, "{after:?}");
+}
