@@ -1,52 +1,142 @@
-//! Live fan-out of job events. The database is the source of truth: a watcher reads committed
-//! events from the store and only waits here for "something new was committed". A watcher therefore
-//! never misses an event, and a slow watcher only delays itself.
+//! Live fan-out of job events from memory. The committing writer hands its events to the hub
+//! (`publish_events`); every watcher of the job in this process receives the same batch (one
+//! `Arc`, no database read). A batch is only the latest news: a watcher that fell behind (it missed
+//! a batch, or a batch came from another replica without its events) sees a gap and reads the
+//! missing events from the database, which stays the source of truth. So a watcher never misses an
+//! event, a slow watcher only delays itself, and idle watchers cost nothing (no polling).
 
+use crate::domain::job::Event;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// Per-job "latest committed sequence" signals.
-#[derive(Default)]
+/// What was last committed for a job: the sequence it reached, and the events of that commit when
+/// the committing process knows them (empty when only the sequence is known, e.g. a notification
+/// from another replica).
+#[derive(Clone, Debug, Default)]
+pub struct Committed {
+    pub up_to: u64,
+    pub events: Arc<[Event]>,
+}
+
+impl Committed {
+    /// The events after `last` in this batch, if the batch covers everything after `last`
+    /// (`None`: there is a gap, read the database).
+    pub fn after(&self, last: u64) -> Option<&[Event]> {
+        if self.up_to <= last {
+            return Some(&[]);
+        }
+        let first = self.events.first()?.seq;
+        if first > last + 1 {
+            return None;
+        }
+        let skip = self.events.iter().take_while(|e| e.seq <= last).count();
+        Some(&self.events[skip..])
+    }
+}
+
+/// Per-job "latest commit" channels, plus a process-wide resync signal.
 pub struct EventHub {
-    jobs: Mutex<HashMap<String, watch::Sender<u64>>>,
+    jobs: Mutex<HashMap<String, watch::Sender<Committed>>>,
     /// Size after the last pruning: prune again when the map has doubled (amortised O(1)).
-    pruned_at: std::sync::atomic::AtomicUsize,
+    pruned_at: AtomicUsize,
+    /// Bumped when notifications may have been lost (the cross-replica listener reconnected):
+    /// every watcher then re-reads the database once.
+    resync: watch::Sender<u64>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub {
+            jobs: Mutex::new(HashMap::new()),
+            pruned_at: AtomicUsize::new(0),
+            resync: watch::channel(0).0,
+        }
+    }
 }
 
 impl EventHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Committed>>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Subscribes to a job's commits. Subscribe before reading the store so no commit is missed.
-    pub fn subscribe(&self, job_id: &str) -> watch::Receiver<u64> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn subscribe(&self, job_id: &str) -> watch::Receiver<Committed> {
+        let mut jobs = self.lock();
         // Jobs whose watchers all left (finished jobs are never published again) are dropped here.
-        let pruned_at = self.pruned_at.load(std::sync::atomic::Ordering::Relaxed);
+        let pruned_at = self.pruned_at.load(Ordering::Relaxed);
         if jobs.len() > (2 * pruned_at).max(1024) {
             jobs.retain(|_, tx| tx.receiver_count() > 0);
-            self.pruned_at
-                .store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+            self.pruned_at.store(jobs.len(), Ordering::Relaxed);
         }
         jobs.entry(job_id.to_string())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Committed::default()).0)
             .subscribe()
     }
 
-    /// Announces that a job committed events up to `seq`.
+    /// The resync signal (see `resync_all`).
+    pub fn subscribe_resync(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
+    }
+
+    /// Announces a commit of `events` (in sequence order) that took the job to `up_to`.
+    pub fn publish_events(&self, job_id: &str, up_to: u64, events: Vec<Event>) {
+        self.send(
+            job_id,
+            Committed {
+                up_to,
+                events: events.into(),
+            },
+        );
+    }
+
+    /// Announces that a job committed events up to `seq` (events unknown here).
     pub fn publish(&self, job_id: &str, seq: u64) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        self.send(
+            job_id,
+            Committed {
+                up_to: seq,
+                events: Arc::from([]),
+            },
+        );
+    }
+
+    fn send(&self, job_id: &str, committed: Committed) {
+        let mut jobs = self.lock();
         if let Some(tx) = jobs.get(job_id) {
             if tx.receiver_count() == 0 {
                 jobs.remove(job_id);
             } else {
-                tx.send_replace(seq);
+                // Never move backwards (notifications may arrive after the local publish).
+                tx.send_if_modified(|current| {
+                    if committed.up_to > current.up_to {
+                        *current = committed;
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
         }
     }
 
+    /// The sequence last announced for a job with watchers here (`None`: nobody watches it).
+    pub fn watched_up_to(&self, job_id: &str) -> Option<u64> {
+        self.lock()
+            .get(job_id)
+            .filter(|tx| tx.receiver_count() > 0)
+            .map(|tx| tx.borrow().up_to)
+    }
+
+    /// Tells every watcher to re-read the database once (notifications may have been lost).
+    pub fn resync_all(&self) {
+        self.resync.send_modify(|n| *n += 1);
+    }
+
     /// Number of jobs with live subscribers (for tests and metrics).
     pub fn watched_jobs(&self) -> usize {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
             .values()
             .filter(|tx| tx.receiver_count() > 0)
             .count()
@@ -56,20 +146,56 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::JobState;
+    use crate::domain::job::EventKind;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            job_id: "job-a".into(),
+            seq,
+            at_ms: 0,
+            state: JobState::Queued,
+            kind: EventKind::StateChanged {
+                from: None,
+                to: JobState::Queued,
+            },
+        }
+    }
 
     #[tokio::test]
-    async fn wakes_subscribers_and_forgets_finished_jobs() {
+    async fn hands_committed_events_to_every_subscriber_and_forgets_finished_jobs() {
         let hub = EventHub::default();
-        let mut rx = hub.subscribe("job-a");
-        hub.publish("job-a", 3);
-        rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow(), 3);
-        drop(rx);
+        let mut a = hub.subscribe("job-a");
+        let mut b = hub.subscribe("job-a");
+        hub.publish_events("job-a", 3, vec![event(2), event(3)]);
+        a.changed().await.unwrap();
+        b.changed().await.unwrap();
+        let batch = a.borrow_and_update().clone();
+        assert_eq!(batch.up_to, 3);
+        assert_eq!(batch.after(1).unwrap().len(), 2);
+        assert_eq!(batch.after(2).unwrap().len(), 1);
+        assert!(batch.after(0).is_none(), "a gap: read the database");
+        assert!(batch.after(3).unwrap().is_empty());
+        // An older notification never replaces a newer batch.
+        hub.publish("job-a", 2);
+        assert!(!a.has_changed().unwrap());
+        assert_eq!(hub.watched_up_to("job-a"), Some(3));
+        drop((a, b));
         for i in 0..3000 {
             drop(hub.subscribe(&format!("job-{i}")));
         }
         let kept = hub.jobs.lock().unwrap().len();
         assert!(kept <= 2048, "abandoned entries are pruned ({kept})");
         assert_eq!(hub.watched_jobs(), 0);
+    }
+
+    #[test]
+    fn a_sequence_only_batch_is_a_gap() {
+        let c = Committed {
+            up_to: 5,
+            events: Arc::from([]),
+        };
+        assert!(c.after(4).is_none());
+        assert_eq!(c.after(5).unwrap().len(), 0);
     }
 }

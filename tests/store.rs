@@ -385,7 +385,14 @@ async fn commits_events_and_ledger(s: &dyn Store, acme: &Tenant) {
     assert_eq!(after.metered, Money::from_micros(350_000));
     assert_eq!(after.billable, Money::from_micros(250_000));
     changed.changed().await.unwrap();
-    assert_eq!(*changed.borrow(), 4);
+    let batch = changed.borrow().clone();
+    assert_eq!(batch.up_to, 4);
+    let handed: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        handed,
+        [2, 3, 4],
+        "the committing writer hands its events to watchers"
+    );
     let seqs: Vec<u64> = s
         .events_after(&j.id, 0, 100)
         .await
@@ -778,7 +785,7 @@ async fn replicas_share_one_database(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     .await
     .unwrap();
     // (B may first hear of the job's creation, seq 1.)
-    tokio::time::timeout(Duration::from_secs(5), on_b.wait_for(|seq| *seq >= 2))
+    tokio::time::timeout(Duration::from_secs(5), on_b.wait_for(|c| c.up_to >= 2))
         .await
         .expect("replica B's watchers are woken by A's commit")
         .unwrap();

@@ -260,47 +260,113 @@ impl App {
         let job_id = job.id.clone();
         // A finished job's stream ends once the replay is done.
         let finished_at = job.state.is_terminal().then_some(job.last_seq);
-        let poll = store.shared();
         tokio::spawn(async move {
-            let mut changed = store.hub().subscribe(&job_id);
-            let mut last = after;
-            loop {
-                let events = match store.events_after(&job_id, last, 256).await {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                let caught_up = events.len() < 256;
-                for event in events {
-                    last = event.seq;
-                    let terminal = event.state.is_terminal();
-                    if tx.send(Ok(event)).await.is_err() || terminal {
-                        return; // the client went away, or the job is over
-                    }
-                }
-                if !caught_up {
-                    continue;
-                }
-                if finished_at.is_some_and(|end| last >= end) {
-                    return;
-                }
-                tokio::select! {
-                    _ = changed.changed() => {}
-                    // Backstop for a lost cross-replica notification (shared databases only).
-                    _ = tokio::time::sleep(Duration::from_secs(1)), if poll => {}
-                    _ = tx.closed() => return,
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Error::Unavailable {
-                            message: format!("the server is shutting down; resume with after_sequence={last}"),
-                            retry_after: Duration::from_secs(1),
-                        })).await;
-                        return;
-                    }
-                }
-            }
+            let watcher = Watcher {
+                store,
+                job_id,
+                tx,
+                last: after,
+            };
+            watcher.run(finished_at, shutdown).await;
         });
         Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// One WatchJob stream: replays from the database, then follows the hub's batches (shared by every
+/// watcher of the job in this process), reading the database only to fill a gap.
+struct Watcher {
+    store: Arc<dyn crate::store::Store>,
+    job_id: String,
+    tx: mpsc::Sender<Result<Event>>,
+    last: u64,
+}
+
+/// Whether a stream goes on after sending some events.
+enum Sent {
+    More,
+    /// The client left, or the terminal event was sent.
+    Done,
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        finished_at: Option<u64>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        // Subscribe before the replay, so nothing committed meanwhile is missed.
+        let mut commits = self.store.hub().subscribe(&self.job_id);
+        let mut resync = self.store.hub().subscribe_resync();
+        if let Sent::Done = self.catch_up().await {
+            return;
+        }
+        if finished_at.is_some_and(|end| self.last >= end) {
+            return;
+        }
+        loop {
+            tokio::select! {
+                changed = commits.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let batch = commits.borrow_and_update().clone();
+                    let sent = match batch.after(self.last) {
+                        Some(events) => self.send(events.iter().cloned()).await,
+                        None => self.catch_up().await,
+                    };
+                    if let Sent::Done = sent {
+                        return;
+                    }
+                }
+                _ = resync.changed() => {
+                    if let Sent::Done = self.catch_up().await {
+                        return;
+                    }
+                }
+                _ = self.tx.closed() => return,
+                _ = shutdown.cancelled() => {
+                    let _ = self.tx.send(Err(Error::Unavailable {
+                        message: format!("the server is shutting down; resume with after_sequence={}", self.last),
+                        retry_after: Duration::from_secs(1),
+                    })).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and sends every committed event after the last one sent.
+    async fn catch_up(&mut self) -> Sent {
+        loop {
+            let events = match self.store.events_after(&self.job_id, self.last, 256).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return Sent::Done;
+                }
+            };
+            let caught_up = events.len() < 256;
+            if let Sent::Done = self.send(events.into_iter()).await {
+                return Sent::Done;
+            }
+            if caught_up {
+                return Sent::More;
+            }
+        }
+    }
+
+    async fn send(&mut self, events: impl Iterator<Item = Event>) -> Sent {
+        for event in events {
+            if event.seq <= self.last {
+                continue;
+            }
+            self.last = event.seq;
+            let terminal = event.state.is_terminal();
+            if self.tx.send(Ok(event)).await.is_err() || terminal {
+                return Sent::Done;
+            }
+        }
+        Sent::More
     }
 }

@@ -333,6 +333,11 @@ fn apply_change(
     Ok(Some(Commit { events, ledger }))
 }
 
+/// How a transition changes the tenant's count of jobs in progress (-1 when a job ends).
+fn active_delta(before: JobState, after: JobState) -> i64 {
+    i64::from(before.is_terminal()) - i64::from(after.is_terminal())
+}
+
 /// Job metrics, recorded once per committed transition (labels are bounded: states and presets only).
 fn record_transition(before: JobState, job: &Job) {
     if before == job.state || !job.state.is_terminal() {

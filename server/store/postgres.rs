@@ -327,15 +327,17 @@ async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>
             continue;
         }
         backoff = Duration::from_millis(200);
+        // Whatever was announced while the listener was away: claim loops scan, watchers re-read.
         work.notify_one();
+        hub.resync_all();
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => match n.channel() {
                     EVENTS_CHANNEL => {
                         if let Some((job, seq)) = n.payload().rsplit_once(':')
-                            && let Ok(seq) = seq.parse()
+                            && let Ok(seq) = seq.parse::<u64>()
                         {
-                            hub.publish(job, seq);
+                            share_remote_commit(&pool, &hub, job, seq).await;
                         }
                     }
                     _ => work.notify_one(),
@@ -352,6 +354,32 @@ async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>
                 }
             }
         }
+    }
+}
+
+/// Another replica committed a job up to `seq`: if watchers here are behind, read the new events
+/// once and hand them to all of them (instead of one read per watcher).
+async fn share_remote_commit(pool: &PgPool, hub: &EventHub, job_id: &str, seq: u64) {
+    let Some(known) = hub.watched_up_to(job_id) else {
+        return; // nobody watches it here
+    };
+    if known >= seq {
+        return; // committed here (or already shared)
+    }
+    let read = sqlx::query_scalar::<_, Json<Event>>(
+        "SELECT doc FROM job_events WHERE job_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+    )
+    .bind(job_id)
+    .bind(known as i64)
+    .bind(seq as i64)
+    .fetch_all(pool)
+    .await;
+    match read {
+        Ok(docs) if docs.len() as u64 == seq - known => {
+            hub.publish_events(job_id, seq, docs.into_iter().map(|d| d.0).collect());
+        }
+        // Partial or failed: the watchers read what they miss themselves.
+        _ => hub.publish(job_id, seq),
     }
 }
 
@@ -555,9 +583,10 @@ impl Store for PgStore {
         }
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
             .bind(&job.tenant_id)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .unwrap_or_default();
         check_limits(&job.tenant_id, active, total, limits)?;
         let pending = std::mem::take(&mut job.pending_events);
         job.last_seq = 0;
@@ -598,6 +627,11 @@ impl Store for PgStore {
             .map_err(db_err)?;
         }
         Self::insert_events(&mut tx, &events).await?;
+        sqlx::query(COUNT_CREATED)
+            .bind(&job.tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         notify(
             &mut tx,
             EVENTS_CHANNEL,
@@ -608,7 +642,7 @@ impl Store for PgStore {
             notify(&mut tx, WORK_CHANNEL, &job.id).await?;
         }
         tx.commit().await.map_err(db_err)?;
-        self.hub.publish(&job.id, job.last_seq);
+        self.hub.publish_events(&job.id, job.last_seq, events);
         Ok(Created::New(job))
     }
 
@@ -634,9 +668,10 @@ impl Store for PgStore {
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
             .bind(tenant_id)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .unwrap_or_default();
         Ok((active as u32, total as u32))
     }
 
@@ -728,6 +763,15 @@ impl Store for PgStore {
         };
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        let delta = super::active_delta(before, job.state);
+        if delta != 0 {
+            sqlx::query(COUNT_ACTIVE)
+                .bind(&job.tenant_id)
+                .bind(delta)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         sqlx::query(
             "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
         )
@@ -746,7 +790,7 @@ impl Store for PgStore {
             notify(&mut tx, WORK_CHANNEL, id).await?;
         }
         tx.commit().await.map_err(db_err)?;
-        self.hub.publish(id, job.last_seq);
+        self.hub.publish_events(id, job.last_seq, events);
         record_transition(before, &job);
         Ok(job)
     }
@@ -884,7 +928,12 @@ impl Store for PgStore {
     }
 }
 
-/// (jobs not yet terminal, jobs ever created) of one tenant.
-const JOB_COUNTS: &str =
-    "SELECT COUNT(*) FILTER (WHERE state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED')), COUNT(*)
-     FROM jobs WHERE tenant_id = $1";
+/// (jobs not yet terminal, jobs ever created) of one tenant, from its maintained counters.
+const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tenant_id = $1";
+
+/// Counts a new job (in the create transaction).
+const COUNT_CREATED: &str = "INSERT INTO tenant_job_counts (tenant_id, active, total) VALUES ($1, 1, 1)
+     ON CONFLICT (tenant_id) DO UPDATE SET active = tenant_job_counts.active + 1, total = tenant_job_counts.total + 1";
+
+/// Moves a job in or out of the active count (in the transaction of its transition).
+const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";

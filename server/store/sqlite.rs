@@ -193,19 +193,30 @@ impl SqliteStore {
         doc.as_deref().map(from_json).transpose()
     }
 
+    /// Inserts a commit's events in one statement.
     async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[Event]) -> Result<()> {
-        for event in events {
-            sqlx::query(
-                "INSERT INTO job_events (job_id, seq, created_ms, doc) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&event.job_id)
-            .bind(event.seq as i64)
-            .bind(event.at_ms)
-            .bind(json(event)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
+        if events.is_empty() {
+            return Ok(());
         }
+        let rows: Vec<String> = (0..events.len())
+            .map(|i| {
+                let n = 4 * i;
+                format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO job_events (job_id, seq, created_ms, doc) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for event in events {
+            q = q
+                .bind(&event.job_id)
+                .bind(event.seq as i64)
+                .bind(event.at_ms)
+                .bind(json(event)?);
+        }
+        q.execute(&mut **tx).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -483,9 +494,10 @@ impl Store for SqliteStore {
         }
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
             .bind(&job.tenant_id)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .unwrap_or_default();
         check_limits(&job.tenant_id, active, total, limits)?;
         let pending = std::mem::take(&mut job.pending_events);
         job.last_seq = 0;
@@ -519,8 +531,13 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         }
         Self::insert_events(&mut tx, &events).await?;
+        sqlx::query(COUNT_CREATED)
+            .bind(&job.tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        self.hub.publish(&job.id, job.last_seq);
+        self.hub.publish_events(&job.id, job.last_seq, events);
         if super::runnable(job.state) {
             self.work.notify_one();
         }
@@ -550,9 +567,10 @@ impl Store for SqliteStore {
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
             .bind(tenant_id)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .unwrap_or_default();
         Ok((active as u32, total as u32))
     }
 
@@ -644,6 +662,15 @@ impl Store for SqliteStore {
         };
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        let delta = super::active_delta(before, job.state);
+        if delta != 0 {
+            sqlx::query(COUNT_ACTIVE)
+                .bind(&job.tenant_id)
+                .bind(delta)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         sqlx::query(
             "UPDATE jobs SET state = $2, last_seq = $3, updated_ms = $4, doc = $5 WHERE id = $1",
         )
@@ -656,7 +683,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        self.hub.publish(id, job.last_seq);
+        self.hub.publish_events(id, job.last_seq, events);
         if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
             self.work.notify_one();
         }
@@ -803,6 +830,12 @@ impl Store for SqliteStore {
     }
 }
 
-/// (jobs not yet terminal, jobs ever created) of one tenant.
-const JOB_COUNTS: &str = "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') THEN 1 ELSE 0 END), 0), COUNT(*)
-     FROM jobs WHERE tenant_id = $1";
+/// (jobs not yet terminal, jobs ever created) of one tenant, from its maintained counters.
+const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tenant_id = $1";
+
+/// Counts a new job (in the create transaction).
+const COUNT_CREATED: &str = "INSERT INTO tenant_job_counts (tenant_id, active, total) VALUES ($1, 1, 1)
+     ON CONFLICT (tenant_id) DO UPDATE SET active = tenant_job_counts.active + 1, total = tenant_job_counts.total + 1";
+
+/// Moves a job in or out of the active count (in the transaction of its transition).
+const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";
