@@ -541,7 +541,7 @@ async fn unary(s: &Settings, endpoint: &str, secret: &str) -> anyhow::Result<Vec
         clients(endpoint, secret, s.connections)
             .await?
             .iter()
-            .map(Client::costs)
+            .map(|c| c.costs().raw())
             .collect();
     let request = pb::EstimateCostRequest {
         preset_id: "brand_campaign".into(),

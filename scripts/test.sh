@@ -27,7 +27,7 @@ passed+=("rust")
 
 step "sdk: generated code and README snippets are fresh"
 scripts/codegen.sh
-generated=(sdk/python/src/aiprod/v1 sdk/python/src/aiprod/_google sdk/python/src/aiprod/_services.py sdk/typescript/src/gen sdk/go/gen)
+generated=(sdk/rust/proto sdk/rust/LICENSE sdk/python/src/aiprod/v1 sdk/python/src/aiprod/_google sdk/python/src/aiprod/_services.py sdk/typescript/src/gen sdk/go/gen)
 if ! git diff --exit-code --stat -- "${generated[@]}" || [ -n "$(git status --porcelain --untracked-files=all -- "${generated[@]}")" ]; then
   echo "generated SDK code is stale: run scripts/codegen.sh and commit the result" >&2
   exit 1

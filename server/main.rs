@@ -1,7 +1,8 @@
-//! The `aiprod` command: `serve` (the default), `migrate`, `admin` (tenants and keys, offline) and
-//! `download` (a job's video, as a partner would fetch it).
+//! The `aiprod` command: `serve` (the default), `migrate`, `admin` (tenants and keys, offline), and
+//! the client subcommands a partner uses against a running server (`presets`, `estimate`,
+//! `jobs …`, `manifest …`, `costs`, `usage`, `download`; see `cli/`).
 
-mod cli_download;
+mod cli;
 
 use aiprod::config::{Config, ServeArgs};
 use aiprod::domain::tenant::KeyMode;
@@ -35,8 +36,10 @@ enum Command {
         )]
         database_url: String,
     },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Download a job's video (or one shot's clip) from a running server, resuming after dropped
-    /// connections and verifying its SHA-256.
+    /// connections and verifying its SHA-256 (the same as `jobs download`).
     Download {
         /// The server's gRPC endpoint.
         #[arg(
@@ -258,6 +261,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None => run_server(cli.serve).await,
         Some(Command::Serve(args)) => run_server(args).await,
+        Some(Command::Client(command)) => return cli::run(command).await,
         Some(Command::Download {
             endpoint,
             api_key,
@@ -265,13 +269,24 @@ async fn main() -> ExitCode {
             output,
             shot,
         }) => {
-            let output = output.unwrap_or_else(|| {
-                std::path::PathBuf::from(match &shot {
-                    Some(s) => format!("{job_id}-{s}.mp4"),
-                    None => format!("{job_id}.mp4"),
-                })
-            });
-            cli_download::run(endpoint, api_key, job_id, shot, output).await
+            let path =
+                output.unwrap_or_else(|| cli::download::default_path(&job_id, shot.as_deref()));
+            let args = cli::ClientArgs {
+                endpoint,
+                api_key: Some(api_key),
+                output: cli::Output::Text,
+                timeout: 30,
+                ca_file: None,
+            };
+            let result = async {
+                let client = cli::connect(&args).await?;
+                let artifact =
+                    cli::download::with_progress(&client, &job_id, shot.as_deref(), &path).await?;
+                println!("{}", cli::download::summary(&path, &artifact));
+                Ok(())
+            }
+            .await;
+            return cli::report(cli::Output::Text, result);
         }
         Some(Command::Migrate { database_url }) => {
             async {

@@ -8,7 +8,7 @@ use tonic::Code;
 async fn tenants_and_keys_lifecycle() {
     let server = TestServer::start().await;
     let admin = server.admin().await;
-    let mut a = admin.admin();
+    let a = admin.admin();
 
     let err = expect_err(
         a.create_tenant(pb::CreateTenantRequest {

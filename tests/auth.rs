@@ -51,13 +51,11 @@ async fn keys_are_required_checked_and_revocable() {
     let as_admin = aiprod_sdk::AdminClient::connect(server.endpoint.clone(), &secret)
         .await
         .unwrap();
-    let err = aiprod_sdk::Error::from(
-        as_admin
-            .admin()
-            .list_tenants(pb::ListTenantsRequest::default())
-            .await
-            .unwrap_err(),
-    );
+    let err = as_admin
+        .admin()
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let admin_as_tenant = Client::connect(server.endpoint.clone(), ADMIN_TOKEN)
         .await

@@ -1,7 +1,9 @@
 //! Downloads of a job's files over `google.bytestream.ByteStream/Read`: streamed to a `.part` file
 //! next to the destination, resumed from the bytes already written after a dropped connection,
 //! pinned to one version (`@sha256`) so a resumed read never mixes two files, verified (size and
-//! SHA-256) and only then renamed onto the destination.
+//! SHA-256) and only then renamed onto the destination. A `.part` left by an interrupted run is
+//! resumed too: its bytes are hashed and the read continues after them (the version pin makes
+//! sure they belong to the same file; a mismatch fails verification and the part is deleted).
 
 use crate::bytestream::ReadRequest;
 use crate::bytestream::byte_stream_client::ByteStreamClient;
@@ -53,6 +55,7 @@ pub(crate) async fn download(
     job_id: &str,
     which: Which,
     path: &Path,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<pb::VideoArtifact, Error> {
     let mut restarted = false;
     loop {
@@ -66,7 +69,7 @@ pub(crate) async fn download(
             .job
             .unwrap_or_default();
         let artifact = artifact_of(&job, &which).ok_or_else(|| not_ready(&job, &which))?;
-        match fetch(client.streaming_channel(), &artifact, path).await {
+        match fetch(client.streaming_channel(), &artifact, path, progress).await {
             // The file was replaced by a revision while we read it: start over once.
             Err(e) if e.code() == Code::FailedPrecondition && !restarted => {
                 restarted = true;
@@ -87,6 +90,7 @@ async fn fetch(
     channel: AuthChannel,
     artifact: &pb::VideoArtifact,
     path: &Path,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| {
         Error::from(tonic::Status::unknown(format!(
@@ -95,11 +99,25 @@ async fn fetch(
         )))
     };
     let part = part_path(path);
-    let mut file = tokio::fs::File::create(&part)
-        .await
-        .map_err(|e| io("cannot create", e))?;
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
+    // Resume a previous run's part file when it is not longer than the file.
+    let previous = tokio::fs::read(&part).await.unwrap_or_default();
+    let mut file = if !previous.is_empty() && previous.len() as u64 <= artifact.size_bytes {
+        hasher.update(&previous);
+        written = previous.len() as u64;
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .await
+            .map_err(|e| io("cannot open", e))?
+    } else {
+        tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| io("cannot create", e))?
+    };
+    drop(previous);
+    progress(written, artifact.size_bytes);
     let mut stalled = 0u32;
     let name = format!("{}@{}", artifact.resource_name, artifact.sha256);
     let mut bytestream = ByteStreamClient::new(channel);
@@ -121,13 +139,14 @@ async fn fetch(
                     .map_err(|e| io("cannot write", e))?;
                 hasher.update(&data);
                 written += data.len() as u64;
+                progress(written, artifact.size_bytes);
             }
             Ok::<(), Error>(())
         }
         .await;
         match read {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_resumable() => {
                 stalled = if written > before { 0 } else { stalled + 1 };
                 if stalled > MAX_STALLED_RETRIES {
                     break Err(e);

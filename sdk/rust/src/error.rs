@@ -27,6 +27,18 @@ impl Error {
         }
     }
 
+    pub(crate) fn deadline_exceeded(timeout: Duration) -> Self {
+        Error {
+            status: tonic::Status::deadline_exceeded(format!("deadline of {timeout:?} exceeded")),
+        }
+    }
+
+    /// A transport failure (connection refused, TLS handshake, …) with its whole cause chain in
+    /// the message, so "transport error" never hides why.
+    pub(crate) fn connect(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        Error::transport(format!("cannot connect to {endpoint}: {}", chain(error)))
+    }
+
     /// The gRPC status code.
     pub fn code(&self) -> Code {
         self.status.code()
@@ -75,17 +87,43 @@ impl Error {
         &self.status
     }
 
-    /// Whether retrying the same call later can succeed.
+    /// Whether retrying the same call later can succeed: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, and
+    /// `RESOURCE_EXHAUSTED` that carries `RetryInfo` (a quota used up does not).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.code(),
-            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
-        ) || is_connection_reset(&self.status)
+        match self.code() {
+            Code::Unavailable | Code::DeadlineExceeded => true,
+            Code::ResourceExhausted => self.retry_after().is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a stream (watch, download) broken by this error should be reopened where it
+    /// stopped: a transient error, or the connection dropping under it.
+    pub(crate) fn is_resumable(&self) -> bool {
+        matches!(self.code(), Code::Unavailable)
+            || (self.code() == Code::ResourceExhausted && self.retry_after().is_some())
+            || is_connection_reset(&self.status)
     }
 }
 
+/// `error: cause: cause…`, each distinct message once.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 fn is_connection_reset(status: &tonic::Status) -> bool {
-    // A dropped connection mid-stream surfaces as UNKNOWN/INTERNAL with an h2 or transport cause.
+    // A dropped connection mid-stream surfaces as UNKNOWN/INTERNAL/CANCELLED with an h2 or
+    // transport cause.
     matches!(
         status.code(),
         Code::Unknown | Code::Internal | Code::Cancelled
@@ -97,6 +135,24 @@ fn is_connection_reset(status: &tonic::Status) -> bool {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
+        // tonic reports its own client-side deadline as CANCELLED "Timeout expired".
+        if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+            return Error {
+                status: tonic::Status::deadline_exceeded("deadline exceeded"),
+            };
+        }
+        // A transport failure's message is only "transport error": keep the cause visible.
+        if let Some(source) = std::error::Error::source(&status) {
+            let message = format!("{}: {}", status.message(), chain(source));
+            return Error {
+                status: tonic::Status::with_details_and_metadata(
+                    status.code(),
+                    message,
+                    status.details().to_vec().into(),
+                    status.metadata().clone(),
+                ),
+            };
+        }
         Error { status }
     }
 }
@@ -142,8 +198,14 @@ mod tests {
     #[test]
     fn connection_resets_are_transient_but_bugs_are_not() {
         assert!(
-            Error::from(tonic::Status::unknown("h2 protocol error: stream reset")).is_transient()
+            Error::from(tonic::Status::unknown("h2 protocol error: stream reset")).is_resumable()
         );
+        assert!(Error::from(tonic::Status::cancelled("Timeout expired")).is_transient());
+        assert_eq!(
+            Error::from(tonic::Status::cancelled("Timeout expired")).code(),
+            Code::DeadlineExceeded
+        );
+        assert!(!Error::from(tonic::Status::resource_exhausted("quota used up")).is_transient());
         assert!(Error::from(tonic::Status::unavailable("shutting down")).is_transient());
         assert!(
             !Error::from(tonic::Status::internal("internal error (incident 1)")).is_transient()

@@ -1,25 +1,30 @@
-//! `WatchJob` with transparent reconnection and resume.
+//! `WatchJob` with transparent reconnection and resume (sdk/PRODUCTION.md, "Watch resume").
 
 use crate::pb::render_service_client::RenderServiceClient;
 use crate::pb::{JobEvent, WatchJobRequest};
+use crate::retry::{Caller, RetryPolicy};
 use crate::{AuthChannel, Error, is_terminal};
 use futures::Stream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+const METHOD: &str = "/aiprod.v1.RenderService/WatchJob";
 
 /// Reconnection policy of a watch.
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
-    /// Consecutive failed reconnections before giving up.
-    pub max_retries: u32,
-    /// First backoff delay; doubles on each consecutive failure up to `max_backoff`.
+    /// How long to keep reconnecting through continuous failure (default 120 s); the clock
+    /// restarts whenever an event arrives.
+    pub resume_timeout: Duration,
+    /// Backoff cap of the first reconnection (default 100 ms); doubles per consecutive failure.
     pub initial_backoff: Duration,
+    /// Largest backoff cap (default 5 s).
     pub max_backoff: Duration,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            max_retries: 8,
+            resume_timeout: Duration::from_secs(120),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         }
@@ -28,26 +33,36 @@ impl Default for WatchOptions {
 
 struct State {
     client: RenderServiceClient<AuthChannel>,
+    caller: Caller,
     job_id: String,
     last: u64,
     stream: Option<tonic::Streaming<crate::pb::WatchJobResponse>>,
+    /// Consecutive failures, and when the first of them happened.
     failures: u32,
+    failing_since: Option<Instant>,
+    attempt: u32,
+    opened: Instant,
     done: bool,
     options: WatchOptions,
 }
 
 pub(crate) fn watch(
     client: RenderServiceClient<AuthChannel>,
+    caller: Caller,
     job_id: String,
     after: u64,
     options: WatchOptions,
 ) -> impl Stream<Item = Result<JobEvent, Error>> + Send + 'static {
     let state = State {
         client,
+        caller,
         job_id,
         last: after,
         stream: None,
         failures: 0,
+        failing_since: None,
+        attempt: 0,
+        opened: Instant::now(),
         done: false,
         options,
     };
@@ -61,11 +76,12 @@ pub(crate) fn watch(
                     job_id: s.job_id.clone(),
                     after_sequence: s.last,
                 };
+                s.attempt += 1;
+                s.opened = Instant::now();
                 match s.client.watch_job(request).await {
                     Ok(resp) => s.stream = Some(resp.into_inner()),
                     Err(status) => {
-                        let err = Error::from(status);
-                        if let Some(e) = s.retry_or_fail(err).await {
+                        if let Some(e) = s.retry_or_fail(Error::from(status)).await {
                             return Some((Err(e), s));
                         }
                         continue;
@@ -80,9 +96,12 @@ pub(crate) fn watch(
                         continue; // never yield an event twice
                     }
                     s.failures = 0;
+                    s.failing_since = None;
                     s.last = event.sequence;
                     if is_terminal(event.state) {
                         s.done = true;
+                        s.caller
+                            .report(METHOD, s.attempt, tonic::Code::Ok, s.opened);
                     }
                     return Some((Ok(event), s));
                 }
@@ -110,19 +129,21 @@ pub(crate) fn watch(
 impl State {
     /// Waits before the next attempt, or returns the error to surface (and stops the watch).
     async fn retry_or_fail(&mut self, err: Error) -> Option<Error> {
-        if !err.is_transient() || self.failures >= self.options.max_retries {
+        self.caller
+            .report(METHOD, self.attempt, err.code(), self.opened);
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        self.failures += 1;
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: self.options.initial_backoff,
+            max_backoff: self.options.max_backoff,
+        };
+        let delay = policy.backoff(self.failures, err.retry_after());
+        if !err.is_resumable() || since.elapsed() + delay > self.options.resume_timeout {
             self.done = true;
             return Some(err);
         }
-        let delay = self
-            .options
-            .initial_backoff
-            .saturating_mul(1 << self.failures.min(16))
-            .min(self.options.max_backoff);
-        let delay = err
-            .retry_after()
-            .map_or(delay, |d| d.max(delay).min(self.options.max_backoff));
-        self.failures += 1;
+        tracing::debug!(job_id = %self.job_id, after = self.last, code = ?err.code(), ?delay, "watch reconnecting");
         tokio::time::sleep(delay).await;
         None
     }
