@@ -148,6 +148,11 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         // Count every call, shed ones included, by method and final status.
         .layer(api::metrics::MetricsLayer)
+        // Bad input at the transport level (content-type, grpc-timeout, size, message count, bodies
+        // that do not decode) is answered here, as the gRPC spec and grpc-go/grpc-java do.
+        .layer(api::transport::TransportLayer {
+            max_message_bytes: max,
+        })
         // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(

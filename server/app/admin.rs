@@ -48,6 +48,22 @@ impl App {
             .ok_or_else(|| Error::not_found("tenant"))
     }
 
+    /// A page of tenants after `after` (by id), and the id to continue after when there are more.
+    pub async fn list_tenants(
+        &self,
+        after: &str,
+        page_size: u32,
+    ) -> Result<(Vec<Tenant>, Option<String>)> {
+        let mut tenants = self.store.tenants(after, page_size + 1).await?;
+        let next = if tenants.len() > page_size as usize {
+            tenants.truncate(page_size as usize);
+            tenants.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok((tenants, next))
+    }
+
     pub async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant> {
         let mut t = self.tenant(id).await?;
         if let Some(v) = patch.name {

@@ -216,6 +216,11 @@ impl App {
         self.backends.for_job(sandbox)
     }
 
+    /// The catalog of presets, backends and tiers (read-only; the transport validates with it).
+    pub fn catalog(&self) -> &crate::domain::Catalog {
+        &self.config.catalog
+    }
+
     pub fn unavailable_backends(&self, sandbox: bool) -> Vec<Backend> {
         self.backend_set(sandbox).unavailable()
     }
