@@ -15,3 +15,5 @@ mod observability;
 mod postgres;
 mod providers;
 mod reliability;
+mod rules;
+mod transport;
