@@ -159,8 +159,10 @@ async fn transport_level_bad_input_is_answered_per_the_spec() {
     assert_eq!(a.code, Some(0), "{}", a.message);
 
     // Undecodable bodies: INVALID_ARGUMENT, nothing of the decoder's text.
-    let bodies: [(&str, Vec<u8>); 4] = [
+    let bodies: [(&str, Vec<u8>); 5] = [
         ("invalid UTF-8", vec![0x0a, 2, 0xff, 0xfe]),
+        // 200 nested groups of an unknown field: past the decoder's recursion limit.
+        ("deep nesting", vec![0x7b; 200]),
         ("wrong wire type", vec![0x0d, 1, 2, 3, 4]),
         ("truncated field", vec![0x0a, 50, b'a']),
         (

@@ -3,13 +3,13 @@
 use super::Api;
 use super::auth::Operator;
 use super::convert::{key_mode_from, key_pb, ms, require_id, tenant_pb, tier_from, trial_from};
+use crate::app::admin::now_ms;
 use crate::app::admin::{NewTenant, TenantPatch};
 use crate::domain::Money;
 use crate::domain::validate::{Violations, echo};
 use crate::error::Error;
 use crate::pb::admin_service_server::AdminService;
 use crate::pb::*;
-use crate::store::now_ms;
 use tonic::{Request, Response, Status};
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {

@@ -2,13 +2,13 @@
 
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
 use super::{Api, caller};
+use crate::app::jobs::JobFilter;
 use crate::app::jobs::parse_page_token;
 use crate::domain::spec;
 use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::pb::render_service_server::RenderService;
 use crate::pb::*;
-use crate::store::JobFilter;
 use futures::stream::{BoxStream, StreamExt};
 use tonic::{Request, Response, Status};
 

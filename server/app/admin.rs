@@ -4,7 +4,6 @@ use super::App;
 use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial, generate_key, hash_key};
 use crate::domain::{Money, Tier};
 use crate::error::{Error, Result};
-use crate::store::now_ms;
 
 /// A validated CreateTenant.
 pub struct NewTenant {
@@ -24,6 +23,9 @@ pub struct TenantPatch {
     pub trial: Option<Option<Trial>>,
     pub job_quota: Option<Option<u32>>,
 }
+
+/// The server clock in Unix milliseconds (the transport validates times against it).
+pub use crate::store::now_ms;
 
 impl App {
     pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {

@@ -6,7 +6,9 @@ use crate::domain::job::{Event, EventKind, Job, JobSpec};
 use crate::domain::pricing::{self, QuoteParams};
 use crate::domain::{JobState, planner};
 use crate::error::{Error, Result};
-use crate::store::{Created, JobFilter, JobLimits, now_ms};
+/// How ListJobs filters (re-exported so the transport needs nothing from the store).
+pub use crate::store::JobFilter;
+use crate::store::{Created, JobLimits, now_ms};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
