@@ -133,7 +133,7 @@ impl Server {
         Ok(())
     }
 
-    /// Creates an auto-approved job and waits for DELIVERED; returns the job and the seconds taken.
+    /// Creates an auto-approved job (approving a final review) and waits for DELIVERED; returns the job and the seconds taken.
     async fn deliver(&self, preset: &str, request_id: &str) -> anyhow::Result<(pb::Job, f64)> {
         let t0 = Instant::now();
         let job = self
@@ -153,7 +153,17 @@ impl Server {
             .unwrap_or_default();
         let mut stream = Box::pin(self.client.watch_job(job.job_id.clone(), 0));
         while let Some(e) = stream.next().await {
-            if aiprod_sdk::is_terminal(e?.state) {
+            let state = e?.state;
+            // auto_approve skips only the manifest review: approve the cut of a final review.
+            if state == pb::JobState::AwaitingFinalApproval as i32 {
+                self.client
+                    .icc()
+                    .approve_delivery(pb::ApproveDeliveryRequest {
+                        job_id: job.job_id.clone(),
+                    })
+                    .await?;
+            }
+            if aiprod_sdk::is_terminal(state) {
                 break;
             }
         }

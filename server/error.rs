@@ -1,12 +1,22 @@
 //! The one error type of the service and its one mapping to `tonic::Status` with `google.rpc` details.
 
-use crate::domain::validate::FieldViolation;
+use crate::domain::validate::{FieldViolation, truncate};
 use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "aiprod.dev";
+
+/// The longest status message sent; every value a message echoes is already bounded
+/// (`validate::echo`), this bounds their sum so an error always fits standard clients' limits.
+const MAX_MESSAGE_CHARS: usize = 2048;
+/// The longest text of one detail field (a violation's field path or description).
+const MAX_DETAIL_CHARS: usize = 512;
+
+fn detail(text: impl AsRef<str>) -> String {
+    truncate(text.as_ref(), MAX_DETAIL_CHARS)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,8 +30,9 @@ pub enum Error {
         message: String,
     },
     /// A resource that does not exist or belongs to another tenant: the same answer either way.
-    #[error("{kind} not found")]
-    NotFound { kind: &'static str },
+    /// `hint` never depends on the tenant (e.g. the catalog's preset ids).
+    #[error("{kind} not found{hint}")]
+    NotFound { kind: &'static str, hint: String },
     /// A preset or feature outside the tenant's tier.
     #[error("{message}")]
     PermissionDenied {
@@ -82,7 +93,10 @@ impl Error {
     }
 
     pub fn not_found(kind: &'static str) -> Self {
-        Error::NotFound { kind }
+        Error::NotFound {
+            kind,
+            hint: String::new(),
+        }
     }
 
     pub fn precondition(
@@ -104,12 +118,12 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        let message = e.to_string();
+        let message = truncate(&e.to_string(), MAX_MESSAGE_CHARS);
         match e {
             Error::InvalidArgument(violations) => {
                 let mut d = ErrorDetails::new();
                 for v in violations {
-                    d.add_bad_request_violation(v.field, v.description);
+                    d.add_bad_request_violation(detail(v.field), detail(v.description));
                 }
                 Status::with_error_details(Code::InvalidArgument, message, d)
             }
@@ -132,14 +146,18 @@ impl From<Error> for Status {
             } => Status::with_error_details(
                 Code::FailedPrecondition,
                 message,
-                ErrorDetails::with_precondition_failure_violation(kind, subject, description),
+                ErrorDetails::with_precondition_failure_violation(
+                    kind,
+                    detail(subject),
+                    detail(description),
+                ),
             ),
             Error::OutOfRange {
                 field,
                 message: description,
             } => {
                 let mut d = ErrorDetails::new();
-                d.add_bad_request_violation(field, description);
+                d.add_bad_request_violation(field, detail(description));
                 Status::with_error_details(Code::OutOfRange, message, d)
             }
             Error::Aborted(_) | Error::LeaseLost => Status::new(Code::Aborted, message),
@@ -148,7 +166,10 @@ impl From<Error> for Status {
                 message: description,
                 retry_after,
             } => {
-                let mut d = ErrorDetails::with_quota_failure_violation(subject, description);
+                let mut d = ErrorDetails::with_quota_failure_violation(
+                    detail(subject),
+                    detail(description),
+                );
                 if let Some(delay) = retry_after {
                     d.set_retry_info(Some(delay));
                 }

@@ -76,7 +76,7 @@ pub async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: 
 /// NOT_SERVING while it does not answer (within the interval) and back when it does. Stops at
 /// shutdown (which sets NOT_SERVING itself).
 pub async fn monitor_database(app: Arc<App>, reporter: HealthReporter, names: Vec<&'static str>) {
-    let interval = Duration::from_millis(app.config.cluster.health_probe_interval_ms);
+    let interval = Duration::from_millis(app.config().cluster.health_probe_interval_ms);
     let timeout = interval.max(Duration::from_millis(500));
     let mut serving = true;
     loop {
@@ -85,7 +85,7 @@ pub async fn monitor_database(app: Arc<App>, reporter: HealthReporter, names: Ve
             _ = app.shutdown.cancelled() => return,
         }
         let ok = matches!(
-            tokio::time::timeout(timeout, app.store.ping()).await,
+            tokio::time::timeout(timeout, app.ping_database()).await,
             Ok(Ok(()))
         );
         if ok == serving || app.shutdown.is_cancelled() {

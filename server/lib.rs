@@ -114,7 +114,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = open_app(config).await?;
-    if app.config.demo_tenant
+    if app.config().demo_tenant
         && let Some((tenant, secret)) = app.ensure_demo_tenant().await?
     {
         // Printed once, on the first start with an empty database; only its hash is stored.
@@ -125,7 +125,7 @@ pub async fn serve(
     }
     app.start_pipeline().await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = app.store.backend_name(), "aiprod serving");
+    tracing::info!(%addr, database = app.database_name(), "aiprod serving");
 
     let health = tonic_health::server::HealthReporter::new();
     let health_names = health::status_names(&[
@@ -160,14 +160,19 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let api = Api { app: app.clone() };
-    let max = app.config.max_message_bytes;
+    let max = app.config().max_message_bytes;
     let layers = tower::ServiceBuilder::new()
         // Count every call, shed ones included, by method and final status.
         .layer(api::metrics::MetricsLayer)
+        // Bad input at the transport level (content-type, grpc-timeout, size, message count, bodies
+        // that do not decode) is answered here, as the gRPC spec and grpc-go/grpc-java do.
+        .layer(api::transport::TransportLayer {
+            max_message_bytes: max,
+        })
         // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            app.config.concurrency_limit,
+            app.config().concurrency_limit,
         ))
         // Authenticate before routing, so no aiprod.v1 RPC can be reached without a credential.
         .layer(AuthLayer { app: app.clone() })
@@ -175,7 +180,7 @@ pub async fn serve(
 
     let stopping = app.shutdown.clone();
     let health_on_stop = health.clone();
-    let grace = Duration::from_secs(app.config.shutdown_grace_s);
+    let grace = Duration::from_secs(app.config().shutdown_grace_s);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
@@ -194,7 +199,7 @@ pub async fn serve(
     });
     let server = tonic::transport::Server::builder()
         // tonic's own timeout (not a tower timeout): it answers with a gRPC status and honours grpc-timeout.
-        .timeout(Duration::from_secs(app.config.request_timeout_s))
+        .timeout(Duration::from_secs(app.config().request_timeout_s))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
@@ -211,7 +216,7 @@ pub async fn serve(
         .add_service(ByteStreamServer::new(api).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(incoming, signal);
 
-    if let Some(path) = &app.config.ready_file {
+    if let Some(path) = &app.config().ready_file {
         std::fs::write(path, addr.to_string())?;
     }
     // A bounded grace period: long-lived streams (e.g. a health watch) must not hold shutdown forever.
@@ -234,7 +239,7 @@ pub async fn serve(
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
         tracing::warn!("pipeline tasks did not stop within the grace period");
     }
-    app.store.close().await;
+    app.close_store().await;
     tracing::info!("stopped");
     served.map_err(Into::into)
 }

@@ -251,7 +251,7 @@ async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> 
             }
         }
     }
-    app.store.close().await;
+    app.close_store().await;
     Ok(())
 }
 
@@ -295,7 +295,7 @@ async fn main() -> ExitCode {
                     ..Config::default()
                 })
                 .await?;
-                app.store.close().await;
+                app.close_store().await;
                 println!("database is up to date");
                 Ok(())
             }

@@ -184,19 +184,27 @@ async fn estimates_validate_every_field() {
         "over the preset's maximum"
     );
 
-    // A budget that no backend mix fits is a precondition failure with details.
-    let err = expect_err(
-        client
-            .costs()
-            .estimate_cost(pb::EstimateCostRequest {
-                preset_id: "brand_campaign".into(),
-                budget_micros: Some(50_000),
-                ..Default::default()
-            })
-            .await,
+    // A budget that no plan meeting the floor fits is an answer: every option with why, and the
+    // cheapest compliant quote named (issue 9, departure 6).
+    let e = client
+        .costs()
+        .estimate_cost(pb::EstimateCostRequest {
+            preset_id: "brand_campaign".into(),
+            budget_micros: Some(50_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!e.within_budget);
+    assert!(e.reason.contains("$0.910000"), "{}", e.reason);
+    assert_eq!(e.recommended.unwrap().total_micros, 910_000);
+    assert_eq!(e.options.len(), 3);
+    assert!(
+        e.options
+            .iter()
+            .all(|o| !o.within_budget && !o.reason.is_empty())
     );
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.details().precondition_failure().is_some());
 
     // A shot list is quoted as given.
     let shots = (0..6)

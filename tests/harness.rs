@@ -189,6 +189,30 @@ pub async fn watch_to_end(client: &Client, job_id: &str, after: u64) -> Vec<pb::
     watch_until(client, job_id, after, |e| aiprod_sdk::is_terminal(e.state)).await
 }
 
+/// Every event to the end, approving the final review when the job stops for it (`auto_approve`
+/// skips only the manifest review).
+pub async fn watch_to_delivery(client: &Client, job_id: &str) -> Vec<pb::JobEvent> {
+    let mut events = watch_until(client, job_id, 0, |e| {
+        e.state == pb::JobState::AwaitingFinalApproval as i32
+    })
+    .await;
+    if events
+        .last()
+        .is_some_and(|e| e.state == pb::JobState::AwaitingFinalApproval as i32)
+    {
+        client
+            .icc()
+            .approve_delivery(pb::ApproveDeliveryRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .expect("approve delivery");
+        let last = events.last().map_or(0, |e| e.sequence);
+        events.extend(watch_to_end(client, job_id, last).await);
+    }
+    events
+}
+
 pub async fn wait_for_state(
     client: &Client,
     job_id: &str,

@@ -292,7 +292,9 @@ async fn monthly_budget_alerts_steers_and_refuses() {
             .iter()
             .all(|b| *b == pb::Backend::Runway as i32)
     );
-    // Past 90 %: the next job is steered to the economy backend, and crosses 100 %.
+    // Past 90 %: the next job is steered to the cheapest backend that still meets the preset's
+    // floor (Runway for brand_campaign's 0.8: a budget never buys quality below the floor,
+    // issue 9), and crosses 100 %.
     let second = create(
         &gold,
         pb::CreateJobRequest {
@@ -305,7 +307,7 @@ async fn monthly_budget_alerts_steers_and_refuses() {
     assert!(
         backends(&events)
             .iter()
-            .all(|b| *b == pb::Backend::Replicate as i32),
+            .all(|b| *b == pb::Backend::Runway as i32),
         "{:?}",
         backends(&events)
     );

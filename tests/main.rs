@@ -17,4 +17,6 @@ mod observability;
 mod postgres;
 mod providers;
 mod reliability;
+mod rules;
 mod store;
+mod transport;

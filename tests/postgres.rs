@@ -206,7 +206,7 @@ async fn the_whole_service_runs_on_postgres() {
         .await
         .unwrap();
     for id in [&ids[0], &second.job_id] {
-        let events = watch_to_end(&client, id, 0).await;
+        let events = watch_to_delivery(&client, id).await;
         assert_gap_free(&events);
         assert_eq!(states(&events).last(), Some(&Delivered));
         let report = costs(&client, id).await;

@@ -48,7 +48,7 @@ async fn graceful_restart_mid_job_resumes_without_gaps_or_double_billing() {
     let client = Client::connect(server.endpoint.clone(), &secret)
         .await
         .unwrap();
-    let events = watch_to_end(&client, &job.job_id, 0).await;
+    let events = watch_to_delivery(&client, &job.job_id).await;
     assert_gap_free(&events);
     assert_eq!(states(&events).last(), Some(&Delivered));
     assert_eq!(

@@ -3,20 +3,26 @@
 use super::Api;
 use super::auth::Operator;
 use super::convert::{key_mode_from, key_pb, ms, require_id, tenant_pb, tier_from, trial_from};
+use crate::app::admin::now_ms;
 use crate::app::admin::{NewTenant, TenantPatch};
 use crate::domain::Money;
-use crate::domain::validate::Violations;
+use crate::domain::validate::{Violations, echo};
 use crate::error::Error;
 use crate::pb::admin_service_server::AdminService;
 use crate::pb::*;
-use crate::store::now_ms;
 use tonic::{Request, Response, Status};
 
 fn operator<T>(req: &Request<T>) -> Result<(), Status> {
     req.extensions()
         .get::<Operator>()
         .map(|_| ())
-        .ok_or_else(|| Status::unauthenticated("missing admin token"))
+        .ok_or_else(|| {
+            // Through the one Error → Status mapping, like every other error.
+            Status::from(Error::Unauthenticated {
+                reason: "MISSING_ADMIN_TOKEN",
+                message: "missing `authorization: Bearer <admin token>` metadata".into(),
+            })
+        })
 }
 
 fn page_token(id: &str) -> String {
@@ -107,21 +113,13 @@ impl AdminService for Api {
         );
         v.finish().map_err(Error::InvalidArgument)?;
         let size = if r.page_size == 0 { 50 } else { r.page_size };
-        let mut tenants = self
+        let (tenants, next_page_token) = self
             .app
-            .store
-            .tenants(&after.unwrap_or_default(), size + 1)
-            .await
-            .map_err(Status::from)?;
-        let next_page_token = if tenants.len() > size as usize {
-            tenants.truncate(size as usize);
-            tenants
-                .last()
-                .map(|t| page_token(&t.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+            .list_tenants(&after.unwrap_or_default(), size)
+            .await?;
+        let next_page_token = next_page_token
+            .map(|id| page_token(&id))
+            .unwrap_or_default();
         let now = now_ms();
         Ok(Response::new(ListTenantsResponse {
             tenants: tenants.iter().map(|t| tenant_pb(t, now)).collect(),
@@ -182,7 +180,7 @@ impl AdminService for Api {
                 }
                 other => v.add(
                     format!("update_mask.paths[{i}]"),
-                    format!("unknown or read-only field {other:?}"),
+                    format!("unknown or read-only field {}", echo(other)),
                 ),
             }
         }

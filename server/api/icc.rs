@@ -7,7 +7,7 @@ use super::convert::{
 use super::{Api, caller};
 use crate::app::icc::ManifestPatch;
 use crate::domain::manifest::{EDITABLE_FIELDS, READ_ONLY_FIELDS};
-use crate::domain::validate::Violations;
+use crate::domain::validate::{Violations, echo};
 use crate::error::Error;
 use crate::pb::icc_service_server::IccService;
 use crate::pb::*;
@@ -69,14 +69,15 @@ impl IccService for Api {
                     patch.audio_style = Some(manifest.audio_style.clone());
                 }
                 p if READ_ONLY_FIELDS.contains(&p) || p.starts_with("consistency_markers.") => {
-                    v.add(field, format!("{p} is read-only"));
+                    v.add(field, format!("{} is read-only", echo(p)));
                     continue;
                 }
                 p => {
                     v.add(
                         field,
                         format!(
-                            "unknown field {p:?}; editable: {}",
+                            "unknown field {}; editable: {}",
+                            echo(p),
                             EDITABLE_FIELDS.join(", ")
                         ),
                     );

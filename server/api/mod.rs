@@ -10,6 +10,7 @@ pub mod icc;
 pub mod metrics;
 pub mod preset;
 pub mod render;
+pub mod transport;
 
 use crate::app::{App, Caller};
 use crate::error::Error;

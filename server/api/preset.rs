@@ -15,14 +15,7 @@ impl PresetService for Api {
     ) -> Result<Response<ListPresetsResponse>, Status> {
         caller(&req)?;
         Ok(Response::new(ListPresetsResponse {
-            presets: self
-                .app
-                .config
-                .catalog
-                .presets
-                .iter()
-                .map(preset_pb)
-                .collect(),
+            presets: self.app.catalog().presets.iter().map(preset_pb).collect(),
         }))
     }
 
@@ -31,7 +24,7 @@ impl PresetService for Api {
         req: Request<GetPresetRequest>,
     ) -> Result<Response<GetPresetResponse>, Status> {
         caller(&req)?;
-        let catalog = &self.app.config.catalog;
+        let catalog = self.app.catalog();
         let id = &req.get_ref().preset_id;
         if id.is_empty() {
             return Err(Error::invalid(
@@ -44,10 +37,12 @@ impl PresetService for Api {
             Some(p) => Ok(Response::new(GetPresetResponse {
                 preset: Some(preset_pb(p)),
             })),
-            None => Err(Status::not_found(format!(
-                "preset not found; known presets: {}",
-                catalog.preset_ids().join(", ")
-            ))),
+            // Through the one Error → Status mapping (no echo of the id).
+            None => Err(Error::NotFound {
+                kind: "preset",
+                hint: format!("; known presets: {}", catalog.preset_ids().join(", ")),
+            }
+            .into()),
         }
     }
 }

@@ -2,12 +2,13 @@
 
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
 use super::{Api, caller};
+use crate::app::jobs::JobFilter;
 use crate::app::jobs::parse_page_token;
+use crate::domain::spec;
 use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::pb::render_service_server::RenderService;
 use crate::pb::*;
-use crate::store::JobFilter;
 use futures::stream::{BoxStream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -21,7 +22,7 @@ impl RenderService for Api {
         req: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
         let who = caller(&req)?;
-        let input = create_job_input(req.into_inner(), &self.app.config.catalog)?;
+        let input = create_job_input(req.into_inner(), self.app.catalog())?;
         let job = self.app.create_job(&who, input).await?;
         Ok(Response::new(CreateJobResponse {
             job: Some(job_pb(&job)),
@@ -70,14 +71,8 @@ impl RenderService for Api {
                 None => v.add(format!("states[{i}]"), "is not a job state"),
             }
         }
-        if !r.preset_id.is_empty() && self.app.config.catalog.preset(&r.preset_id).is_none() {
-            v.add(
-                "preset_id",
-                format!(
-                    "unknown preset; known presets: {}",
-                    self.app.config.catalog.preset_ids().join(", ")
-                ),
-            );
+        if !r.preset_id.is_empty() {
+            spec::check_preset(self.app.catalog(), &r.preset_id, &mut v);
         }
         v.check(r.labels.len() <= 16, "labels", "at most 16 label filters");
         v.finish().map_err(Error::InvalidArgument)?;

@@ -4,7 +4,6 @@ use super::App;
 use crate::domain::tenant::{ApiKey, KeyMode, Tenant, Trial, generate_key, hash_key};
 use crate::domain::{Money, Tier};
 use crate::error::{Error, Result};
-use crate::store::now_ms;
 
 /// A validated CreateTenant.
 pub struct NewTenant {
@@ -24,6 +23,9 @@ pub struct TenantPatch {
     pub trial: Option<Option<Trial>>,
     pub job_quota: Option<Option<u32>>,
 }
+
+/// The server clock in Unix milliseconds (the transport validates times against it).
+pub use crate::store::now_ms;
 
 impl App {
     pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
@@ -46,6 +48,22 @@ impl App {
             .tenant(id)
             .await?
             .ok_or_else(|| Error::not_found("tenant"))
+    }
+
+    /// A page of tenants after `after` (by id), and the id to continue after when there are more.
+    pub async fn list_tenants(
+        &self,
+        after: &str,
+        page_size: u32,
+    ) -> Result<(Vec<Tenant>, Option<String>)> {
+        let mut tenants = self.store.tenants(after, page_size + 1).await?;
+        let next = if tenants.len() > page_size as usize {
+            tenants.truncate(page_size as usize);
+            tenants.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok((tenants, next))
     }
 
     pub async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant> {

@@ -1,12 +1,12 @@
 //! Cost estimates: the quote for every backend option side by side, before anything is spent.
 
 use super::{App, Caller};
-use crate::domain::catalog::BackendSpec;
 use crate::domain::manifest::Shot;
-use crate::domain::pricing::{self, Quote, QuoteParams, split_duration};
+use crate::domain::pricing::{self, OptionContext, Quote, QuoteError, QuoteParams, split_duration};
 use crate::domain::{Backend, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
+use std::time::Duration;
 
 /// A validated EstimateCost request.
 pub struct EstimateInput {
@@ -19,16 +19,7 @@ pub struct EstimateInput {
     pub shots: Option<Vec<Shot>>,
 }
 
-pub struct BackendOption {
-    pub backend: Backend,
-    pub cost: Money,
-    pub quality: f64,
-    pub expected_render_seconds: u32,
-    pub meets_quality_floor: bool,
-    pub within_preset_cap: bool,
-    pub within_budget: bool,
-    pub can_render: bool,
-}
+pub use crate::domain::pricing::BackendOption;
 
 pub struct CompetitorQuote {
     pub name: String,
@@ -45,23 +36,75 @@ pub struct Estimate {
     pub options: Vec<BackendOption>,
     pub competitors: Vec<CompetitorQuote>,
     pub brand_cache_hit: bool,
+    /// Whether `recommended` fits the budget; when not, it is the cheapest plan meeting the floor.
+    pub within_budget: bool,
+    /// Why the recommended quote is what it is, or why nothing fits the budget.
+    pub reason: String,
 }
 
-fn shots_of(durations: Vec<u32>) -> Vec<Shot> {
-    durations
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| Shot {
-            shot_id: format!("shot-{:02}", i + 1),
-            description: String::new(),
-            duration_s: d,
-            camera: crate::domain::manifest::Camera::Static,
-            backend: None,
-        })
-        .collect()
+/// What a refused quote answers: providers that are not configured, open circuits (retry), or a
+/// budget below the cheapest quote meeting the floor (which the message names).
+pub fn quote_refusal(e: QuoteError, not_configured: &[Backend], retry_after: Duration) -> Error {
+    match &e {
+        QuoteError::NoCompliantBackend { unavailable, .. }
+            if unavailable.iter().any(|b| not_configured.contains(b)) =>
+        {
+            let names: Vec<&str> = not_configured.iter().map(|b| b.as_str()).collect();
+            Error::precondition(
+                "PROVIDERS_NOT_CONFIGURED",
+                "providers",
+                format!(
+                    "{e}: the render providers {} are not configured on this server for live keys (test keys render on the sandbox)",
+                    names.join(", ")
+                ),
+            )
+        }
+        QuoteError::NoCompliantBackend { unavailable, .. } if !unavailable.is_empty() => {
+            Error::Unavailable {
+                message: format!("{e} (circuit open after failures); retry shortly"),
+                retry_after,
+            }
+        }
+        QuoteError::NoCompliantBackend { .. } => {
+            Error::precondition("QUALITY_FLOOR", "preset_id", e.to_string())
+        }
+        QuoteError::OverBudget { .. } => {
+            Error::precondition("BUDGET", "budget_micros", e.to_string())
+        }
+    }
 }
 
 impl App {
+    /// Backends a job of this mode cannot use now, with why.
+    pub fn unavailable_with_reasons(&self, sandbox: bool) -> Vec<(Backend, &'static str)> {
+        let not_configured = self.not_configured(sandbox);
+        self.unavailable_backends(sandbox)
+            .into_iter()
+            .map(|b| {
+                let why = if not_configured.contains(&b) {
+                    "provider not configured"
+                } else {
+                    "circuit open after failures"
+                };
+                (b, why)
+            })
+            .collect()
+    }
+
+    /// Backends with no adapter for this mode (live providers without a key).
+    pub fn not_configured(&self, sandbox: bool) -> Vec<Backend> {
+        let set = self.backend_set(sandbox);
+        Backend::ALL
+            .into_iter()
+            .filter(|b| set.get(*b).is_none())
+            .collect()
+    }
+
+    /// How long a retry should wait for an open circuit's half-open trial.
+    pub fn circuit_cooldown(&self) -> Duration {
+        Duration::from_secs(self.config.circuit.cooldown_s.max(1))
+    }
+
     pub async fn estimate(&self, caller: &Caller, input: EstimateInput) -> Result<Estimate> {
         let catalog = &self.config.catalog;
         let preset = catalog
@@ -96,7 +139,8 @@ impl App {
             }
         };
         let cap = preset.cost_cap(input.duration_s);
-        let excluded = self.unavailable_backends(caller.sandbox);
+        let unavailable = self.unavailable_with_reasons(caller.sandbox);
+        let excluded: Vec<Backend> = unavailable.iter().map(|(b, _)| *b).collect();
         let params = QuoteParams {
             quality_floor: preset.quality_threshold,
             cost_cap: cap,
@@ -106,40 +150,52 @@ impl App {
             excluded: &excluded,
             economy: false,
         };
-        let recommended = pricing::quote(catalog, &shots, &params).map_err(|e| {
-            Error::precondition(
-                "BUDGET",
-                "budget_micros",
-                format!("no mix of backends fits: {e}"),
-            )
-        })?;
-        let option = |spec: &BackendSpec| {
-            let option_shots = match &input.shots {
-                Some(s) => s.clone(),
-                None => shots_of(split_duration(
-                    input.duration_s,
-                    spec.max_shot_s.min(catalog.max_shot_s),
-                )),
-            };
-            let cost = planner_cost
-                + option_shots
-                    .iter()
-                    .map(|s| spec.shot_cost(s.duration_s))
-                    .sum::<Money>();
-            let seconds: u32 = option_shots.iter().map(|s| s.duration_s).sum();
-            BackendOption {
-                backend: spec.backend,
-                cost,
-                quality: spec.quality,
-                expected_render_seconds: seconds * spec.render_seconds_per_video_second,
-                meets_quality_floor: spec.quality >= preset.quality_threshold,
-                within_preset_cap: cost <= cap,
-                within_budget: input.budget.is_none_or(|b| cost <= b),
-                can_render: option_shots.iter().all(|s| s.duration_s <= spec.max_shot_s)
-                    && !excluded.contains(&spec.backend),
+        let limit = input.budget.unwrap_or(cap);
+        let rule = pricing::policy_rule(catalog, limit - planner_cost, false);
+        // A budget nothing fits is an answer, not an error: every option with why, and the
+        // cheapest quote meeting the floor as the recommendation.
+        let (recommended, within_budget, reason) = match pricing::quote(catalog, &shots, &params) {
+            Ok(q) => (q, true, format!("the selection policy picks {rule}")),
+            Err(QuoteError::OverBudget { budget, cheapest }) => {
+                let reason = QuoteError::OverBudget {
+                    budget,
+                    cheapest: cheapest.clone(),
+                }
+                .to_string();
+                (
+                    *cheapest,
+                    false,
+                    format!("{reason}; CreateJob with this budget is refused"),
+                )
+            }
+            Err(e) => {
+                return Err(quote_refusal(
+                    e,
+                    &self.not_configured(caller.sandbox),
+                    self.circuit_cooldown(),
+                ));
             }
         };
-        let options = catalog.backends.iter().map(option).collect();
+        let options = pricing::backend_options(
+            catalog,
+            |spec| match &input.shots {
+                Some(s) => s.iter().map(|s| s.duration_s).collect(),
+                None => split_duration(input.duration_s, spec.max_shot_s.min(catalog.max_shot_s)),
+            },
+            &OptionContext {
+                quality_floor: preset.quality_threshold,
+                cost_cap: cap,
+                budget: input.budget,
+                planner: planner_cost,
+                unavailable: &unavailable,
+                recommended: &recommended,
+                rule: if within_budget {
+                    rule
+                } else {
+                    "the cheapest plan meeting the floor (over the budget)"
+                },
+            },
+        );
         let competitors = catalog
             .competitors
             .iter()
@@ -167,6 +223,8 @@ impl App {
             options,
             competitors,
             brand_cache_hit: cache_hit,
+            within_budget,
+            reason,
         })
     }
 }

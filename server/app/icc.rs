@@ -1,11 +1,12 @@
 //! Interactive Creative Control: manifest review, edits and approval; final review; brand markers.
 
+use super::estimate::quote_refusal;
 use super::{App, Caller};
 use crate::domain::JobState;
 use crate::domain::job::{EventKind, Job};
 use crate::domain::manifest::{AspectRatio, ManifestEdit, Markers, Shot, validate_shots};
 use crate::domain::pricing::{self, QuoteParams};
-use crate::domain::validate::Violations;
+use crate::domain::validate::{Violations, echo};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use std::sync::Arc;
@@ -41,7 +42,8 @@ fn check_etag(job: &Job, etag: &str) -> Result<()> {
         .unwrap_or_default();
     if current != etag {
         return Err(Error::Aborted(format!(
-            "the manifest changed (etag {etag} is stale; current is {current}): read it again"
+            "the manifest changed (etag {} is stale; current is {current}): read it again",
+            echo(etag)
         )));
     }
     Ok(())
@@ -66,6 +68,8 @@ impl App {
     ) -> Result<Job> {
         let catalog = &self.config.catalog;
         let excluded = self.unavailable_backends(caller.sandbox);
+        let not_configured = self.not_configured(caller.sandbox);
+        let cooldown = self.circuit_cooldown();
         // Validate everything first (the duration never changes, so no transaction is needed).
         let duration_s = self.job(caller, job_id).await?.spec.duration_s;
         let mut v = patch.violations;
@@ -130,13 +134,7 @@ impl App {
                         economy: job.economy,
                     },
                 )
-                .map_err(|e| {
-                    Error::precondition(
-                        "BUDGET",
-                        "budget_micros",
-                        format!("the edited manifest does not fit the job's budget: {e}"),
-                    )
-                })?;
+                .map_err(|e| quote_refusal(e, &not_configured, cooldown))?;
                 manifest.revision += 1;
                 manifest.history.push(ManifestEdit {
                     revision: manifest.revision,

@@ -1,11 +1,14 @@
 //! Jobs: create (idempotent), read, list, cancel and watch.
 
+use super::estimate::quote_refusal;
 use super::{App, Caller, limits};
 use crate::domain::job::{Event, EventKind, Job, JobSpec};
 use crate::domain::pricing::{self, QuoteParams};
 use crate::domain::{JobState, planner};
 use crate::error::{Error, Result};
-use crate::store::{Created, JobFilter, JobLimits, now_ms};
+/// How ListJobs filters (re-exported so the transport needs nothing from the store).
+pub use crate::store::JobFilter;
+use crate::store::{Created, JobLimits, now_ms};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,35 +73,32 @@ impl App {
             serde_json::to_vec(&new.spec).map_err(Error::internal)?,
         ));
 
-        // The quote must fit the budget: check it before accepting the job.
-        if let Some(budget) = new.spec.budget {
-            let manifest = planner::plan(
-                &planner::Brief {
-                    text: &new.spec.brief,
-                    brand_id: &new.spec.brand_id,
-                    duration_s: new.spec.duration_s,
-                    max_shot_s: catalog.max_shot_s,
-                    aspect_ratio: new.spec.aspect_ratio,
-                },
-                None,
-                now,
-            );
-            let params = QuoteParams {
-                quality_floor: preset.quality_threshold,
-                cost_cap: preset.cost_cap(new.spec.duration_s),
-                budget: Some(budget),
-                planner: catalog.planner_cost,
-                tolerance_percent: tier_spec.cost_tolerance_percent,
-                excluded: &[],
-                economy: false,
-            };
-            if let Err(e) = pricing::quote(catalog, &manifest.shots, &params) {
-                return Err(Error::precondition(
-                    "BUDGET",
-                    "budget_micros",
-                    format!("the budget of {budget} cannot cover this video: {e}"),
-                ));
-            }
+        // Refuse before spending anything when no plan meeting the preset's floor can be quoted:
+        // providers not configured for this mode, or a budget below the cheapest such plan.
+        // (Open circuits are transient: the job waits for them at render time.)
+        let manifest = planner::plan(
+            &planner::Brief {
+                text: &new.spec.brief,
+                brand_id: &new.spec.brand_id,
+                duration_s: new.spec.duration_s,
+                max_shot_s: catalog.max_shot_s,
+                aspect_ratio: new.spec.aspect_ratio,
+            },
+            None,
+            now,
+        );
+        let not_configured = self.not_configured(caller.sandbox);
+        let params = QuoteParams {
+            quality_floor: preset.quality_threshold,
+            cost_cap: preset.cost_cap(new.spec.duration_s),
+            budget: new.spec.budget,
+            planner: catalog.planner_cost,
+            tolerance_percent: tier_spec.cost_tolerance_percent,
+            excluded: &not_configured,
+            economy: false,
+        };
+        if let Err(e) = pricing::quote(catalog, &manifest.shots, &params) {
+            return Err(quote_refusal(e, &not_configured, self.circuit_cooldown()));
         }
 
         // The monthly budget: refuse at 100 %, steer to economy backends from 90 %. A replayed

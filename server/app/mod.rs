@@ -29,11 +29,12 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::Caller;
 
-/// The service's shared state.
+/// The service's shared state. The store, the configuration and the backends are private: the
+/// transport (`api/`) reaches them only through use-case methods.
 pub struct App {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub backends: Backends,
+    config: Config,
+    store: Arc<dyn Store>,
+    backends: Backends,
     /// Cancelled when the server shuts down: pipeline tasks and streams stop.
     pub shutdown: CancellationToken,
     /// Pipeline tasks (awaited on shutdown).
@@ -222,6 +223,31 @@ impl App {
     /// The backends every job of a mode may use (for quotes before a job exists).
     pub fn backend_set(&self, sandbox: bool) -> &BackendSet {
         self.backends.for_job(sandbox)
+    }
+
+    /// The configuration the server was started with (read-only).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database backend's name, for logs.
+    pub fn database_name(&self) -> &'static str {
+        self.store.backend_name()
+    }
+
+    /// One round trip to the database (health).
+    pub async fn ping_database(&self) -> crate::error::Result<()> {
+        self.store.ping().await
+    }
+
+    /// Closes the database pool (after the server and the pipeline stopped).
+    pub async fn close_store(&self) {
+        self.store.close().await;
+    }
+
+    /// The catalog of presets, backends and tiers (read-only; the transport validates with it).
+    pub fn catalog(&self) -> &crate::domain::Catalog {
+        &self.config.catalog
     }
 
     pub fn unavailable_backends(&self, sandbox: bool) -> Vec<Backend> {

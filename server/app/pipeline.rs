@@ -178,12 +178,9 @@ impl App {
             let quote = match quote {
                 Ok(q) => q,
                 Err(e) => {
-                    let reason = if j.spec.budget.is_some() {
-                        FailureReason::BudgetExhausted
-                    } else {
-                        FailureReason::AllBackendsFailed
-                    };
-                    return j.fail(reason, e.to_string()).map_err(Error::internal);
+                    return j
+                        .fail(e.failure_reason(), e.to_string())
+                        .map_err(Error::internal);
                 }
             };
             let total = quote.total;
@@ -304,6 +301,8 @@ impl App {
             excluded: &excluded,
             economy: job.economy,
             preferred,
+            // A fallback may land below the floor so the job still renders (sla_met = false).
+            require_floor: false,
         };
         pricing::select_backend(catalog, &selection).map(|b| b.backend)
     }
@@ -702,7 +701,6 @@ impl App {
 
     /// No backend can take the shot now: wait out open circuits, or fail the job.
     async fn no_backend(self: &Arc<Self>, job: &Job, index: usize) -> Result<()> {
-        let shot = &job.shots[index];
         if self.waiting_for_circuits(job, index) {
             // Every able backend is cooling down after failures: wait for a half-open trial
             // instead of failing the job on a transient outage.
@@ -714,15 +712,7 @@ impl App {
             }
             return Ok(());
         }
-        let reason = if job.spec.budget.is_some() {
-            FailureReason::BudgetExhausted
-        } else {
-            FailureReason::AllBackendsFailed
-        };
-        let message = format!(
-            "no backend can render shot {} any more (tried: {:?})",
-            shot.shot_id, shot.failed
-        );
+        let (reason, message) = job.no_backend_failure(&self.config.catalog, index);
         self.commit_if(&job.id, job.state, |j| {
             j.fail(reason, message).map_err(Error::internal)
         })
@@ -787,16 +777,8 @@ impl App {
             reason,
         });
         if next.is_none() && !self.waiting_for_circuits(j, index) {
-            let reason = if j.spec.budget.is_some() {
-                FailureReason::BudgetExhausted
-            } else {
-                FailureReason::AllBackendsFailed
-            };
-            j.fail(
-                reason,
-                format!("every backend able to render shot {shot_id} failed"),
-            )
-            .map_err(Error::internal)?;
+            let (reason, message) = j.no_backend_failure(&self.config.catalog, index);
+            j.fail(reason, message).map_err(Error::internal)?;
         }
         Ok(())
     }
@@ -876,28 +858,23 @@ impl App {
         };
         let threshold = job.quality_floor;
         let passed = result.quality >= threshold;
-        // One re-render on a better (or equally good) backend when the budget allows.
+        // One re-render where it can reach the floor, when the budget allows (domain rule).
         let better = if passed || shot.quality_rerendered {
             None
         } else {
-            let catalog = &self.config.catalog;
-            let unavailable = self.unavailable_backends(job.sandbox);
-            let current_quality = catalog.backend(result.backend).map_or(0.0, |b| b.quality);
             let guaranteed = job
                 .quote
                 .as_ref()
                 .map(|q| q.guaranteed_max())
                 .unwrap_or_default();
-            let remaining = job.spec.budget.unwrap_or(guaranteed) - job.billable;
-            catalog
-                .backends
-                .iter()
-                .filter(|b| !unavailable.contains(&b.backend) && b.max_shot_s >= shot.duration_s)
-                .filter(|b| {
-                    b.quality >= current_quality && b.shot_cost(shot.duration_s) <= remaining
-                })
-                .max_by(|a, b| a.quality.total_cmp(&b.quality))
-                .map(|b| b.backend)
+            pricing::rerender_backend(
+                &self.config.catalog,
+                shot.duration_s,
+                threshold,
+                result.backend,
+                &self.unavailable_backends(job.sandbox),
+                job.spec.budget.unwrap_or(guaranteed) - job.billable,
+            )
         };
         self.commit_if(&job.id, JobState::QualityCheck, |j| {
             let s = &mut j.shots[index];
@@ -932,7 +909,7 @@ impl App {
 
     async fn finish(self: &Arc<Self>, job: Job) -> Result<Step> {
         let sla_met = job.shots.iter().all(|s| s.passed == Some(true));
-        let hold_for_review = job.final_review && !job.spec.auto_approve;
+        let hold_for_review = job.holds_for_final_review();
         let video = self.assemble(&job).await?;
         self.commit_if(&job.id, JobState::QualityCheck, |j| {
             let video = match video {

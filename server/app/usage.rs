@@ -1,7 +1,8 @@
 //! Month-to-date usage of a tenant.
 
 use super::{App, Caller, limits};
-use crate::domain::{JobState, Money, Tier};
+use crate::domain::billing::{self, CostReport};
+use crate::domain::{Money, Tier};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 
@@ -15,7 +16,11 @@ pub struct Usage {
     pub included_minutes: u32,
     pub monthly_fee: Money,
     pub metered: Money,
+    /// Exactly the sum of this month's certified bills.
     pub billed: Money,
+    /// Current bills of this month's jobs not yet terminal.
+    pub pending: Money,
+    pub certified_jobs: u32,
     pub monthly_budget: Option<Money>,
     pub budget_used_percent: f64,
     pub job_quota: Option<u32>,
@@ -46,15 +51,7 @@ impl App {
             .into_iter()
             .filter(|j| j.sandbox == caller.sandbox)
             .collect();
-        let video_seconds = month
-            .iter()
-            .filter(|j| j.state == JobState::Delivered)
-            .map(|j| u64::from(j.spec.duration_s))
-            .sum();
-        let billed = month
-            .iter()
-            .map(|j| j.billed.unwrap_or_else(|| j.current_bill()))
-            .sum();
+        let totals = billing::bill_totals(&month);
         let budget_used_percent = match tenant.monthly_budget {
             Some(b) if b.micros() > 0 => {
                 (spent.micros() as f64 * 10_000.0 / b.micros() as f64).round() / 100.0
@@ -67,16 +64,27 @@ impl App {
             jobs: month.len() as u32,
             active_jobs,
             concurrent_job_limit: spec.concurrent_jobs,
-            video_seconds,
+            video_seconds: totals.delivered_seconds,
             included_minutes: spec.included_minutes,
             monthly_fee: spec.monthly_fee,
             metered,
-            billed,
+            billed: totals.billed,
+            pending: totals.pending,
+            certified_jobs: totals.certified_jobs,
             monthly_budget: tenant.monthly_budget,
             budget_used_percent,
             job_quota: tenant.job_quota,
             jobs_total,
             requests_per_minute: spec.requests_per_minute,
         })
+    }
+}
+
+impl App {
+    /// A job's cost report (certified once the job is terminal).
+    pub async fn job_costs(&self, caller: &Caller, job_id: &str) -> Result<CostReport> {
+        let job = self.job(caller, job_id).await?;
+        let ledger = self.store.ledger(&job.id).await?;
+        Ok(billing::cost_report(&job, ledger))
     }
 }

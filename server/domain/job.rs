@@ -3,7 +3,7 @@
 //! persists the job, its new events and its new ledger lines in one transaction.
 
 use super::Money;
-use super::catalog::Backend;
+use super::catalog::{Backend, Catalog};
 use super::manifest::{AspectRatio, Manifest};
 use super::media::{Artifact, Measurement};
 use super::pricing::{Quote, certified_bill};
@@ -333,6 +333,50 @@ impl Job {
             sla_met,
         });
         Ok(())
+    }
+
+    /// Whether the assembled cut waits for the partner's final review. `auto_approve` skips only
+    /// the manifest review: a preset with a final review always holds its cut for it.
+    pub fn holds_for_final_review(&self) -> bool {
+        self.final_review
+    }
+
+    /// Why shot `index` has no backend left, with a message naming the real cause: the job's
+    /// budget when what is left of it cannot pay the cheapest backend able to render the shot,
+    /// otherwise the failures of every able backend.
+    pub fn no_backend_failure(&self, catalog: &Catalog, index: usize) -> (FailureReason, String) {
+        let shot = &self.shots[index];
+        let cheapest = catalog
+            .backends
+            .iter()
+            .filter(|b| b.max_shot_s >= shot.duration_s)
+            .map(|b| b.shot_cost(shot.duration_s))
+            .min();
+        if let (Some(budget), Some(cheapest)) = (self.spec.budget, cheapest) {
+            let left = budget - self.billable;
+            if cheapest > left {
+                return (
+                    FailureReason::BudgetExhausted,
+                    format!(
+                        "shot {} needs at least {cheapest} and {left} of the job's budget of {budget} is left",
+                        shot.shot_id
+                    ),
+                );
+            }
+        }
+        let tried: Vec<&str> = shot.failed.iter().map(|b| b.as_str()).collect();
+        (
+            FailureReason::AllBackendsFailed,
+            if tried.is_empty() {
+                format!("no backend is available to render shot {}", shot.shot_id)
+            } else {
+                format!(
+                    "every backend able to render shot {} failed (tried: {})",
+                    shot.shot_id,
+                    tried.join(", ")
+                )
+            },
+        )
     }
 
     pub fn shots_rendered(&self) -> u32 {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::iter::Sum;
-use std::ops::{Add, AddAssign, Sub};
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 
 /// An amount of micro-USD (1 USD = 1_000_000). Signed so that variances and savings can be negative.
 #[derive(
@@ -72,6 +72,12 @@ impl Sub for Money {
     type Output = Money;
     fn sub(self, rhs: Money) -> Money {
         Money(self.0.saturating_sub(rhs.0))
+    }
+}
+
+impl SubAssign for Money {
+    fn sub_assign(&mut self, rhs: Money) {
+        *self = *self - rhs;
     }
 }
 

@@ -12,34 +12,41 @@ pub struct Selection<'a> {
     pub quality_floor: f64,
     /// Budget left for the rest of the job: picks the policy branch (economy / priority / premium).
     pub remaining: Money,
-    /// What must never be exceeded (an explicit job budget's remainder), if anything.
+    /// What this shot must never exceed (an explicit job budget's remainder, less what the
+    /// job's other shots need at least), if anything.
     pub hard_limit: Option<Money>,
-    /// What is left under the preset's cost cap (the priority branch keeps within it).
+    /// What this shot may cost while the job stays under the preset's cost cap.
     pub cap_remaining: Money,
-    /// Backends with an open circuit, or already tried for this attempt.
+    /// Backends with an open circuit, not configured, or already tried for this attempt.
     pub excluded: &'a [Backend],
     /// The shot's own backend preference, honoured when it is a candidate.
     pub preferred: Option<Backend>,
     /// Steer to the cheapest backend (the tenant has spent 90 % of its monthly budget).
     pub economy: bool,
+    /// Only backends that meet the quality floor are candidates (quotes). At render time a
+    /// fallback may land below the floor so that the job still renders (`sla_met = false`).
+    pub require_floor: bool,
 }
 
 /// The selection policy: one pure function (domain.md, "Selection per shot").
-/// Candidates are the backends not excluded that can render the shot and never exceed the hard limit.
-/// With `remaining ≤ economy_budget` → the cheapest meeting the floor; with `remaining ≥ premium_budget`
-/// → the best quality that fits; otherwise → the first in priority order that meets the floor and keeps
-/// within the cap. When that branch finds nothing, the cheapest candidate meeting the floor, then the best
-/// quality candidate, so that a job still renders (it is then delivered with `sla_met = false`).
+///
+/// Candidates are the backends not excluded that can render the shot, never exceed the hard
+/// limit and (for quotes) meet the quality floor. A shot preference is honoured when it is a
+/// candidate. Among the candidates, those meeting the floor come first (below it only when none
+/// does, at render time), and of those, the ones that keep the job within the preset's cost cap
+/// whenever there are any. Then: economy (monthly budget nearly spent) or a remaining budget
+/// ≤ `economy_budget` → the cheapest; ≥ `premium_budget` → the best quality; otherwise the first
+/// in priority order (the catalog's order).
 pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c BackendSpec> {
+    let cost = |b: &BackendSpec| b.shot_cost(s.shot_seconds);
+    let meets = |b: &BackendSpec| b.quality >= s.quality_floor;
     let candidates: Vec<&BackendSpec> = catalog
         .backends
         .iter()
         .filter(|b| !s.excluded.contains(&b.backend))
         .filter(|b| b.max_shot_s >= s.shot_seconds)
-        .filter(|b| {
-            s.hard_limit
-                .is_none_or(|limit| b.shot_cost(s.shot_seconds) <= limit)
-        })
+        .filter(|b| !s.require_floor || meets(b))
+        .filter(|b| s.hard_limit.is_none_or(|limit| cost(b) <= limit))
         .collect();
     if let Some(p) = s
         .preferred
@@ -48,38 +55,76 @@ pub fn select_backend<'c>(catalog: &'c Catalog, s: &Selection<'_>) -> Option<&'c
     {
         return Some(p);
     }
-    let cost = |b: &BackendSpec| b.shot_cost(s.shot_seconds);
-    let meets = |b: &BackendSpec| b.quality >= s.quality_floor;
-    let cheapest_meeting = || {
+    // The floor comes first: below it only when no candidate meets it (render-time fallback).
+    let meeting: Vec<&BackendSpec> = candidates.iter().copied().filter(|b| meets(b)).collect();
+    let able = if meeting.is_empty() {
         candidates
-            .iter()
-            .copied()
-            .filter(|b| meets(b))
-            .min_by_key(|b| cost(b))
-    };
-    let best_quality = |within: Money| {
-        candidates
-            .iter()
-            .copied()
-            .filter(|b| cost(b) <= within)
-            .max_by(|a, b| a.quality.total_cmp(&b.quality).then(cost(b).cmp(&cost(a))))
-    };
-    let branch = if s.economy {
-        // Near the monthly budget: the cheapest backend, even below the quality floor.
-        candidates.iter().copied().min_by_key(|b| cost(b))
-    } else if s.remaining <= catalog.economy_budget {
-        cheapest_meeting()
-    } else if s.remaining >= catalog.premium_budget {
-        best_quality(s.remaining)
     } else {
-        candidates
-            .iter()
-            .copied()
-            .find(|b| meets(b) && cost(b) <= s.cap_remaining && cost(b) <= s.remaining)
+        meeting
     };
-    branch
-        .or_else(cheapest_meeting)
-        .or_else(|| best_quality(Money::from_micros(i64::MAX)))
+    // Then the preset's cap, whenever some of those can keep within it.
+    let within_cap: Vec<&BackendSpec> = able
+        .iter()
+        .copied()
+        .filter(|b| cost(b) <= s.cap_remaining)
+        .collect();
+    let pool = if within_cap.is_empty() {
+        able
+    } else {
+        within_cap
+    };
+    let cheapest = || pool.iter().copied().min_by_key(|b| cost(b));
+    if s.economy || s.remaining <= catalog.economy_budget {
+        cheapest()
+    } else if s.remaining >= catalog.premium_budget {
+        pool.iter()
+            .copied()
+            .max_by(|a, b| a.quality.total_cmp(&b.quality).then(cost(b).cmp(&cost(a))))
+    } else {
+        // Priority order is the catalog's order.
+        pool.first().copied()
+    }
+}
+
+/// The name of the policy branch a job's remaining budget selects (for explanations).
+pub fn policy_rule(catalog: &Catalog, remaining: Money, economy: bool) -> &'static str {
+    if economy {
+        "the cheapest backend meeting the floor (the monthly budget is 90 % spent)"
+    } else if remaining <= catalog.economy_budget {
+        "the cheapest backend meeting the floor"
+    } else if remaining >= catalog.premium_budget {
+        "the best quality within the budget and the cap"
+    } else {
+        "the first backend in priority order meeting the floor within the cap"
+    }
+}
+
+/// The backend of a shot's one quality re-render, if an attempt there can help: available, able to
+/// render the shot, nominally meeting the floor (so never a backend that cannot reach it — a
+/// re-render there would be paid for nothing), at least as good as the one that rendered it, and
+/// within what is left (`remaining`: the job's budget, or its guarantee, less what is billable).
+/// The best such backend; `None` delivers the shot as it is (`sla_met = false`).
+pub fn rerender_backend(
+    catalog: &Catalog,
+    shot_seconds: u32,
+    quality_floor: f64,
+    rendered_on: Backend,
+    unavailable: &[Backend],
+    remaining: Money,
+) -> Option<Backend> {
+    let current = catalog.backend(rendered_on).map_or(0.0, |b| b.quality);
+    catalog
+        .backends
+        .iter()
+        .filter(|b| !unavailable.contains(&b.backend) && b.max_shot_s >= shot_seconds)
+        .filter(|b| b.quality >= quality_floor && b.quality >= current)
+        .filter(|b| b.shot_cost(shot_seconds) <= remaining)
+        .max_by(|a, b| {
+            a.quality
+                .total_cmp(&b.quality)
+                .then(b.shot_cost(shot_seconds).cmp(&a.shot_cost(shot_seconds)))
+        })
+        .map(|b| b.backend)
 }
 
 /// One shot's line in a quote.
@@ -118,10 +163,45 @@ impl Quote {
 }
 
 /// Why a quote could not be made.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum QuoteError {
-    #[error("no backend can render shot {shot_id} ({seconds} s) within the budget")]
-    NoBackendFits { shot_id: String, seconds: u32 },
+    /// No available backend that meets the quality floor can render a shot.
+    #[error(
+        "no available backend meeting the quality floor {quality_floor} can render shot {shot_id} ({seconds} s){}",
+        unavailable_note(.unavailable)
+    )]
+    NoCompliantBackend {
+        shot_id: String,
+        seconds: u32,
+        quality_floor: f64,
+        /// Backends that would qualify but are unavailable (not configured or circuit open).
+        unavailable: Vec<Backend>,
+    },
+    /// The cheapest quote that meets the quality floor exceeds the job's budget.
+    #[error(
+        "the cheapest quote meeting the quality floor is {}, above the budget of {budget}",
+        .cheapest.total
+    )]
+    OverBudget { budget: Money, cheapest: Box<Quote> },
+}
+
+fn unavailable_note(unavailable: &[Backend]) -> String {
+    if unavailable.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = unavailable.iter().map(|b| b.as_str()).collect();
+        format!("; unavailable: {}", names.join(", "))
+    }
+}
+
+impl QuoteError {
+    /// The typed reason a job fails with when its quote cannot be made.
+    pub fn failure_reason(&self) -> super::job::FailureReason {
+        match self {
+            QuoteError::NoCompliantBackend { .. } => super::job::FailureReason::AllBackendsFailed,
+            QuoteError::OverBudget { .. } => super::job::FailureReason::BudgetExhausted,
+        }
+    }
 }
 
 /// The inputs of a quote besides the shots.
@@ -139,46 +219,223 @@ pub struct QuoteParams<'a> {
     pub economy: bool,
 }
 
-/// Quotes a shot list by running the selection policy shot by shot.
+/// The cheapest backend meeting the floor that can render a shot of `seconds`.
+fn cheapest_compliant<'c>(
+    catalog: &'c Catalog,
+    seconds: u32,
+    p: &QuoteParams<'_>,
+) -> Option<&'c BackendSpec> {
+    catalog
+        .backends
+        .iter()
+        .filter(|b| !p.excluded.contains(&b.backend) && b.max_shot_s >= seconds)
+        .filter(|b| b.quality >= p.quality_floor)
+        .min_by_key(|b| b.shot_cost(seconds))
+}
+
+fn line(shot: &Shot, b: &BackendSpec) -> ShotQuote {
+    ShotQuote {
+        shot_id: shot.shot_id.clone(),
+        backend: b.backend,
+        duration_s: shot.duration_s,
+        cost: b.shot_cost(shot.duration_s),
+        quality: b.quality,
+    }
+}
+
+fn quote_of(lines: Vec<ShotQuote>, catalog: &Catalog, p: &QuoteParams<'_>) -> Quote {
+    let render_seconds = lines
+        .iter()
+        .map(|l| {
+            l.duration_s
+                * catalog
+                    .backend(l.backend)
+                    .map_or(0, |b| b.render_seconds_per_video_second)
+        })
+        .sum();
+    Quote {
+        planner: p.planner,
+        total: p.planner + lines.iter().map(|l| l.cost).sum::<Money>(),
+        shots: lines,
+        tolerance_percent: p.tolerance_percent,
+        expected_render_seconds: render_seconds,
+    }
+}
+
+/// The cheapest quote whose every shot meets the quality floor, ignoring budget and cap (what a
+/// refusal names). Fails when some shot has no compliant backend at all.
+pub fn cheapest_quote(
+    catalog: &Catalog,
+    shots: &[Shot],
+    p: &QuoteParams<'_>,
+) -> Result<Quote, QuoteError> {
+    let mut lines = Vec::with_capacity(shots.len());
+    for shot in shots {
+        let b = cheapest_compliant(catalog, shot.duration_s, p).ok_or_else(|| {
+            QuoteError::NoCompliantBackend {
+                shot_id: shot.shot_id.clone(),
+                seconds: shot.duration_s,
+                quality_floor: p.quality_floor,
+                unavailable: catalog
+                    .backends
+                    .iter()
+                    .filter(|b| p.excluded.contains(&b.backend))
+                    .filter(|b| b.max_shot_s >= shot.duration_s && b.quality >= p.quality_floor)
+                    .map(|b| b.backend)
+                    .collect(),
+            }
+        })?;
+        lines.push(line(shot, b));
+    }
+    Ok(quote_of(lines, catalog, p))
+}
+
+/// Quotes a shot list by running the selection policy shot by shot. Every shot meets the quality
+/// floor; the total never exceeds an explicit budget and stays within the preset's cap whenever a
+/// compliant plan within it exists (each shot leaves the cheapest compliant cost of the shots
+/// after it in reserve). When no compliant plan fits the budget, the refusal carries the cheapest
+/// compliant quote.
 pub fn quote(catalog: &Catalog, shots: &[Shot], p: &QuoteParams<'_>) -> Result<Quote, QuoteError> {
+    let cheapest = cheapest_quote(catalog, shots, p)?;
+    if let Some(budget) = p.budget
+        && cheapest.total > budget
+    {
+        return Err(QuoteError::OverBudget {
+            budget,
+            cheapest: Box::new(cheapest),
+        });
+    }
     let limit = p.budget.unwrap_or(p.cost_cap);
     let mut spent = p.planner;
+    let mut reserve: Money = cheapest.shots.iter().map(|l| l.cost).sum();
     let mut lines = Vec::with_capacity(shots.len());
-    let mut render_seconds = 0;
-    for shot in shots {
+    for (shot, floor_line) in shots.iter().zip(&cheapest.shots) {
+        reserve -= floor_line.cost;
         let selection = Selection {
             shot_seconds: shot.duration_s,
             quality_floor: p.quality_floor,
             remaining: limit - spent,
-            hard_limit: p.budget.map(|b| b - spent),
-            cap_remaining: p.cost_cap - spent,
+            hard_limit: p.budget.map(|b| b - spent - reserve),
+            cap_remaining: p.cost_cap - spent - reserve,
             excluded: p.excluded,
             preferred: shot.backend,
             economy: p.economy,
+            require_floor: true,
         };
-        let chosen =
-            select_backend(catalog, &selection).ok_or_else(|| QuoteError::NoBackendFits {
+        // The cheapest compliant backend always fits what was reserved for it.
+        let chosen = select_backend(catalog, &selection)
+            .or_else(|| catalog.backend(floor_line.backend))
+            .ok_or_else(|| QuoteError::NoCompliantBackend {
                 shot_id: shot.shot_id.clone(),
                 seconds: shot.duration_s,
+                quality_floor: p.quality_floor,
+                unavailable: vec![],
             })?;
-        let cost = chosen.shot_cost(shot.duration_s);
-        spent += cost;
-        render_seconds += shot.duration_s * chosen.render_seconds_per_video_second;
-        lines.push(ShotQuote {
-            shot_id: shot.shot_id.clone(),
-            backend: chosen.backend,
-            duration_s: shot.duration_s,
-            cost,
-            quality: chosen.quality,
-        });
+        let l = line(shot, chosen);
+        spent += l.cost;
+        lines.push(l);
     }
-    Ok(Quote {
-        planner: p.planner,
-        shots: lines,
-        total: spent,
-        tolerance_percent: p.tolerance_percent,
-        expected_render_seconds: render_seconds,
-    })
+    Ok(quote_of(lines, catalog, p))
+}
+
+/// One way to render the whole video: every shot on one backend, with why it was or was not
+/// chosen by the selection policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendOption {
+    pub backend: Backend,
+    pub cost: Money,
+    pub quality: f64,
+    pub expected_render_seconds: u32,
+    pub meets_quality_floor: bool,
+    pub within_preset_cap: bool,
+    pub within_budget: bool,
+    /// Available and able to render every shot.
+    pub can_render: bool,
+    /// Shots of the recommended quote on this backend.
+    pub recommended_shots: u32,
+    pub reason: String,
+}
+
+/// What the options are compared against.
+pub struct OptionContext<'a> {
+    pub quality_floor: f64,
+    pub cost_cap: Money,
+    pub budget: Option<Money>,
+    pub planner: Money,
+    /// Unavailable backends with why (`"provider not configured"`, `"circuit open"`).
+    pub unavailable: &'a [(Backend, &'static str)],
+    pub recommended: &'a Quote,
+    /// The policy rule that chose the recommended quote.
+    pub rule: &'a str,
+}
+
+/// Every backend option side by side; `durations(spec)` is the shot list on that backend.
+pub fn backend_options(
+    catalog: &Catalog,
+    durations: impl Fn(&BackendSpec) -> Vec<u32>,
+    cx: &OptionContext<'_>,
+) -> Vec<BackendOption> {
+    let total_shots = cx.recommended.shots.len();
+    catalog
+        .backends
+        .iter()
+        .map(|spec| {
+            let shots = durations(spec);
+            let cost = cx.planner + shots.iter().map(|d| spec.shot_cost(*d)).sum::<Money>();
+            let seconds: u32 = shots.iter().sum();
+            let unavailable = cx
+                .unavailable
+                .iter()
+                .find(|(b, _)| *b == spec.backend)
+                .map(|(_, why)| *why);
+            let long_enough = shots.iter().all(|d| *d <= spec.max_shot_s);
+            let meets = spec.quality >= cx.quality_floor;
+            let within_cap = cost <= cx.cost_cap;
+            let within_budget = cx.budget.is_none_or(|b| cost <= b);
+            let used = cx
+                .recommended
+                .shots
+                .iter()
+                .filter(|l| l.backend == spec.backend)
+                .count();
+            let reason = if used > 0 {
+                format!("chosen for {used} of {total_shots} shots: {}", cx.rule)
+            } else if let Some(why) = unavailable {
+                format!("not available: {why}")
+            } else if !long_enough {
+                format!("cannot render shots longer than {} s", spec.max_shot_s)
+            } else if !meets {
+                format!(
+                    "quality {} is below the preset's floor {}",
+                    spec.quality, cx.quality_floor
+                )
+            } else if !within_budget {
+                format!(
+                    "costs {cost}, above the budget of {}",
+                    cx.budget.unwrap_or_default()
+                )
+            } else if !within_cap {
+                format!(
+                    "costs {cost}, above the preset's cost cap of {}",
+                    cx.cost_cap
+                )
+            } else {
+                format!("meets the floor within the cap, not chosen: {}", cx.rule)
+            };
+            BackendOption {
+                backend: spec.backend,
+                cost,
+                quality: spec.quality,
+                expected_render_seconds: seconds * spec.render_seconds_per_video_second,
+                meets_quality_floor: meets,
+                within_preset_cap: within_cap,
+                within_budget,
+                can_render: long_enough && unavailable.is_none(),
+                recommended_shots: used as u32,
+                reason,
+            }
+        })
+        .collect()
 }
 
 /// Splits a duration into the fewest shots of at most `max_shot_s`, as evenly as possible
@@ -262,6 +519,7 @@ mod tests {
             excluded: &[Backend::Runway],
             preferred: None,
             economy: false,
+            require_floor: false,
         };
         assert_eq!(select_backend(&c, &base).unwrap().backend, Backend::Veo);
         let poor = Selection {
@@ -279,6 +537,74 @@ mod tests {
         assert!(select_backend(&c, &broke).is_none());
     }
 
+    #[test]
+    fn a_larger_budget_keeps_within_the_cap() {
+        // quick_social 30 s with a $2 budget: the compliant plan within the $0.25 cap is kept.
+        let c = Catalog::default();
+        let p = c.preset("quick_social").unwrap();
+        let params = QuoteParams {
+            quality_floor: p.quality_threshold,
+            cost_cap: p.cost_cap(30),
+            budget: Some(Money::from_cents(200)),
+            planner: c.planner_cost,
+            tolerance_percent: 20,
+            excluded: &[],
+            economy: false,
+        };
+        let q = quote(&c, &shots(&split_duration(30, 10)), &params).unwrap();
+        assert!(q.total <= p.cost_cap(30), "{}", q.total);
+    }
+
+    #[test]
+    fn a_budget_never_buys_quality_below_the_floor() {
+        // premium_spot (floor 0.9) with a budget only Replicate (0.75) could fit: refused, and
+        // the refusal names the cheapest compliant quote.
+        let c = Catalog::default();
+        let p = c.preset("premium_spot").unwrap();
+        let params = QuoteParams {
+            quality_floor: p.quality_threshold,
+            cost_cap: p.cost_cap(60),
+            budget: Some(Money::from_cents(50)),
+            planner: c.planner_cost,
+            tolerance_percent: 10,
+            excluded: &[],
+            economy: false,
+        };
+        match quote(&c, &shots(&split_duration(60, 10)), &params) {
+            Err(QuoteError::OverBudget { cheapest, .. }) => {
+                assert_eq!(cheapest.total.micros(), 910_000);
+                assert!(cheapest.shots.iter().all(|s| s.backend == Backend::Runway));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_hopeless_quality_rerender() {
+        let c = Catalog::default();
+        let all = Money::from_cents(10_000);
+        // premium_spot (0.9) after a fallback to Replicate (0.75): Runway can reach the floor.
+        assert_eq!(
+            rerender_backend(&c, 10, 0.9, Backend::Replicate, &[], all),
+            Some(Backend::Runway)
+        );
+        // Runway unavailable and Veo cannot render 10 s: nothing can reach 0.9, no re-render.
+        assert_eq!(
+            rerender_backend(&c, 10, 0.9, Backend::Replicate, &[Backend::Runway], all),
+            None
+        );
+        // Nothing affordable: no re-render.
+        assert_eq!(
+            rerender_backend(&c, 10, 0.9, Backend::Replicate, &[], Money::from_cents(1)),
+            None
+        );
+        // A dip below the floor on a backend that nominally meets it may retry there.
+        assert_eq!(
+            rerender_backend(&c, 10, 0.9, Backend::Runway, &[], all),
+            Some(Backend::Runway)
+        );
+    }
+
     proptest! {
         #[test]
         fn split_is_exact_and_bounded(d in 1u32..=300, m in 1u32..=10) {
@@ -288,35 +614,68 @@ mod tests {
             prop_assert_eq!(parts.len() as u32, d.div_ceil(m));
         }
 
-        /// The quote is the planner plus the sum of its lines, never exceeds an explicit budget,
-        /// and every selected backend can render its shot.
+        /// The selection policy over every preset, duration, budget, tier and set of healthy
+        /// backends: a quote meets the floor on every shot, adds up, never exceeds the budget,
+        /// keeps within the preset's cap whenever a compliant plan within it exists; a refusal
+        /// happens only when no compliant plan fits, and names the cheapest compliant quote.
         #[test]
-        fn quotes_add_up_and_respect_budgets(durs in proptest::collection::vec(1u32..=10, 1..15),
-                                             budget in proptest::option::of(0i64..5_000_000),
-                                             floor in 0.0f64..1.0, excl in 0usize..4) {
+        fn the_selection_policy_holds(preset in 0usize..3, duration in 5u32..=180,
+                                      budget in proptest::option::of(1i64..6_000_000),
+                                      platinum in any::<bool>(), healthy in 0usize..8,
+                                      economy in any::<bool>(), cache_hit in any::<bool>()) {
             let c = Catalog::default();
-            let excluded: Vec<Backend> = Backend::ALL.iter().copied().take(excl).collect();
+            let p = &c.presets[preset];
+            let duration = duration.min(p.max_duration_s);
+            let excluded: Vec<Backend> = Backend::ALL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| healthy & (1 << i) == 0)
+                .map(|(_, b)| *b)
+                .collect();
             let params = QuoteParams {
-                quality_floor: floor,
-                cost_cap: Money::from_cents(95),
+                quality_floor: p.quality_threshold,
+                cost_cap: p.cost_cap(duration),
                 budget: budget.map(Money::from_micros),
-                planner: c.planner_cost,
-                tolerance_percent: 10,
+                planner: if cache_hit { Money::ZERO } else { c.planner_cost },
+                tolerance_percent: if platinum { 10 } else { 20 },
                 excluded: &excluded,
-                economy: false,
+                economy,
             };
-            match quote(&c, &shots(&durs), &params) {
+            let list = shots(&split_duration(duration, c.max_shot_s));
+            match quote(&c, &list, &params) {
                 Ok(q) => {
                     prop_assert_eq!(q.total, q.planner + q.shots.iter().map(|s| s.cost).sum::<Money>());
-                    if let Some(b) = budget { prop_assert!(q.total.micros() <= b.max(c.planner_cost.micros())); }
-                    for (line, d) in q.shots.iter().zip(&durs) {
+                    for (line, shot) in q.shots.iter().zip(&list) {
+                        let spec = c.backend(line.backend).unwrap();
                         prop_assert!(!excluded.contains(&line.backend));
-                        prop_assert!(c.backend(line.backend).unwrap().max_shot_s >= *d);
+                        prop_assert!(spec.max_shot_s >= shot.duration_s);
+                        prop_assert!(line.quality >= p.quality_threshold, "{line:?} below the floor");
+                    }
+                    if let Some(b) = budget {
+                        prop_assert!(q.total.micros() <= b, "{} over the budget {b}", q.total);
+                    }
+                    let cheapest = cheapest_quote(&c, &list, &params).unwrap();
+                    if cheapest.total <= params.cost_cap {
+                        prop_assert!(q.total <= params.cost_cap, "{} over the cap {}", q.total, params.cost_cap);
                     }
                     prop_assert!(q.guaranteed_max() >= q.total);
                 }
-                Err(QuoteError::NoBackendFits { .. }) => {
-                    prop_assert!(budget.is_some() || excluded.len() == 3);
+                Err(QuoteError::OverBudget { budget: b, cheapest }) => {
+                    prop_assert_eq!(Some(b.micros()), budget);
+                    prop_assert!(cheapest.total > b);
+                    // It is the cheapest compliant plan: each line is the cheapest able backend.
+                    for (line, shot) in cheapest.shots.iter().zip(&list) {
+                        prop_assert!(line.quality >= p.quality_threshold);
+                        let min = c.backends.iter()
+                            .filter(|s| !excluded.contains(&s.backend) && s.max_shot_s >= shot.duration_s && s.quality >= p.quality_threshold)
+                            .map(|s| s.shot_cost(shot.duration_s))
+                            .min();
+                        prop_assert_eq!(Some(line.cost), min);
+                    }
+                }
+                Err(QuoteError::NoCompliantBackend { seconds, .. }) => {
+                    prop_assert!(!c.backends.iter().any(|s| !excluded.contains(&s.backend)
+                        && s.max_shot_s >= seconds && s.quality >= p.quality_threshold));
                 }
             }
         }

@@ -7,9 +7,32 @@ pub struct FieldViolation {
     pub description: String,
 }
 
-/// A collector of field violations.
+/// The most characters of a caller's value that an error message or detail repeats.
+pub const ECHO_CHARS: usize = 64;
+/// The most violations one error lists; the rest are counted in a last entry.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// A caller's value as an error repeats it: quoted, at most `ECHO_CHARS` characters, then how
+/// long it really was — so a 1 MiB value never comes back as megabytes of error.
+pub fn echo(value: &str) -> String {
+    bounded(&format!("{value:?}"), ECHO_CHARS + 2, value.len())
+}
+
+/// `text` cut to at most `max` characters, with `…(N bytes)` naming the original length.
+pub fn truncate(text: &str, max: usize) -> String {
+    bounded(text, max, text.len())
+}
+
+fn bounded(text: &str, max: usize, original_len: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}…({original_len} bytes)", &text[..cut]),
+    }
+}
+
+/// A collector of field violations (at most `MAX_VIOLATIONS` listed; the rest counted).
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations(Vec<FieldViolation>, usize);
 
 impl Violations {
     pub fn new() -> Self {
@@ -17,6 +40,10 @@ impl Violations {
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        if self.0.len() >= MAX_VIOLATIONS {
+            self.1 += 1;
+            return;
+        }
         self.0.push(FieldViolation {
             field: field.into(),
             description: description.into(),
@@ -35,15 +62,22 @@ impl Violations {
     }
 
     pub fn into_vec(self) -> Vec<FieldViolation> {
-        self.0
+        let mut v = self.0;
+        if self.1 > 0 {
+            v.push(FieldViolation {
+                field: "request".into(),
+                description: format!("and {} more violations", self.1),
+            });
+        }
+        v
     }
 
-    /// `Ok(())` when nothing was found, else every violation.
+    /// `Ok(())` when nothing was found, else every violation (bounded).
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(self.0)
+            Err(self.into_vec())
         }
     }
 
@@ -83,5 +117,26 @@ impl Violations {
         } else if n < min || n > max {
             self.add(field, format!("must be {min}–{max} characters (got {n})"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_bounded() {
+        assert_eq!(echo("quick"), "\"quick\"");
+        let big = "x".repeat(1 << 20);
+        let e = echo(&big);
+        assert!(e.chars().count() < 100, "{e}");
+        assert!(e.ends_with("…(1048576 bytes)"), "{e}");
+        let mut v = Violations::new();
+        for i in 0..1000 {
+            v.add(format!("f{i}"), "bad");
+        }
+        let list = v.finish().unwrap_err();
+        assert_eq!(list.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(list.last().unwrap().description, "and 980 more violations");
     }
 }

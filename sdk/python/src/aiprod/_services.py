@@ -375,8 +375,15 @@ class CostEstimatorService:
     ) -> _cost_estimator_service_pb2.EstimateCostResponse:
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+        Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+        the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+        exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+        is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+        FAILED_PRECONDITION).
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-        manifest; BadRequest lists every violation), UNAUTHENTICATED.
+        manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+        live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+        to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
@@ -521,8 +528,10 @@ class IccService:
         """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
         Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
         Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-        exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+        cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+        message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+        backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
@@ -839,7 +848,10 @@ class RenderService(RenderServiceMixin):
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
         duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
-        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (refused before anything is spent:
+        PreconditionFailure type BUDGET when the cheapest quote meeting the preset's quality floor
+        exceeds budget_micros, the message naming that quote; PROVIDERS_NOT_CONFIGURED when a live key
+        has no render provider configured that can meet the floor, the message naming them),
         RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
         UNAUTHENTICATED.
 
@@ -1273,8 +1285,15 @@ class AsyncCostEstimatorService:
     ) -> _cost_estimator_service_pb2.EstimateCostResponse:
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+        Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+        the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+        exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+        is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+        FAILED_PRECONDITION).
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-        manifest; BadRequest lists every violation), UNAUTHENTICATED.
+        manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+        live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+        to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
@@ -1419,8 +1438,10 @@ class AsyncIccService:
         """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
         Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
         Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-        exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+        cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+        message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+        backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 
         Pass the request message, or its fields as keyword arguments (not both).
         Raises AiprodError on any non-OK status.
@@ -1737,7 +1758,10 @@ class AsyncRenderService(AsyncRenderServiceMixin):
         after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
         duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
-        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+        ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (refused before anything is spent:
+        PreconditionFailure type BUDGET when the cheapest quote meeting the preset's quality floor
+        exceeds budget_micros, the message naming that quote; PROVIDERS_NOT_CONFIGURED when a live key
+        has no render provider configured that can meet the floor, the message naming them),
         RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
         UNAUTHENTICATED.
 

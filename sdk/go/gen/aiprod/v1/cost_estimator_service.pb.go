@@ -187,10 +187,17 @@ type BackendOption struct {
 	WithinPresetCap bool `protobuf:"varint,6,opt,name=within_preset_cap,json=withinPresetCap,proto3" json:"within_preset_cap,omitempty"`
 	// Whether the cost fits the budget (true when no budget was given).
 	WithinBudget bool `protobuf:"varint,7,opt,name=within_budget,json=withinBudget,proto3" json:"within_budget,omitempty"`
-	// Whether the backend can render every shot (its maximum shot length).
-	CanRender     bool `protobuf:"varint,8,opt,name=can_render,json=canRender,proto3" json:"can_render,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Whether the backend can render every shot (its maximum shot length) and is available now
+	// (provider configured for the key's mode, circuit not open).
+	CanRender bool `protobuf:"varint,8,opt,name=can_render,json=canRender,proto3" json:"can_render,omitempty"`
+	// Why the selection policy chose this backend for some shots of the recommended quote, or why
+	// not (unavailable, shots too long, below the quality floor, over the budget, over the cap, or
+	// the policy's rule).
+	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How many shots of the recommended quote render on this backend.
+	RecommendedShots uint32 `protobuf:"varint,10,opt,name=recommended_shots,json=recommendedShots,proto3" json:"recommended_shots,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BackendOption) Reset() {
@@ -277,6 +284,20 @@ func (x *BackendOption) GetCanRender() bool {
 		return x.CanRender
 	}
 	return false
+}
+
+func (x *BackendOption) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BackendOption) GetRecommendedShots() uint32 {
+	if x != nil {
+		return x.RecommendedShots
+	}
+	return 0
 }
 
 // A competitor's reference price for going direct.
@@ -376,6 +397,11 @@ type EstimateCostResponse struct {
 	Competitors []*CompetitorPrice `protobuf:"bytes,5,rep,name=competitors,proto3" json:"competitors,omitempty"`
 	// Whether the planner cost was waived by a brand-cache hit.
 	BrandCacheHit bool `protobuf:"varint,6,opt,name=brand_cache_hit,json=brandCacheHit,proto3" json:"brand_cache_hit,omitempty"`
+	// Whether the recommended quote fits the budget (true without one). When false, no plan meeting
+	// the quality floor fits: `recommended` is the cheapest such plan.
+	WithinBudget bool `protobuf:"varint,7,opt,name=within_budget,json=withinBudget,proto3" json:"within_budget,omitempty"`
+	// Why the recommended quote is what it is (the policy's rule), or why nothing fits the budget.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +476,20 @@ func (x *EstimateCostResponse) GetBrandCacheHit() bool {
 		return x.BrandCacheHit
 	}
 	return false
+}
+
+func (x *EstimateCostResponse) GetWithinBudget() bool {
+	if x != nil {
+		return x.WithinBudget
+	}
+	return false
+}
+
+func (x *EstimateCostResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // Request of GetJobCosts.
@@ -856,7 +896,9 @@ type GetUsageResponse struct {
 	MonthlyFeeMicros int64 `protobuf:"varint,8,opt,name=monthly_fee_micros,json=monthlyFeeMicros,proto3" json:"monthly_fee_micros,omitempty"`
 	// Metered cost this month in micro-USD (every billable call).
 	MeteredMicros int64 `protobuf:"varint,9,opt,name=metered_micros,json=meteredMicros,proto3" json:"metered_micros,omitempty"`
-	// Billed this month in micro-USD (certified bills, capped by each job's guarantee).
+	// Billed this month in micro-USD: exactly the sum of the certified bills (GetJobCosts
+	// billed_micros with certified = true) of this month's jobs of the key's mode, each capped by its
+	// guarantee. Jobs not yet terminal are in pending_micros, not here.
 	BilledMicros int64 `protobuf:"varint,10,opt,name=billed_micros,json=billedMicros,proto3" json:"billed_micros,omitempty"`
 	// The tenant's monthly budget, if any.
 	MonthlyBudgetMicros *int64 `protobuf:"varint,11,opt,name=monthly_budget_micros,json=monthlyBudgetMicros,proto3,oneof" json:"monthly_budget_micros,omitempty"`
@@ -868,8 +910,13 @@ type GetUsageResponse struct {
 	JobsTotal uint32 `protobuf:"varint,14,opt,name=jobs_total,json=jobsTotal,proto3" json:"jobs_total,omitempty"`
 	// The tier's request limit per minute.
 	RequestsPerMinute uint32 `protobuf:"varint,15,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// What this month's jobs that are not yet terminal would be billed now (their current bills, not
+	// certified; e.g. jobs awaiting approval or rendering).
+	PendingMicros int64 `protobuf:"varint,16,opt,name=pending_micros,json=pendingMicros,proto3" json:"pending_micros,omitempty"`
+	// How many of this month's jobs have a certified bill (terminal jobs).
+	CertifiedJobs uint32 `protobuf:"varint,17,opt,name=certified_jobs,json=certifiedJobs,proto3" json:"certified_jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetUsageResponse) Reset() {
@@ -1007,6 +1054,20 @@ func (x *GetUsageResponse) GetRequestsPerMinute() uint32 {
 	return 0
 }
 
+func (x *GetUsageResponse) GetPendingMicros() int64 {
+	if x != nil {
+		return x.PendingMicros
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetCertifiedJobs() uint32 {
+	if x != nil {
+		return x.CertifiedJobs
+	}
+	return 0
+}
+
 var File_aiprod_v1_cost_estimator_service_proto protoreflect.FileDescriptor
 
 const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
@@ -1021,7 +1082,7 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\rbudget_micros\x18\x05 \x01(\x03H\x01R\fbudgetMicros\x88\x01\x01\x12%\n" +
 	"\x05shots\x18\x06 \x03(\v2\x0f.aiprod.v1.ShotR\x05shotsB\r\n" +
 	"\v_duration_sB\x10\n" +
-	"\x0e_budget_micros\"\xd0\x02\n" +
+	"\x0e_budget_micros\"\x95\x03\n" +
 	"\rBackendOption\x12,\n" +
 	"\abackend\x18\x01 \x01(\x0e2\x12.aiprod.v1.BackendR\abackend\x12\x1f\n" +
 	"\vcost_micros\x18\x02 \x01(\x03R\n" +
@@ -1032,14 +1093,17 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\x11within_preset_cap\x18\x06 \x01(\bR\x0fwithinPresetCap\x12#\n" +
 	"\rwithin_budget\x18\a \x01(\bR\fwithinBudget\x12\x1d\n" +
 	"\n" +
-	"can_render\x18\b \x01(\bR\tcanRender\"\xcd\x01\n" +
+	"can_render\x18\b \x01(\bR\tcanRender\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12+\n" +
+	"\x11recommended_shots\x18\n" +
+	" \x01(\rR\x10recommendedShots\"\xcd\x01\n" +
 	"\x0fCompetitorPrice\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x17price_per_minute_micros\x18\x02 \x01(\x03R\x14pricePerMinuteMicros\x12\x1f\n" +
 	"\vcost_micros\x18\x03 \x01(\x03R\n" +
 	"costMicros\x12%\n" +
 	"\x0esavings_micros\x18\x04 \x01(\x03R\rsavingsMicros\x12'\n" +
-	"\x0fsavings_percent\x18\x05 \x01(\x01R\x0esavingsPercent\"\xa0\x02\n" +
+	"\x0fsavings_percent\x18\x05 \x01(\x01R\x0esavingsPercent\"\xdd\x02\n" +
 	"\x14EstimateCostResponse\x12\x1b\n" +
 	"\tpreset_id\x18\x01 \x01(\tR\bpresetId\x12\x1d\n" +
 	"\n" +
@@ -1047,7 +1111,9 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\vrecommended\x18\x03 \x01(\v2\x10.aiprod.v1.QuoteR\vrecommended\x122\n" +
 	"\aoptions\x18\x04 \x03(\v2\x18.aiprod.v1.BackendOptionR\aoptions\x12<\n" +
 	"\vcompetitors\x18\x05 \x03(\v2\x1a.aiprod.v1.CompetitorPriceR\vcompetitors\x12&\n" +
-	"\x0fbrand_cache_hit\x18\x06 \x01(\bR\rbrandCacheHit\"+\n" +
+	"\x0fbrand_cache_hit\x18\x06 \x01(\bR\rbrandCacheHit\x12#\n" +
+	"\rwithin_budget\x18\a \x01(\bR\fwithinBudget\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"+\n" +
 	"\x12GetJobCostsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf3\x02\n" +
 	"\n" +
@@ -1078,7 +1144,7 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\x11tolerance_percent\x18\v \x01(\rR\x10tolerancePercent\"D\n" +
 	"\x13GetJobCostsResponse\x12-\n" +
 	"\x06report\x18\x01 \x01(\v2\x15.aiprod.v1.CostReportR\x06report\"\x11\n" +
-	"\x0fGetUsageRequest\"\xb2\x05\n" +
+	"\x0fGetUsageRequest\"\x80\x06\n" +
 	"\x10GetUsageResponse\x12F\n" +
 	"\x11period_start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0fperiodStartTime\x12#\n" +
 	"\x04tier\x18\x02 \x01(\x0e2\x0f.aiprod.v1.TierR\x04tier\x12\x12\n" +
@@ -1097,7 +1163,9 @@ const file_aiprod_v1_cost_estimator_service_proto_rawDesc = "" +
 	"\tjob_quota\x18\r \x01(\rH\x01R\bjobQuota\x88\x01\x01\x12\x1d\n" +
 	"\n" +
 	"jobs_total\x18\x0e \x01(\rR\tjobsTotal\x12.\n" +
-	"\x13requests_per_minute\x18\x0f \x01(\rR\x11requestsPerMinuteB\x18\n" +
+	"\x13requests_per_minute\x18\x0f \x01(\rR\x11requestsPerMinute\x12%\n" +
+	"\x0epending_micros\x18\x10 \x01(\x03R\rpendingMicros\x12%\n" +
+	"\x0ecertified_jobs\x18\x11 \x01(\rR\rcertifiedJobsB\x18\n" +
 	"\x16_monthly_budget_microsB\f\n" +
 	"\n" +
 	"_job_quota*t\n" +

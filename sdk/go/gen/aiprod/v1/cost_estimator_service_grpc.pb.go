@@ -34,8 +34,15 @@ const (
 type CostEstimatorServiceClient interface {
 	// Quotes a video for every backend option side by side, with the recommended option, the
 	// guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+	// Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+	// the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+	// exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+	// is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+	// FAILED_PRECONDITION).
 	// Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-	// manifest; BadRequest lists every violation), UNAUTHENTICATED.
+	// manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+	// live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+	// to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 	EstimateCost(ctx context.Context, in *EstimateCostRequest, opts ...grpc.CallOption) (*EstimateCostResponse, error)
 	// Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
 	// amounts. The report is certified (final) once the job is terminal.
@@ -95,8 +102,15 @@ func (c *costEstimatorServiceClient) GetUsage(ctx context.Context, in *GetUsageR
 type CostEstimatorServiceServer interface {
 	// Quotes a video for every backend option side by side, with the recommended option, the
 	// guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+	// Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+	// the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+	// exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+	// is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+	// FAILED_PRECONDITION).
 	// Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-	// manifest; BadRequest lists every violation), UNAUTHENTICATED.
+	// manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+	// live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+	// to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 	EstimateCost(context.Context, *EstimateCostRequest) (*EstimateCostResponse, error)
 	// Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
 	// amounts. The report is certified (final) once the job is terminal.

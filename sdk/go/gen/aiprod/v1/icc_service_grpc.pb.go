@@ -45,8 +45,10 @@ type IccServiceClient interface {
 	// Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
 	// Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
 	// Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-	// violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-	// exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+	// violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+	// cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+	// message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+	// backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 	UpdateManifest(ctx context.Context, in *UpdateManifestRequest, opts ...grpc.CallOption) (*UpdateManifestResponse, error)
 	// Approves the manifest revision named by etag; the job moves to RENDERING.
 	// Errors: INVALID_ARGUMENT (empty job_id or etag), NOT_FOUND, FAILED_PRECONDITION (not
@@ -175,8 +177,10 @@ type IccServiceServer interface {
 	// Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
 	// Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
 	// Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-	// violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-	// exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+	// violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+	// cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+	// message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+	// backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
 	UpdateManifest(context.Context, *UpdateManifestRequest) (*UpdateManifestResponse, error)
 	// Approves the manifest revision named by etag; the job moves to RENDERING.
 	// Errors: INVALID_ARGUMENT (empty job_id or etag), NOT_FOUND, FAILED_PRECONDITION (not

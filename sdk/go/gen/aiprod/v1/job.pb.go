@@ -113,9 +113,9 @@ type FailureReason int32
 const (
 	// Not set.
 	FailureReason_FAILURE_REASON_UNSPECIFIED FailureReason = 0
-	// Every backend able to render a shot failed.
+	// Every backend able to render a shot failed, or none is available (status_message names them).
 	FailureReason_FAILURE_REASON_ALL_BACKENDS_FAILED FailureReason = 1
-	// No backend could render a shot within the job's budget.
+	// What is left of the job's budget cannot pay for a shot (status_message names the amounts).
 	FailureReason_FAILURE_REASON_BUDGET_EXHAUSTED FailureReason = 2
 	// The planner could not produce a manifest.
 	FailureReason_FAILURE_REASON_PLANNING_FAILED FailureReason = 3
@@ -191,7 +191,8 @@ type Job struct {
 	Language string `protobuf:"bytes,9,opt,name=language,proto3" json:"language,omitempty"`
 	// The job's explicit budget in micro-USD, if it has one: spending never exceeds it.
 	BudgetMicros *int64 `protobuf:"varint,10,opt,name=budget_micros,json=budgetMicros,proto3,oneof" json:"budget_micros,omitempty"`
-	// Whether the manifest is approved automatically (skips AWAITING_APPROVAL).
+	// Whether the manifest is approved automatically (skips AWAITING_APPROVAL only; a final review
+	// still holds the cut in AWAITING_FINAL_APPROVAL).
 	AutoApprove bool `protobuf:"varint,11,opt,name=auto_approve,json=autoApprove,proto3" json:"auto_approve,omitempty"`
 	// Partner labels (up to 16; keys and values up to 63 characters).
 	Labels map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`

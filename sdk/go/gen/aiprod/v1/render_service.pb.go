@@ -40,7 +40,9 @@ type CreateJobRequest struct {
 	Language string `protobuf:"bytes,7,opt,name=language,proto3" json:"language,omitempty"`
 	// Optional budget in micro-USD (> 0): the quote must fit it and spending never exceeds it.
 	BudgetMicros *int64 `protobuf:"varint,8,opt,name=budget_micros,json=budgetMicros,proto3,oneof" json:"budget_micros,omitempty"`
-	// Approve the planner's manifest automatically (skip AWAITING_APPROVAL).
+	// Approve the planner's manifest automatically (skip AWAITING_APPROVAL). It skips only the
+	// manifest review: a preset with a final review (premium_spot) still stops in
+	// AWAITING_FINAL_APPROVAL for ApproveDelivery or RequestRevision.
 	AutoApprove bool `protobuf:"varint,9,opt,name=auto_approve,json=autoApprove,proto3" json:"auto_approve,omitempty"`
 	// Labels: up to 16; keys 1–63 characters of [a-z0-9_-], values up to 63 characters.
 	Labels        map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`

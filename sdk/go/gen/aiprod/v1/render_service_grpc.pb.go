@@ -40,7 +40,10 @@ type RenderServiceClient interface {
 	// after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
 	// Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
 	// duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
-	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (refused before anything is spent:
+	// PreconditionFailure type BUDGET when the cheapest quote meeting the preset's quality floor
+	// exceeds budget_micros, the message naming that quote; PROVIDERS_NOT_CONFIGURED when a live key
+	// has no render provider configured that can meet the floor, the message naming them),
 	// RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
 	// UNAUTHENTICATED.
 	CreateJob(ctx context.Context, in *CreateJobRequest, opts ...grpc.CallOption) (*CreateJobResponse, error)
@@ -146,7 +149,10 @@ type RenderServiceServer interface {
 	// after a restart, for at least 24 h); with a different request it is INVALID_ARGUMENT.
 	// Errors: INVALID_ARGUMENT (BadRequest lists every violation: request_id, preset_id, brief,
 	// duration_s, language, budget_micros, labels), PERMISSION_DENIED (preset not in the tenant's tier;
-	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (the quote does not fit the budget),
+	// ErrorInfo reason PRESET_NOT_IN_TIER), FAILED_PRECONDITION (refused before anything is spent:
+	// PreconditionFailure type BUDGET when the cheapest quote meeting the preset's quality floor
+	// exceeds budget_micros, the message naming that quote; PROVIDERS_NOT_CONFIGURED when a live key
+	// has no render provider configured that can meet the floor, the message naming them),
 	// RESOURCE_EXHAUSTED (concurrent-job limit, job quota or monthly budget reached; QuotaFailure),
 	// UNAUTHENTICATED.
 	CreateJob(context.Context, *CreateJobRequest) (*CreateJobResponse, error)

@@ -116,6 +116,8 @@ class BackendOption(_message.Message):
     WITHIN_PRESET_CAP_FIELD_NUMBER: _builtins.int
     WITHIN_BUDGET_FIELD_NUMBER: _builtins.int
     CAN_RENDER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECOMMENDED_SHOTS_FIELD_NUMBER: _builtins.int
     backend: _common_pb2.Backend.ValueType
     """The backend."""
     cost_micros: _builtins.int
@@ -131,7 +133,16 @@ class BackendOption(_message.Message):
     within_budget: _builtins.bool
     """Whether the cost fits the budget (true when no budget was given)."""
     can_render: _builtins.bool
-    """Whether the backend can render every shot (its maximum shot length)."""
+    """Whether the backend can render every shot (its maximum shot length) and is available now
+    (provider configured for the key's mode, circuit not open).
+    """
+    reason: _builtins.str
+    """Why the selection policy chose this backend for some shots of the recommended quote, or why
+    not (unavailable, shots too long, below the quality floor, over the budget, over the cap, or
+    the policy's rule).
+    """
+    recommended_shots: _builtins.int
+    """How many shots of the recommended quote render on this backend."""
     def __init__(
         self,
         *,
@@ -143,10 +154,12 @@ class BackendOption(_message.Message):
         within_preset_cap: _builtins.bool = ...,
         within_budget: _builtins.bool = ...,
         can_render: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        recommended_shots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "can_render", b"can_render", "cost_micros", b"cost_micros", "expected_render_seconds", b"expected_render_seconds", "meets_quality_floor", b"meets_quality_floor", "quality", b"quality", "within_budget", b"within_budget", "within_preset_cap", b"within_preset_cap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "can_render", b"can_render", "cost_micros", b"cost_micros", "expected_render_seconds", b"expected_render_seconds", "meets_quality_floor", b"meets_quality_floor", "quality", b"quality", "reason", b"reason", "recommended_shots", b"recommended_shots", "within_budget", b"within_budget", "within_preset_cap", b"within_preset_cap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,12 +215,20 @@ class EstimateCostResponse(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     COMPETITORS_FIELD_NUMBER: _builtins.int
     BRAND_CACHE_HIT_FIELD_NUMBER: _builtins.int
+    WITHIN_BUDGET_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     preset_id: _builtins.str
     """The preset quoted."""
     duration_s: _builtins.int
     """The duration quoted, in whole seconds."""
     brand_cache_hit: _builtins.bool
     """Whether the planner cost was waived by a brand-cache hit."""
+    within_budget: _builtins.bool
+    """Whether the recommended quote fits the budget (true without one). When false, no plan meeting
+    the quality floor fits: `recommended` is the cheapest such plan.
+    """
+    reason: _builtins.str
+    """Why the recommended quote is what it is (the policy's rule), or why nothing fits the budget."""
     @_builtins.property
     def recommended(self) -> _common_pb2.Quote:
         """The recommended quote, shot by shot, as the selection policy would render it."""
@@ -229,10 +250,12 @@ class EstimateCostResponse(_message.Message):
         options: _abc.Iterable[Global___BackendOption] | None = ...,
         competitors: _abc.Iterable[Global___CompetitorPrice] | None = ...,
         brand_cache_hit: _builtins.bool = ...,
+        within_budget: _builtins.bool = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recommended", b"recommended"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_cache_hit", b"brand_cache_hit", "competitors", b"competitors", "duration_s", b"duration_s", "options", b"options", "preset_id", b"preset_id", "recommended", b"recommended"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_cache_hit", b"brand_cache_hit", "competitors", b"competitors", "duration_s", b"duration_s", "options", b"options", "preset_id", b"preset_id", "reason", b"reason", "recommended", b"recommended", "within_budget", b"within_budget"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -444,6 +467,8 @@ class GetUsageResponse(_message.Message):
     JOB_QUOTA_FIELD_NUMBER: _builtins.int
     JOBS_TOTAL_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    PENDING_MICROS_FIELD_NUMBER: _builtins.int
+    CERTIFIED_JOBS_FIELD_NUMBER: _builtins.int
     tier: _common_pb2.Tier.ValueType
     """The tier in force now."""
     jobs: _builtins.int
@@ -461,7 +486,10 @@ class GetUsageResponse(_message.Message):
     metered_micros: _builtins.int
     """Metered cost this month in micro-USD (every billable call)."""
     billed_micros: _builtins.int
-    """Billed this month in micro-USD (certified bills, capped by each job's guarantee)."""
+    """Billed this month in micro-USD: exactly the sum of the certified bills (GetJobCosts
+    billed_micros with certified = true) of this month's jobs of the key's mode, each capped by its
+    guarantee. Jobs not yet terminal are in pending_micros, not here.
+    """
     monthly_budget_micros: _builtins.int
     """The tenant's monthly budget, if any."""
     budget_used_percent: _builtins.float
@@ -472,6 +500,12 @@ class GetUsageResponse(_message.Message):
     """Jobs counted against the job quota."""
     requests_per_minute: _builtins.int
     """The tier's request limit per minute."""
+    pending_micros: _builtins.int
+    """What this month's jobs that are not yet terminal would be billed now (their current bills, not
+    certified; e.g. jobs awaiting approval or rendering).
+    """
+    certified_jobs: _builtins.int
+    """How many of this month's jobs have a certified bill (terminal jobs)."""
     @_builtins.property
     def period_start_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the period (the first instant of the current UTC month)."""
@@ -494,10 +528,12 @@ class GetUsageResponse(_message.Message):
         job_quota: _builtins.int | None = ...,
         jobs_total: _builtins.int = ...,
         requests_per_minute: _builtins.int = ...,
+        pending_micros: _builtins.int = ...,
+        certified_jobs: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota", "_monthly_budget_micros", b"_monthly_budget_micros", "job_quota", b"job_quota", "monthly_budget_micros", b"monthly_budget_micros", "period_start_time", b"period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota", "_monthly_budget_micros", b"_monthly_budget_micros", "active_jobs", b"active_jobs", "billed_micros", b"billed_micros", "budget_used_percent", b"budget_used_percent", "concurrent_job_limit", b"concurrent_job_limit", "included_minutes", b"included_minutes", "job_quota", b"job_quota", "jobs", b"jobs", "jobs_total", b"jobs_total", "metered_micros", b"metered_micros", "monthly_budget_micros", b"monthly_budget_micros", "monthly_fee_micros", b"monthly_fee_micros", "period_start_time", b"period_start_time", "requests_per_minute", b"requests_per_minute", "tier", b"tier", "video_minutes", b"video_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota", "_monthly_budget_micros", b"_monthly_budget_micros", "active_jobs", b"active_jobs", "billed_micros", b"billed_micros", "budget_used_percent", b"budget_used_percent", "certified_jobs", b"certified_jobs", "concurrent_job_limit", b"concurrent_job_limit", "included_minutes", b"included_minutes", "job_quota", b"job_quota", "jobs", b"jobs", "jobs_total", b"jobs_total", "metered_micros", b"metered_micros", "monthly_budget_micros", b"monthly_budget_micros", "monthly_fee_micros", b"monthly_fee_micros", "pending_micros", b"pending_micros", "period_start_time", b"period_start_time", "requests_per_minute", b"requests_per_minute", "tier", b"tier", "video_minutes", b"video_minutes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__job_quota: _TypeAlias = _typing.Literal["job_quota"]  # noqa: Y015
     _WhichOneofArgType__job_quota: _TypeAlias = _typing.Literal["_job_quota", b"_job_quota"]  # noqa: Y015

@@ -63,8 +63,15 @@ class CostEstimatorServiceServicer:
     def EstimateCost(self, request, context):
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+        Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+        the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+        exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+        is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+        FAILED_PRECONDITION).
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-        manifest; BadRequest lists every violation), UNAUTHENTICATED.
+        manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+        live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+        to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,8 +39,15 @@ class CostEstimatorServiceStub:
     EstimateCost: _grpc.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.EstimateCostRequest, _cost_estimator_service_pb2.EstimateCostResponse]
     """Quotes a video for every backend option side by side, with the recommended option, the
     guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+    Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+    the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+    exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+    is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+    FAILED_PRECONDITION).
     Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-    manifest; BadRequest lists every violation), UNAUTHENTICATED.
+    manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+    live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+    to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
     """
     GetJobCosts: _grpc.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.GetJobCostsRequest, _cost_estimator_service_pb2.GetJobCostsResponse]
     """Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
@@ -64,8 +71,15 @@ class CostEstimatorServiceAsyncStub(CostEstimatorServiceStub):
     EstimateCost: _aio.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.EstimateCostRequest, _cost_estimator_service_pb2.EstimateCostResponse]  # type: ignore[assignment]
     """Quotes a video for every backend option side by side, with the recommended option, the
     guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+    Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+    the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+    exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+    is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+    FAILED_PRECONDITION).
     Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-    manifest; BadRequest lists every violation), UNAUTHENTICATED.
+    manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+    live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+    to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
     """
     GetJobCosts: _aio.UnaryUnaryMultiCallable[_cost_estimator_service_pb2.GetJobCostsRequest, _cost_estimator_service_pb2.GetJobCostsResponse]  # type: ignore[assignment]
     """Returns a job's cost report: quote, ledger lines, metered total, variance, billed and absorbed
@@ -92,8 +106,15 @@ class CostEstimatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cost_estimator_service_pb2.EstimateCostResponse, _abc.Awaitable[_cost_estimator_service_pb2.EstimateCostResponse]]:
         """Quotes a video for every backend option side by side, with the recommended option, the
         guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+        Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+        the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+        exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+        is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+        FAILED_PRECONDITION).
         Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-        manifest; BadRequest lists every violation), UNAUTHENTICATED.
+        manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+        live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+        to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod

@@ -46,8 +46,10 @@ class IccServiceStub:
     """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
     Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
     Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-    violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-    exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+    violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+    cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+    message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+    backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
     """
     ApproveManifest: _grpc.UnaryUnaryMultiCallable[_icc_service_pb2.ApproveManifestRequest, _icc_service_pb2.ApproveManifestResponse]
     """Approves the manifest revision named by etag; the job moves to RENDERING.
@@ -95,8 +97,10 @@ class IccServiceAsyncStub(IccServiceStub):
     """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
     Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
     Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-    violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-    exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+    violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+    cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+    message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+    backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
     """
     ApproveManifest: _aio.UnaryUnaryMultiCallable[_icc_service_pb2.ApproveManifestRequest, _icc_service_pb2.ApproveManifestResponse]  # type: ignore[assignment]
     """Approves the manifest revision named by etag; the job moves to RENDERING.
@@ -153,8 +157,10 @@ class IccServiceServicer(metaclass=_abc_1.ABCMeta):
         """Edits the manifest (only in AWAITING_APPROVAL) and returns it with its new quote.
         Editable paths: "shots", "aspect_ratio", "audio_style"; consistency markers are read-only.
         Errors: INVALID_ARGUMENT (empty/unknown mask paths, read-only paths, invalid shots: every
-        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL, or the new quote
-        exceeds the job's budget), ABORTED (stale etag), UNAUTHENTICATED.
+        violation is listed), NOT_FOUND, FAILED_PRECONDITION (not AWAITING_APPROVAL; or type BUDGET: the
+        cheapest quote of the edited shots meeting the quality floor exceeds the job's budget, the
+        message naming it), ABORTED (stale etag; the message does not echo it), UNAVAILABLE (every
+        backend able to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod

@@ -92,9 +92,9 @@ class _FailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure
     FAILURE_REASON_UNSPECIFIED: _FailureReason.ValueType  # 0
     """Not set."""
     FAILURE_REASON_ALL_BACKENDS_FAILED: _FailureReason.ValueType  # 1
-    """Every backend able to render a shot failed."""
+    """Every backend able to render a shot failed, or none is available (status_message names them)."""
     FAILURE_REASON_BUDGET_EXHAUSTED: _FailureReason.ValueType  # 2
-    """No backend could render a shot within the job's budget."""
+    """What is left of the job's budget cannot pay for a shot (status_message names the amounts)."""
     FAILURE_REASON_PLANNING_FAILED: _FailureReason.ValueType  # 3
     """The planner could not produce a manifest."""
     FAILURE_REASON_INTERNAL: _FailureReason.ValueType  # 4
@@ -106,9 +106,9 @@ class FailureReason(_FailureReason, metaclass=_FailureReasonEnumTypeWrapper):
 FAILURE_REASON_UNSPECIFIED: FailureReason.ValueType  # 0
 """Not set."""
 FAILURE_REASON_ALL_BACKENDS_FAILED: FailureReason.ValueType  # 1
-"""Every backend able to render a shot failed."""
+"""Every backend able to render a shot failed, or none is available (status_message names them)."""
 FAILURE_REASON_BUDGET_EXHAUSTED: FailureReason.ValueType  # 2
-"""No backend could render a shot within the job's budget."""
+"""What is left of the job's budget cannot pay for a shot (status_message names the amounts)."""
 FAILURE_REASON_PLANNING_FAILED: FailureReason.ValueType  # 3
 """The planner could not produce a manifest."""
 FAILURE_REASON_INTERNAL: FailureReason.ValueType  # 4
@@ -186,7 +186,9 @@ class Job(_message.Message):
     budget_micros: _builtins.int
     """The job's explicit budget in micro-USD, if it has one: spending never exceeds it."""
     auto_approve: _builtins.bool
-    """Whether the manifest is approved automatically (skips AWAITING_APPROVAL)."""
+    """Whether the manifest is approved automatically (skips AWAITING_APPROVAL only; a final review
+    still holds the cut in AWAITING_FINAL_APPROVAL).
+    """
     shots_total: _builtins.int
     """Number of shots in the manifest."""
     shots_rendered: _builtins.int

@@ -73,7 +73,10 @@ class CreateJobRequest(_message.Message):
     budget_micros: _builtins.int
     """Optional budget in micro-USD (> 0): the quote must fit it and spending never exceeds it."""
     auto_approve: _builtins.bool
-    """Approve the planner's manifest automatically (skip AWAITING_APPROVAL)."""
+    """Approve the planner's manifest automatically (skip AWAITING_APPROVAL). It skips only the
+    manifest review: a preset with a final review (premium_spot) still stops in
+    AWAITING_FINAL_APPROVAL for ApproveDelivery or RequestRevision.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels: up to 16; keys 1–63 characters of [a-z0-9_-], values up to 63 characters."""

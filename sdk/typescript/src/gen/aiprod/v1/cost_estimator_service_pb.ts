@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aiprod/v1/cost_estimator_service.proto.
  */
 export const file_aiprod_v1_cost_estimator_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhaXByb2QvdjEvY29zdF9lc3RpbWF0b3Jfc2VydmljZS5wcm90bxIJYWlwcm9kLnYxIr8BChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EhEKCXByZXNldF9pZBgBIAEoCRIXCgpkdXJhdGlvbl9zGAIgASgNSACIAQESDQoFYnJpZWYYAyABKAkSEAoIYnJhbmRfaWQYBCABKAkSGgoNYnVkZ2V0X21pY3JvcxgFIAEoA0gBiAEBEh4KBXNob3RzGAYgAygLMg8uYWlwcm9kLnYxLlNob3RCDQoLX2R1cmF0aW9uX3NCEAoOX2J1ZGdldF9taWNyb3Mi3gEKDUJhY2tlbmRPcHRpb24SIwoHYmFja2VuZBgBIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEhMKC2Nvc3RfbWljcm9zGAIgASgDEg8KB3F1YWxpdHkYAyABKAESHwoXZXhwZWN0ZWRfcmVuZGVyX3NlY29uZHMYBCABKA0SGwoTbWVldHNfcXVhbGl0eV9mbG9vchgFIAEoCBIZChF3aXRoaW5fcHJlc2V0X2NhcBgGIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAcgASgIEhIKCmNhbl9yZW5kZXIYCCABKAgihgEKD0NvbXBldGl0b3JQcmljZRIMCgRuYW1lGAEgASgJEh8KF3ByaWNlX3Blcl9taW51dGVfbWljcm9zGAIgASgDEhMKC2Nvc3RfbWljcm9zGAMgASgDEhYKDnNhdmluZ3NfbWljcm9zGAQgASgDEhcKD3NhdmluZ3NfcGVyY2VudBgFIAEoASLZAQoURXN0aW1hdGVDb3N0UmVzcG9uc2USEQoJcHJlc2V0X2lkGAEgASgJEhIKCmR1cmF0aW9uX3MYAiABKA0SJQoLcmVjb21tZW5kZWQYAyABKAsyEC5haXByb2QudjEuUXVvdGUSKQoHb3B0aW9ucxgEIAMoCzIYLmFpcHJvZC52MS5CYWNrZW5kT3B0aW9uEi8KC2NvbXBldGl0b3JzGAUgAygLMhouYWlwcm9kLnYxLkNvbXBldGl0b3JQcmljZRIXCg9icmFuZF9jYWNoZV9oaXQYBiABKAgiJAoSR2V0Sm9iQ29zdHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSKYAgoKTGVkZ2VyTGluZRIjCgRraW5kGAEgASgOMhUuYWlwcm9kLnYxLkxlZGdlcktpbmQSDwoHc2hvdF9pZBgCIAEoCRIjCgdiYWNrZW5kGAMgASgOMhIuYWlwcm9kLnYxLkJhY2tlbmQSDwoHc2Vjb25kcxgEIAEoDRIVCg1hbW91bnRfbWljcm9zGAUgASgDEg8KB2F0dGVtcHQYBiABKA0SEQoJc3VjY2VlZGVkGAcgASgIEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgttZWFzdXJlbWVudBgJIAEoCzIdLmFpcHJvZC52MS5RdWFsaXR5TWVhc3VyZW1lbnQiogIKCkNvc3RSZXBvcnQSDgoGam9iX2lkGAEgASgJEhQKDHF1b3RlX21pY3JvcxgCIAEoAxIlCgZsZWRnZXIYAyADKAsyFS5haXByb2QudjEuTGVkZ2VyTGluZRIWCg5tZXRlcmVkX21pY3JvcxgEIAEoAxIYChB2YXJpYW5jZV9wZXJjZW50GAUgASgBEh0KFWd1YXJhbnRlZWRfbWF4X21pY3JvcxgGIAEoAxIVCg1iaWxsZWRfbWljcm9zGAcgASgDEhcKD2Fic29yYmVkX21pY3JvcxgIIAEoAxIYChB3aXRoaW5fZ3VhcmFudGVlGAkgASgIEhEKCWNlcnRpZmllZBgKIAEoCBIZChF0b2xlcmFuY2VfcGVyY2VudBgLIAEoDSI8ChNHZXRKb2JDb3N0c1Jlc3BvbnNlEiUKBnJlcG9ydBgBIAEoCzIVLmFpcHJvZC52MS5Db3N0UmVwb3J0IhEKD0dldFVzYWdlUmVxdWVzdCLXAwoQR2V0VXNhZ2VSZXNwb25zZRI1ChFwZXJpb2Rfc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHQoEdGllchgCIAEoDjIPLmFpcHJvZC52MS5UaWVyEgwKBGpvYnMYAyABKA0SEwoLYWN0aXZlX2pvYnMYBCABKA0SHAoUY29uY3VycmVudF9qb2JfbGltaXQYBSABKA0SFQoNdmlkZW9fbWludXRlcxgGIAEoARIYChBpbmNsdWRlZF9taW51dGVzGAcgASgNEhoKEm1vbnRobHlfZmVlX21pY3JvcxgIIAEoAxIWCg5tZXRlcmVkX21pY3JvcxgJIAEoAxIVCg1iaWxsZWRfbWljcm9zGAogASgDEiIKFW1vbnRobHlfYnVkZ2V0X21pY3JvcxgLIAEoA0gAiAEBEhsKE2J1ZGdldF91c2VkX3BlcmNlbnQYDCABKAESFgoJam9iX3F1b3RhGA0gASgNSAGIAQESEgoKam9ic190b3RhbBgOIAEoDRIbChNyZXF1ZXN0c19wZXJfbWludXRlGA8gASgNQhgKFl9tb250aGx5X2J1ZGdldF9taWNyb3NCDAoKX2pvYl9xdW90YSp0CgpMZWRnZXJLaW5kEhsKF0xFREdFUl9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTTEVER0VSX0tJTkRfUExBTk5FUhABEhYKEkxFREdFUl9LSU5EX1JFTkRFUhACEhgKFExFREdFUl9LSU5EX1JFUkVOREVSEAMy+gEKFENvc3RFc3RpbWF0b3JTZXJ2aWNlEk8KDEVzdGltYXRlQ29zdBIeLmFpcHJvZC52MS5Fc3RpbWF0ZUNvc3RSZXF1ZXN0Gh8uYWlwcm9kLnYxLkVzdGltYXRlQ29zdFJlc3BvbnNlEkwKC0dldEpvYkNvc3RzEh0uYWlwcm9kLnYxLkdldEpvYkNvc3RzUmVxdWVzdBoeLmFpcHJvZC52MS5HZXRKb2JDb3N0c1Jlc3BvbnNlEkMKCEdldFVzYWdlEhouYWlwcm9kLnYxLkdldFVzYWdlUmVxdWVzdBobLmFpcHJvZC52MS5HZXRVc2FnZVJlc3BvbnNlQjhaNmdpdGh1Yi5jb20vYWlwcm9kL2FpcHJvZC9zZGsvZ28vZ2VuL2FpcHJvZC92MTthaXByb2R2MWIGcHJvdG8z", [file_aiprod_v1_common, file_aiprod_v1_job, file_aiprod_v1_manifest, file_google_protobuf_timestamp]);
+  fileDesc("CiZhaXByb2QvdjEvY29zdF9lc3RpbWF0b3Jfc2VydmljZS5wcm90bxIJYWlwcm9kLnYxIr8BChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EhEKCXByZXNldF9pZBgBIAEoCRIXCgpkdXJhdGlvbl9zGAIgASgNSACIAQESDQoFYnJpZWYYAyABKAkSEAoIYnJhbmRfaWQYBCABKAkSGgoNYnVkZ2V0X21pY3JvcxgFIAEoA0gBiAEBEh4KBXNob3RzGAYgAygLMg8uYWlwcm9kLnYxLlNob3RCDQoLX2R1cmF0aW9uX3NCEAoOX2J1ZGdldF9taWNyb3MiiQIKDUJhY2tlbmRPcHRpb24SIwoHYmFja2VuZBgBIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEhMKC2Nvc3RfbWljcm9zGAIgASgDEg8KB3F1YWxpdHkYAyABKAESHwoXZXhwZWN0ZWRfcmVuZGVyX3NlY29uZHMYBCABKA0SGwoTbWVldHNfcXVhbGl0eV9mbG9vchgFIAEoCBIZChF3aXRoaW5fcHJlc2V0X2NhcBgGIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAcgASgIEhIKCmNhbl9yZW5kZXIYCCABKAgSDgoGcmVhc29uGAkgASgJEhkKEXJlY29tbWVuZGVkX3Nob3RzGAogASgNIoYBCg9Db21wZXRpdG9yUHJpY2USDAoEbmFtZRgBIAEoCRIfChdwcmljZV9wZXJfbWludXRlX21pY3JvcxgCIAEoAxITCgtjb3N0X21pY3JvcxgDIAEoAxIWCg5zYXZpbmdzX21pY3JvcxgEIAEoAxIXCg9zYXZpbmdzX3BlcmNlbnQYBSABKAEigAIKFEVzdGltYXRlQ29zdFJlc3BvbnNlEhEKCXByZXNldF9pZBgBIAEoCRISCgpkdXJhdGlvbl9zGAIgASgNEiUKC3JlY29tbWVuZGVkGAMgASgLMhAuYWlwcm9kLnYxLlF1b3RlEikKB29wdGlvbnMYBCADKAsyGC5haXByb2QudjEuQmFja2VuZE9wdGlvbhIvCgtjb21wZXRpdG9ycxgFIAMoCzIaLmFpcHJvZC52MS5Db21wZXRpdG9yUHJpY2USFwoPYnJhbmRfY2FjaGVfaGl0GAYgASgIEhUKDXdpdGhpbl9idWRnZXQYByABKAgSDgoGcmVhc29uGAggASgJIiQKEkdldEpvYkNvc3RzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkimAIKCkxlZGdlckxpbmUSIwoEa2luZBgBIAEoDjIVLmFpcHJvZC52MS5MZWRnZXJLaW5kEg8KB3Nob3RfaWQYAiABKAkSIwoHYmFja2VuZBgDIAEoDjISLmFpcHJvZC52MS5CYWNrZW5kEg8KB3NlY29uZHMYBCABKA0SFQoNYW1vdW50X21pY3JvcxgFIAEoAxIPCgdhdHRlbXB0GAYgASgNEhEKCXN1Y2NlZWRlZBgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoLbWVhc3VyZW1lbnQYCSABKAsyHS5haXByb2QudjEuUXVhbGl0eU1lYXN1cmVtZW50IqICCgpDb3N0UmVwb3J0Eg4KBmpvYl9pZBgBIAEoCRIUCgxxdW90ZV9taWNyb3MYAiABKAMSJQoGbGVkZ2VyGAMgAygLMhUuYWlwcm9kLnYxLkxlZGdlckxpbmUSFgoObWV0ZXJlZF9taWNyb3MYBCABKAMSGAoQdmFyaWFuY2VfcGVyY2VudBgFIAEoARIdChVndWFyYW50ZWVkX21heF9taWNyb3MYBiABKAMSFQoNYmlsbGVkX21pY3JvcxgHIAEoAxIXCg9hYnNvcmJlZF9taWNyb3MYCCABKAMSGAoQd2l0aGluX2d1YXJhbnRlZRgJIAEoCBIRCgljZXJ0aWZpZWQYCiABKAgSGQoRdG9sZXJhbmNlX3BlcmNlbnQYCyABKA0iPAoTR2V0Sm9iQ29zdHNSZXNwb25zZRIlCgZyZXBvcnQYASABKAsyFS5haXByb2QudjEuQ29zdFJlcG9ydCIRCg9HZXRVc2FnZVJlcXVlc3QihwQKEEdldFVzYWdlUmVzcG9uc2USNQoRcGVyaW9kX3N0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KBHRpZXIYAiABKA4yDy5haXByb2QudjEuVGllchIMCgRqb2JzGAMgASgNEhMKC2FjdGl2ZV9qb2JzGAQgASgNEhwKFGNvbmN1cnJlbnRfam9iX2xpbWl0GAUgASgNEhUKDXZpZGVvX21pbnV0ZXMYBiABKAESGAoQaW5jbHVkZWRfbWludXRlcxgHIAEoDRIaChJtb250aGx5X2ZlZV9taWNyb3MYCCABKAMSFgoObWV0ZXJlZF9taWNyb3MYCSABKAMSFQoNYmlsbGVkX21pY3JvcxgKIAEoAxIiChVtb250aGx5X2J1ZGdldF9taWNyb3MYCyABKANIAIgBARIbChNidWRnZXRfdXNlZF9wZXJjZW50GAwgASgBEhYKCWpvYl9xdW90YRgNIAEoDUgBiAEBEhIKCmpvYnNfdG90YWwYDiABKA0SGwoTcmVxdWVzdHNfcGVyX21pbnV0ZRgPIAEoDRIWCg5wZW5kaW5nX21pY3JvcxgQIAEoAxIWCg5jZXJ0aWZpZWRfam9icxgRIAEoDUIYChZfbW9udGhseV9idWRnZXRfbWljcm9zQgwKCl9qb2JfcXVvdGEqdAoKTGVkZ2VyS2luZBIbChdMRURHRVJfS0lORF9VTlNQRUNJRklFRBAAEhcKE0xFREdFUl9LSU5EX1BMQU5ORVIQARIWChJMRURHRVJfS0lORF9SRU5ERVIQAhIYChRMRURHRVJfS0lORF9SRVJFTkRFUhADMvoBChRDb3N0RXN0aW1hdG9yU2VydmljZRJPCgxFc3RpbWF0ZUNvc3QSHi5haXByb2QudjEuRXN0aW1hdGVDb3N0UmVxdWVzdBofLmFpcHJvZC52MS5Fc3RpbWF0ZUNvc3RSZXNwb25zZRJMCgtHZXRKb2JDb3N0cxIdLmFpcHJvZC52MS5HZXRKb2JDb3N0c1JlcXVlc3QaHi5haXByb2QudjEuR2V0Sm9iQ29zdHNSZXNwb25zZRJDCghHZXRVc2FnZRIaLmFpcHJvZC52MS5HZXRVc2FnZVJlcXVlc3QaGy5haXByb2QudjEuR2V0VXNhZ2VSZXNwb25zZUI4WjZnaXRodWIuY29tL2FpcHJvZC9haXByb2Qvc2RrL2dvL2dlbi9haXByb2QvdjE7YWlwcm9kdjFiBnByb3RvMw", [file_aiprod_v1_common, file_aiprod_v1_job, file_aiprod_v1_manifest, file_google_protobuf_timestamp]);
 
 /**
  * Request of EstimateCost.
@@ -132,11 +132,28 @@ export type BackendOption = Message<"aiprod.v1.BackendOption"> & {
   withinBudget: boolean;
 
   /**
-   * Whether the backend can render every shot (its maximum shot length).
+   * Whether the backend can render every shot (its maximum shot length) and is available now
+   * (provider configured for the key's mode, circuit not open).
    *
    * @generated from field: bool can_render = 8;
    */
   canRender: boolean;
+
+  /**
+   * Why the selection policy chose this backend for some shots of the recommended quote, or why
+   * not (unavailable, shots too long, below the quality floor, over the budget, over the cap, or
+   * the policy's rule).
+   *
+   * @generated from field: string reason = 9;
+   */
+  reason: string;
+
+  /**
+   * How many shots of the recommended quote render on this backend.
+   *
+   * @generated from field: uint32 recommended_shots = 10;
+   */
+  recommendedShots: number;
 };
 
 /**
@@ -242,6 +259,21 @@ export type EstimateCostResponse = Message<"aiprod.v1.EstimateCostResponse"> & {
    * @generated from field: bool brand_cache_hit = 6;
    */
   brandCacheHit: boolean;
+
+  /**
+   * Whether the recommended quote fits the budget (true without one). When false, no plan meeting
+   * the quality floor fits: `recommended` is the cheapest such plan.
+   *
+   * @generated from field: bool within_budget = 7;
+   */
+  withinBudget: boolean;
+
+  /**
+   * Why the recommended quote is what it is (the policy's rule), or why nothing fits the budget.
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
 };
 
 /**
@@ -546,7 +578,9 @@ export type GetUsageResponse = Message<"aiprod.v1.GetUsageResponse"> & {
   meteredMicros: bigint;
 
   /**
-   * Billed this month in micro-USD (certified bills, capped by each job's guarantee).
+   * Billed this month in micro-USD: exactly the sum of the certified bills (GetJobCosts
+   * billed_micros with certified = true) of this month's jobs of the key's mode, each capped by its
+   * guarantee. Jobs not yet terminal are in pending_micros, not here.
    *
    * @generated from field: int64 billed_micros = 10;
    */
@@ -586,6 +620,21 @@ export type GetUsageResponse = Message<"aiprod.v1.GetUsageResponse"> & {
    * @generated from field: uint32 requests_per_minute = 15;
    */
   requestsPerMinute: number;
+
+  /**
+   * What this month's jobs that are not yet terminal would be billed now (their current bills, not
+   * certified; e.g. jobs awaiting approval or rendering).
+   *
+   * @generated from field: int64 pending_micros = 16;
+   */
+  pendingMicros: bigint;
+
+  /**
+   * How many of this month's jobs have a certified bill (terminal jobs).
+   *
+   * @generated from field: uint32 certified_jobs = 17;
+   */
+  certifiedJobs: number;
 };
 
 /**
@@ -647,8 +696,15 @@ export const CostEstimatorService: GenService<{
   /**
    * Quotes a video for every backend option side by side, with the recommended option, the
    * guaranteed maximum and competitor reference prices. Pure: creates nothing and costs nothing.
+   * Every shot of the recommended quote meets the preset's quality floor; the quote never exceeds
+   * the budget and stays within the preset's cost cap whenever a plan meeting the floor within it
+   * exists. A budget that no such plan fits is not an error: `within_budget` is false, `recommended`
+   * is the cheapest plan meeting the floor and `reason` says so (CreateJob with that budget is
+   * FAILED_PRECONDITION).
    * Errors: INVALID_ARGUMENT (unknown preset, duration out of range, brief too long, bad budget or
-   * manifest; BadRequest lists every violation), UNAUTHENTICATED.
+   * manifest; BadRequest lists every violation), FAILED_PRECONDITION (PROVIDERS_NOT_CONFIGURED: a
+   * live key and no configured render provider can meet the floor), UNAVAILABLE (every backend able
+   * to meet the floor has an open circuit; RetryInfo), UNAUTHENTICATED.
    *
    * @generated from rpc aiprod.v1.CostEstimatorService.EstimateCost
    */

@@ -93,7 +93,8 @@ export type Job = Message<"aiprod.v1.Job"> & {
   budgetMicros?: bigint | undefined;
 
   /**
-   * Whether the manifest is approved automatically (skips AWAITING_APPROVAL).
+   * Whether the manifest is approved automatically (skips AWAITING_APPROVAL only; a final review
+   * still holds the cut in AWAITING_FINAL_APPROVAL).
    *
    * @generated from field: bool auto_approve = 11;
    */
@@ -1238,14 +1239,14 @@ export enum FailureReason {
   UNSPECIFIED = 0,
 
   /**
-   * Every backend able to render a shot failed.
+   * Every backend able to render a shot failed, or none is available (status_message names them).
    *
    * @generated from enum value: FAILURE_REASON_ALL_BACKENDS_FAILED = 1;
    */
   ALL_BACKENDS_FAILED = 1,
 
   /**
-   * No backend could render a shot within the job's budget.
+   * What is left of the job's budget cannot pay for a shot (status_message names the amounts).
    *
    * @generated from enum value: FAILURE_REASON_BUDGET_EXHAUSTED = 2;
    */
