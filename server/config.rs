@@ -34,6 +34,9 @@ pub struct Config {
     pub concurrency_limit: usize,
     /// Jobs the pipeline drives at once.
     pub pipeline_workers: usize,
+    /// Consecutive failures of one pipeline step (other than the database being unreachable)
+    /// after which the job fails with reason INTERNAL instead of retrying forever.
+    pub pipeline_step_max_failures: u32,
     /// A render attempt that takes longer fails (and falls back), in seconds.
     pub render_timeout_s: u64,
     pub sandbox: SandboxConfig,
@@ -249,6 +252,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             concurrency_limit: 1024,
             pipeline_workers: 64,
+            pipeline_step_max_failures: 20,
             render_timeout_s: 900,
             sandbox: SandboxConfig::default(),
             circuit: CircuitConfig::default(),
@@ -626,6 +630,9 @@ impl Config {
                 "cluster: lease_ttl_ms ≥ 100, heartbeats_per_lease ≥ 2, the other figures > 0"
                     .into(),
             );
+        }
+        if self.pipeline_step_max_failures == 0 {
+            problems.push("pipeline_step_max_failures must be > 0".into());
         }
         if self.pipeline_workers == 0
             || self.concurrency_limit == 0

@@ -230,7 +230,11 @@ async fn create_job_names_every_invalid_field() {
     let err = expect_err(
         client
             .render()
-            .create_job(pb::CreateJobRequest::default())
+            // (An empty request_id would be filled by the SDK: send a malformed one.)
+            .create_job(pb::CreateJobRequest {
+                request_id: "not a valid id!".into(),
+                ..Default::default()
+            })
             .await,
     );
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod estimates;
+mod faults;
 mod isolation;
 mod jobs;
 mod limits;

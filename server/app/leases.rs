@@ -12,6 +12,7 @@
 
 use super::App;
 use super::pipeline::Step;
+use crate::domain::job::FailureReason;
 use crate::error::{Error, Result};
 use crate::store::Lease;
 use futures::FutureExt;
@@ -217,8 +218,19 @@ impl App {
                 Ok(Step::Continue) => errors = 0,
                 Ok(Step::Idle) => return Ended::Idle,
                 Err(Error::LeaseLost) => return Ended::LeaseLost,
+                // The database is away: wait for it (the job is not at fault).
+                Err(e @ Error::Unavailable { .. }) => {
+                    tracing::warn!(job_id, error = %e, "pipeline step waits for the database");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
                 Err(e) => {
                     errors += 1;
+                    if errors >= self.config.pipeline_step_max_failures {
+                        return self.give_up(lease, errors, &e).await;
+                    }
                     tracing::warn!(job_id, error = %e, attempt = errors, "pipeline step failed; retrying");
                     let backoff = Duration::from_millis(100 * u64::from(errors.min(50)));
                     tokio::select! {
@@ -229,6 +241,36 @@ impl App {
             }
         }
         Ended::Shutdown
+    }
+
+    /// A step failed `errors` times in a row: fail the job with a typed reason and an event
+    /// instead of retrying forever (the cause is logged; the partner sees no internals).
+    async fn give_up(&self, lease: &Lease, errors: u32, last: &Error) -> Ended {
+        tracing::error!(job_id = %lease.job_id, errors, error = ?last, "pipeline step keeps failing; failing the job");
+        let message = match last {
+            Error::Internal(_) => format!(
+                "the job stopped after {errors} failed attempts at one step because of an internal error; it was not billed beyond what was delivered"
+            ),
+            other => format!("the job stopped after {errors} failed attempts at one step: {other}"),
+        };
+        let failed = self
+            .store
+            .update_job_fenced(lease, |job| {
+                if job.state.is_terminal() {
+                    return Ok(());
+                }
+                job.fail(FailureReason::Internal, message)
+                    .map_err(Error::internal)
+            })
+            .await;
+        match failed {
+            Err(Error::LeaseLost) => Ended::LeaseLost,
+            Err(e) => {
+                tracing::error!(job_id = %lease.job_id, error = %e, "could not fail the job");
+                Ended::Idle
+            }
+            Ok(_) => Ended::Idle,
+        }
     }
 
     /// Takes runnable jobs without a driver, up to `cluster.max_jobs_per_replica`.

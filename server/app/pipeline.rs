@@ -436,6 +436,10 @@ impl App {
                 if !self.lease_is_fresh(job_id) {
                     return Err(Error::LeaseLost);
                 }
+                // A half-open circuit lets one trial call through; the others choose again.
+                if !circuit.begin_call() {
+                    return Ok(());
+                }
                 let submitted = tokio::select! {
                     r = imp.submit(&request) => r,
                     _ = token.cancelled() => return Ok(()),
