@@ -10,7 +10,7 @@ use aiprod::domain::tenant::{ApiKey, KeyMode, Tenant, Trial};
 use aiprod::domain::{Backend, JobState, Money, Tier, planner};
 use aiprod::error::Error;
 use aiprod::events::EventHub;
-use aiprod::store::{self, Created, JobFilter, JobLimits, Store};
+use aiprod::store::{self, Created, JobFilter, JobLimits, MonthUsage, Store};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,39 @@ async fn conformance(s: Arc<dyn Store>) {
     leases(&*s, &acme).await;
     brand_markers(&*s, &acme, &globex).await;
     concurrent_claims_take_each_job_once(s.clone(), &acme).await;
+    usage_reconciles_with_the_jobs(&*s, &[&acme, &globex]).await;
+}
+
+/// The maintained month figures equal the billing rule applied to every job (`bill_totals`),
+/// after all the creates, changes and ends above.
+async fn usage_reconciles_with_the_jobs(s: &dyn Store, tenants: &[&Tenant]) {
+    let month = aiprod::domain::calendar::month_start_ms(aiprod::store::now_ms());
+    for t in tenants {
+        let jobs = s
+            .jobs(&t.id, &JobFilter::default(), None, 1000)
+            .await
+            .unwrap();
+        let totals = aiprod::domain::billing::bill_totals(&jobs);
+        let usage = s.month_usage(&t.id, true, month).await.unwrap();
+        assert_eq!(
+            (
+                usage.jobs as usize,
+                usage.certified_jobs,
+                usage.billed,
+                usage.pending,
+                usage.delivered_seconds
+            ),
+            (
+                jobs.len(),
+                totals.certified_jobs,
+                totals.billed,
+                totals.pending,
+                totals.delivered_seconds
+            ),
+            "{}",
+            t.name
+        );
+    }
 }
 
 fn tenant(name: &str, budget: Option<i64>) -> Tenant {
@@ -356,12 +389,18 @@ async fn jobs(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
 
     assert_eq!(s.job_counts(&acme.id).await.unwrap(), (2, 3));
     assert_eq!(s.job_counts(&globex.id).await.unwrap(), (1, 1));
-    assert_eq!(s.jobs_since(&acme.id, 0).await.unwrap().len(), 3);
-    assert!(
-        s.jobs_since(&acme.id, aiprod::store::now_ms() + 60_000)
-            .await
-            .unwrap()
-            .is_empty()
+    let month = aiprod::domain::calendar::month_start_ms(aiprod::store::now_ms());
+    let usage = s.month_usage(&acme.id, true, month).await.unwrap();
+    assert_eq!((usage.jobs, usage.certified_jobs), (3, 1));
+    assert_eq!(
+        s.month_usage(&acme.id, false, month).await.unwrap(),
+        MonthUsage::default(),
+        "live and sandbox usage are apart"
+    );
+    assert_eq!(
+        s.month_usage(&acme.id, true, month - 1).await.unwrap(),
+        MonthUsage::default(),
+        "another month"
     );
 }
 

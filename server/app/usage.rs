@@ -44,14 +44,10 @@ impl App {
             .store
             .spend_since(&caller.tenant_id, caller.sandbox, start)
             .await?;
-        let month: Vec<_> = self
+        let month = self
             .store
-            .jobs_since(&caller.tenant_id, start)
-            .await?
-            .into_iter()
-            .filter(|j| j.sandbox == caller.sandbox)
-            .collect();
-        let totals = billing::bill_totals(&month);
+            .month_usage(&caller.tenant_id, caller.sandbox, start)
+            .await?;
         let budget_used_percent = match tenant.monthly_budget {
             Some(b) if b.micros() > 0 => {
                 (spent.micros() as f64 * 10_000.0 / b.micros() as f64).round() / 100.0
@@ -61,16 +57,16 @@ impl App {
         Ok(Usage {
             period_start_ms: start,
             tier,
-            jobs: month.len() as u32,
+            jobs: month.jobs,
             active_jobs,
             concurrent_job_limit: spec.concurrent_jobs,
-            video_seconds: totals.delivered_seconds,
+            video_seconds: month.delivered_seconds,
             included_minutes: spec.included_minutes,
             monthly_fee: spec.monthly_fee,
             metered,
-            billed: totals.billed,
-            pending: totals.pending,
-            certified_jobs: totals.certified_jobs,
+            billed: month.billed,
+            pending: month.pending,
+            certified_jobs: month.certified_jobs,
             monthly_budget: tenant.monthly_budget,
             budget_used_percent,
             job_quota: tenant.job_quota,

@@ -2,6 +2,7 @@
 //! selection, the job state machine and the planner. Nothing here knows about tonic or sqlx.
 
 pub mod billing;
+pub mod calendar;
 pub mod catalog;
 pub mod job;
 pub mod manifest;

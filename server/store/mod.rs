@@ -64,6 +64,19 @@ pub struct HeldJob {
     pub state: JobState,
 }
 
+/// Month-to-date usage of a tenant on one ledger (jobs by the month they were created in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MonthUsage {
+    pub jobs: u32,
+    /// Jobs that ended (delivered, cancelled, failed): their bills are certified.
+    pub certified_jobs: u32,
+    /// Exactly the sum of the certified bills.
+    pub billed: Money,
+    /// Current bills of the jobs not yet ended.
+    pub pending: Money,
+    pub delivered_seconds: u64,
+}
+
 /// States the pipeline drives (the others wait for the partner or are over).
 pub const RUNNABLE: [JobState; 4] = [
     JobState::Queued,
@@ -142,8 +155,14 @@ pub trait Store: Send + Sync + 'static {
         sandbox: bool,
         since_ms: i64,
     ) -> Result<(Money, Money)>;
-    /// A tenant's jobs created since `since_ms`.
-    async fn jobs_since(&self, tenant_id: &str, since_ms: i64) -> Result<Vec<Job>>;
+    /// Usage of the jobs a tenant created in the month starting at `month_start_ms`, on one ledger
+    /// (live or sandbox): maintained figures plus the current bills of its unfinished jobs.
+    async fn month_usage(
+        &self,
+        tenant_id: &str,
+        sandbox: bool,
+        month_start_ms: i64,
+    ) -> Result<MonthUsage>;
     /// A page of a tenant's jobs, newest first (ids are time-ordered), strictly before `before_id`.
     async fn jobs(
         &self,
@@ -331,6 +350,27 @@ fn apply_change(
     job.updated_ms = now;
     let events = number_events(job, pending, now);
     Ok(Some(Commit { events, ledger }))
+}
+
+/// What a job's end adds to its month's usage: (certified bill in micros, delivered seconds);
+/// `None` unless this commit ended the job.
+fn month_effect(before: JobState, job: &Job) -> Option<(i64, i64)> {
+    if before.is_terminal() || !job.state.is_terminal() {
+        return None;
+    }
+    let bill = job.billed.unwrap_or_else(|| job.current_bill());
+    let seconds = if job.state == JobState::Delivered {
+        i64::from(job.spec.duration_s)
+    } else {
+        0
+    };
+    Some((bill.micros(), seconds))
+}
+
+/// Sums the current bills of unfinished jobs (the pending part of usage).
+fn pending_of(jobs: impl Iterator<Item = Job>, sandbox: bool) -> Money {
+    jobs.filter(|j| j.sandbox == sandbox && !j.state.is_terminal())
+        .fold(Money::ZERO, |sum, j| sum + j.current_bill())
 }
 
 /// How a transition changes the tenant's count of jobs in progress (-1 when a job ends).

@@ -6,8 +6,9 @@
 //! connection feeds them to this replica's watchers and claim loop, reconnecting after a loss.
 
 use super::{
-    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, Store, apply_change,
-    bad_column, check_limits, job_page_sql, lease_ttl_ms, number_events, record_transition,
+    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, Store,
+    apply_change, bad_column, check_limits, job_page_sql, lease_ttl_ms, number_events,
+    record_transition,
 };
 use crate::domain::job::{Event, Job, LedgerEntry};
 use crate::domain::manifest::Markers;
@@ -272,6 +273,37 @@ impl PgStore {
             .await
             .map_err(db_err)?;
         }
+        Ok(())
+    }
+
+    /// Adds to the usage row of the job's creation month: `jobs` new jobs, and an ended job's
+    /// (bill, delivered seconds).
+    async fn add_month_usage(
+        tx: &mut Transaction<'static, Postgres>,
+        job: &Job,
+        jobs: i64,
+        ended: Option<(i64, i64)>,
+    ) -> Result<()> {
+        let (billed, seconds) = ended.unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, jobs, certified_jobs, billed, delivered_seconds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (tenant_id, sandbox, month_start) DO UPDATE SET
+                 jobs = tenant_month_usage.jobs + excluded.jobs,
+                 certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
+                 billed = tenant_month_usage.billed + excluded.billed,
+                 delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds",
+        )
+        .bind(&job.tenant_id)
+        .bind(job.sandbox)
+        .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
+        .bind(jobs)
+        .bind(i64::from(ended.is_some()))
+        .bind(billed)
+        .bind(seconds)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -632,6 +664,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        Self::add_month_usage(&mut tx, &job, 1, None).await?;
         notify(
             &mut tx,
             EVENTS_CHANNEL,
@@ -695,15 +728,39 @@ impl Store for PgStore {
         Ok((Money::from_micros(billable), Money::from_micros(metered)))
     }
 
-    async fn jobs_since(&self, tenant_id: &str, since_ms: i64) -> Result<Vec<Job>> {
-        let docs: Vec<Json<Job>> =
-            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND created_at >= $2")
-                .bind(tenant_id)
-                .bind(at(since_ms))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(docs.into_iter().map(|d| d.0).collect())
+    async fn month_usage(
+        &self,
+        tenant_id: &str,
+        sandbox: bool,
+        month_start_ms: i64,
+    ) -> Result<MonthUsage> {
+        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT jobs, certified_jobs, billed, delivered_seconds FROM tenant_month_usage
+             WHERE tenant_id = $1 AND sandbox = $2 AND month_start = $3",
+        )
+        .bind(tenant_id)
+        .bind(sandbox)
+        .bind(at(month_start_ms))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let (jobs, certified_jobs, billed, delivered_seconds) = row.unwrap_or_default();
+        // Unfinished jobs are few (bounded by the tier's concurrency): read their current bills.
+        let docs: Vec<Json<Job>> = sqlx::query_scalar(
+            "SELECT doc FROM jobs WHERE tenant_id = $1 AND state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') AND created_at >= $2",
+        )
+        .bind(tenant_id)
+        .bind(at(month_start_ms))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(MonthUsage {
+            jobs: jobs as u32,
+            certified_jobs: certified_jobs as u32,
+            billed: Money::from_micros(billed),
+            pending: super::pending_of(docs.into_iter().map(|d| d.0), sandbox),
+            delivered_seconds: delivered_seconds.max(0) as u64,
+        })
     }
 
     async fn jobs(
@@ -763,6 +820,9 @@ impl Store for PgStore {
         };
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        if let Some(ended) = super::month_effect(before, &job) {
+            Self::add_month_usage(&mut tx, &job, 0, Some(ended)).await?;
+        }
         let delta = super::active_delta(before, job.state);
         if delta != 0 {
             sqlx::query(COUNT_ACTIVE)
