@@ -199,6 +199,17 @@ impl App {
 
     /// Stores a clip or cut and its poster; metadata comes from probing the bytes.
     pub async fn store_video(&self, bytes: Vec<u8>) -> Result<Artifact> {
+        // These exact bytes are stored already (content-addressed, never deleted): same artifact.
+        let key = super::memo::key(&[&bytes]);
+        if let Some(artifact) = self.memo.stored.get(&key) {
+            return Ok(artifact);
+        }
+        let artifact = self.probe_and_store(bytes).await?;
+        self.memo.stored.insert(key, artifact.clone());
+        Ok(artifact)
+    }
+
+    async fn probe_and_store(&self, bytes: Vec<u8>) -> Result<Artifact> {
         let media = self.media.clone();
         let poster_width = self.config.media.poster_width;
         let _permit = self.media_permit().await?;

@@ -9,6 +9,7 @@ pub mod icc;
 pub mod jobs;
 pub mod leases;
 pub mod limits;
+pub mod memo;
 pub mod pipeline;
 pub mod usage;
 
@@ -55,6 +56,8 @@ pub struct App {
     pub artifacts: ArtifactStore,
     /// Bounds CPU-heavy media work across the process.
     pub media_permits: Arc<Semaphore>,
+    /// Results of media work keyed by content (measure, store, assemble once per input).
+    memo: memo::Memo,
     /// Render tasks running at once per (sandbox?, backend), across jobs.
     backend_permits: BTreeMap<(bool, Backend), Arc<Semaphore>>,
     /// Cancelled when a job ends while shots are in flight: they stop at once.
@@ -100,6 +103,7 @@ impl App {
             media: parts.media,
             artifacts: parts.artifacts,
             media_permits: parts.media_permits,
+            memo: memo::Memo::default(),
             backend_permits,
             job_tokens: Mutex::new(HashMap::new()),
             charge_locks: Mutex::new(HashMap::new()),
@@ -185,6 +189,8 @@ impl App {
         media_permits: &Arc<Semaphore>,
     ) -> BackendSet {
         let mut set = BackendSet::default();
+        // One memo for every sandbox backend: the clip does not depend on which one renders it.
+        let clips = crate::backends::sandbox::clip_memo(256);
         for spec in &config.catalog.backends {
             let failure_rate = config
                 .sandbox
@@ -206,6 +212,7 @@ impl App {
                     media_permits: media_permits.clone(),
                     short_side: config.media.sandbox_short_side,
                     fps: config.media.fps,
+                    clips: clips.clone(),
                 }),
                 App::circuit(config),
             );

@@ -630,16 +630,21 @@ impl App {
     ) -> Result<(Measurement, Option<Vec<u8>>)> {
         let media = self.media.clone();
         let limits = self.config.quality.clone();
-        let _permit = self.media_permit().await?;
         let fps = f64::from(self.config.media.fps);
-        let (measurement, clip) = tokio::task::spawn_blocking(move || {
-            let expected = Expected {
-                duration_ms,
-                size: output.exact_size,
-            };
-            match media.measure(&output.clip) {
-                Ok(m) => {
-                    let figures = Figures {
+        let expected = Expected {
+            duration_ms,
+            size: output.exact_size,
+        };
+        let clip_key = super::memo::key(&[&output.clip]);
+        // Identical bytes were measured before: the figures are the same (the verdict is not
+        // memoised: it depends on the shot's expectations).
+        let figures = match self.memo.figures.get(&clip_key) {
+            Some(figures) => figures,
+            None => {
+                let _permit = self.media_permit().await?;
+                let bytes = output.clip.clone();
+                let measured = tokio::task::spawn_blocking(move || match media.measure(&bytes) {
+                    Ok(m) => Some(Figures {
                         frame_count: m.info.frame_count,
                         decoded_frames: m.decoded_frames,
                         decode_errors: m.decode_errors,
@@ -651,20 +656,29 @@ impl App {
                         frozen_frame_ratio: m.frozen_frame_ratio,
                         sharpness: m.sharpness,
                         contrast: m.contrast,
-                    };
-                    let verdict = media_rules::check(&figures, &expected, &limits);
-                    let keep = verdict.passed().then_some(output.clip);
-                    (verdict, keep)
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "clip does not decode");
-                    let frames = (duration_ms as f64 * fps / 1000.0).round() as u32;
-                    (Measurement::undecodable(frames), None)
-                }
+                    }),
+                    Err(e) => {
+                        tracing::info!(error = %e, "clip does not decode");
+                        None
+                    }
+                })
+                .await
+                .map_err(Error::internal)?;
+                self.memo.figures.insert(clip_key, measured);
+                measured
             }
-        })
-        .await
-        .map_err(Error::internal)?;
+        };
+        let (measurement, clip) = match figures {
+            Some(figures) => {
+                let verdict = media_rules::check(&figures, &expected, &limits);
+                let keep = verdict.passed().then_some(output.clip);
+                (verdict, keep)
+            }
+            None => {
+                let frames = (duration_ms as f64 * fps / 1000.0).round() as u32;
+                (Measurement::undecodable(frames), None)
+            }
+        };
         Ok((measurement, clip))
     }
 
@@ -789,15 +803,51 @@ impl App {
 
     /// The cut: every shot's clip in manifest order, normalised to the job's format, stored.
     async fn assemble(&self, job: &Job) -> Result<std::result::Result<Video, String>> {
-        let mut clips = Vec::with_capacity(job.shots.len());
-        for s in &job.shots {
-            let artifact = s
-                .result
-                .as_ref()
-                .and_then(|r| r.artifact.as_ref())
-                .ok_or_else(|| {
-                    Error::internal(anyhow::anyhow!("shot {} has no stored clip", s.shot_id))
-                })?;
+        let stored = job
+            .shots
+            .iter()
+            .map(|s| {
+                s.result
+                    .as_ref()
+                    .and_then(|r| r.artifact.as_ref())
+                    .ok_or_else(|| {
+                        Error::internal(anyhow::anyhow!("shot {} has no stored clip", s.shot_id))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let short_side = if job.sandbox {
+            self.config.media.sandbox_short_side
+        } else {
+            self.config.media.live_short_side
+        };
+        let (width, height) = media_rules::frame_size(job.spec.aspect_ratio, short_side);
+        // The same clips (by content), cut to the same lengths in the same format, always make the
+        // same cut: assemble it once.
+        let cut_key = {
+            let format = format!("{width}x{height}@{}", self.config.media.fps);
+            let mut parts: Vec<&[u8]> = vec![format.as_bytes()];
+            let lengths: Vec<[u8; 4]> = job
+                .shots
+                .iter()
+                .map(|s| s.duration_s.to_le_bytes())
+                .collect();
+            for (a, len) in stored.iter().zip(&lengths) {
+                parts.push(a.sha256.as_bytes());
+                parts.push(len);
+            }
+            super::memo::key(&parts)
+        };
+        if let Some(artifact) = self.memo.cuts.get(&cut_key) {
+            return Ok(Ok(Video {
+                uri: video_name(&job.id),
+                duration_s: ((artifact.duration_ms + 500) / 1000) as u32,
+                sha256: artifact.sha256.clone(),
+                shot_count: job.shots.len() as u32,
+                artifact: Some(artifact),
+            }));
+        }
+        let mut clips = Vec::with_capacity(stored.len());
+        for artifact in stored {
             clips.push(
                 self.artifacts
                     .read(&artifact.key)
@@ -805,12 +855,6 @@ impl App {
                     .map_err(artifact_error)?,
             );
         }
-        let short_side = if job.sandbox {
-            self.config.media.sandbox_short_side
-        } else {
-            self.config.media.live_short_side
-        };
-        let (width, height) = media_rules::frame_size(job.spec.aspect_ratio, short_side);
         let format = aiprod_media::Format {
             width,
             height,
@@ -840,6 +884,7 @@ impl App {
         };
         metrics::histogram!("assembly_seconds").record(started.elapsed().as_secs_f64());
         let artifact = self.store_video(cut).await?;
+        self.memo.cuts.insert(cut_key, artifact.clone());
         Ok(Ok(Video {
             uri: video_name(&job.id),
             duration_s: ((artifact.duration_ms + 500) / 1000) as u32,

@@ -30,6 +30,17 @@ pub struct SandboxBackend {
     /// Short side of the clips in pixels, and their frame rate.
     pub short_side: u32,
     pub fps: u32,
+    /// Clips already rendered, by their inputs (identical inputs give identical bytes): shared by
+    /// the sandbox backends of a process, bounded.
+    pub clips: Arc<ClipMemo>,
+}
+
+/// Rendered sandbox clips by the digest of everything that goes into them.
+pub type ClipMemo = quick_cache::sync::Cache<[u8; 32], Arc<Vec<u8>>>;
+
+/// A clip memo holding up to `entries` clips.
+pub fn clip_memo(entries: usize) -> Arc<ClipMemo> {
+    Arc::new(ClipMemo::new(entries.max(1)))
 }
 
 impl SandboxBackend {
@@ -121,6 +132,32 @@ impl RenderBackend for SandboxBackend {
             (self.quality - self.quality_jitter * self.draw(request, "quality")).clamp(0.0, 1.0);
         let format = self.format(request.aspect_ratio);
         let defect = self.defect(request);
+        // Everything the animatic is drawn from (the backend and attempt only decide the outcome).
+        let memo_key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(self.seed.to_le_bytes());
+            h.update(format!(
+                "{}/{}|{}|{:?}|{:?}|{:?}|{}x{}@{}|",
+                request.shot_number,
+                request.shot_count,
+                request.duration_s,
+                request.camera,
+                request.palette,
+                defect,
+                format.width,
+                format.height,
+                format.fps
+            ));
+            h.update(request.prompt.as_bytes());
+            h.finalize().into()
+        };
+        if let Some(clip) = self.clips.get(&memo_key) {
+            return Ok(RenderOutput {
+                clip: clip.as_ref().clone(),
+                quality: (quality * 1000.0).round() / 1000.0,
+                exact_size: Some((format.width, format.height)),
+            });
+        }
         let media = self.media.clone();
         let request = request.clone();
         let seed = self.seed;
@@ -147,6 +184,7 @@ impl RenderBackend for SandboxBackend {
         .await
         .map_err(|e| RenderError::Provider(format!("sandbox render task failed: {e}")))?
         .map_err(|e| RenderError::Provider(format!("sandbox render failed: {e}")))?;
+        self.clips.insert(memo_key, Arc::new(clip.clone()));
         Ok(RenderOutput {
             clip,
             quality: (quality * 1000.0).round() / 1000.0,
@@ -187,6 +225,7 @@ mod tests {
             media_permits: Arc::new(Semaphore::new(2)),
             short_side: 32,
             fps: 8,
+            clips: clip_memo(16),
         }
     }
 
