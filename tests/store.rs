@@ -500,6 +500,16 @@ async fn spend(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
         (billable, metered),
         (Money::from_micros(250_000), Money::from_micros(350_000))
     );
+    // From a month's start the maintained monthly rows answer: the same figures.
+    let month = aiprod::domain::calendar::month_start_ms(aiprod::store::now_ms());
+    assert_eq!(
+        s.spend_since(&acme.id, true, month).await.unwrap(),
+        (billable, metered)
+    );
+    assert_eq!(
+        s.spend_since(&acme.id, false, month).await.unwrap(),
+        (Money::ZERO, Money::ZERO)
+    );
     assert_eq!(
         s.spend_since(&acme.id, false, since).await.unwrap(),
         (Money::ZERO, Money::ZERO),

@@ -272,6 +272,21 @@ impl PgStore {
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
+            sqlx::query(
+                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, billable, metered)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, sandbox, month_start) DO UPDATE SET
+                     billable = tenant_month_spend.billable + excluded.billable,
+                     metered = tenant_month_spend.metered + excluded.metered",
+            )
+            .bind(&job.tenant_id)
+            .bind(job.sandbox)
+            .bind(at(crate::domain::calendar::month_start_ms(entry.at_ms)))
+            .bind(if entry.succeeded { entry.amount.micros() } else { 0 })
+            .bind(entry.amount.micros())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
         }
         Ok(())
     }
@@ -714,17 +729,22 @@ impl Store for PgStore {
         sandbox: bool,
         since_ms: i64,
     ) -> Result<(Money, Money)> {
-        // SUM(bigint) is numeric in PostgreSQL: cast back (micro-USD sums fit a bigint).
-        let (billable, metered): (i64, i64) = sqlx::query_as(
+        // Budgets and usage ask from a month's start: the maintained monthly rows answer.
+        // (SUM(bigint) is numeric in PostgreSQL: cast back; micro-USD sums fit a bigint.)
+        let sql = if crate::domain::calendar::month_start_ms(since_ms) == since_ms {
+            "SELECT COALESCE(SUM(billable), 0)::bigint, COALESCE(SUM(metered), 0)::bigint
+             FROM tenant_month_spend WHERE tenant_id = $1 AND sandbox = $2 AND month_start >= $3"
+        } else {
             "SELECT COALESCE(SUM(amount) FILTER (WHERE succeeded), 0)::bigint, COALESCE(SUM(amount), 0)::bigint
-             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_at >= $3",
-        )
-        .bind(tenant_id)
-        .bind(sandbox)
-        .bind(at(since_ms))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
+             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_at >= $3"
+        };
+        let (billable, metered): (i64, i64) = sqlx::query_as(sql)
+            .bind(tenant_id)
+            .bind(sandbox)
+            .bind(at(since_ms))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok((Money::from_micros(billable), Money::from_micros(metered)))
     }
 

@@ -249,6 +249,21 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
+            sqlx::query(
+                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start_ms, billable, metered)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, sandbox, month_start_ms) DO UPDATE SET
+                     billable = tenant_month_spend.billable + excluded.billable,
+                     metered = tenant_month_spend.metered + excluded.metered",
+            )
+            .bind(&job.tenant_id)
+            .bind(i64::from(job.sandbox))
+            .bind(crate::domain::calendar::month_start_ms(entry.at_ms))
+            .bind(if entry.succeeded { entry.amount.micros() } else { 0 })
+            .bind(entry.amount.micros())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
         }
         Ok(())
     }
@@ -612,16 +627,21 @@ impl Store for SqliteStore {
         sandbox: bool,
         since_ms: i64,
     ) -> Result<(Money, Money)> {
-        let (billable, metered): (i64, i64) = sqlx::query_as(
+        // Budgets and usage ask from a month's start: the maintained monthly rows answer.
+        let sql = if crate::domain::calendar::month_start_ms(since_ms) == since_ms {
+            "SELECT COALESCE(SUM(billable), 0), COALESCE(SUM(metered), 0)
+             FROM tenant_month_spend WHERE tenant_id = $1 AND sandbox = $2 AND month_start_ms >= $3"
+        } else {
             "SELECT COALESCE(SUM(CASE WHEN succeeded = 1 THEN amount ELSE 0 END), 0), COALESCE(SUM(amount), 0)
-             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_ms >= $3",
-        )
-        .bind(tenant_id)
-        .bind(i64::from(sandbox))
-        .bind(since_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
+             FROM ledger WHERE tenant_id = $1 AND sandbox = $2 AND created_ms >= $3"
+        };
+        let (billable, metered): (i64, i64) = sqlx::query_as(sql)
+            .bind(tenant_id)
+            .bind(i64::from(sandbox))
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok((Money::from_micros(billable), Money::from_micros(metered)))
     }
 
