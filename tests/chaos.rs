@@ -140,39 +140,44 @@ async fn the_database_stopped_under_load_answers_unavailable_then_recovers() {
         .await
         .unwrap();
     let stopped = Instant::now();
-    for i in fleet.live() {
-        let endpoint = fleet.endpoint(i).unwrap();
-        eprintln!("outage: replica {i} at {:?}", t0.elapsed());
-        wait_health(&endpoint, ServingStatus::NotServing).await;
-        eprintln!("outage: replica {i} not serving at {:?}", t0.elapsed());
-        let client = fleet.client_at(&endpoint, 0).await.unwrap();
-        let err = client
-            .render()
-            .get_job(pb::GetJobRequest {
-                job_id: known.clone(),
-            })
-            .await
-            .expect_err("the database is down");
-        assert_eq!(
-            err.code(),
-            Code::Unavailable,
-            "GetJob on replica {i}: {err:?}"
-        );
-        eprintln!("outage: replica {i} GetJob answered at {:?}", t0.elapsed());
-        let err = aiprod_sdk::Error::from(
-            client
+    // Every replica at once: a call waits up to the pool's acquire timeout before it answers.
+    let checks = fleet.live().into_iter().map(|i| {
+        let (fleet, known) = (fleet.clone(), known.clone());
+        async move {
+            let endpoint = fleet.endpoint(i).unwrap();
+            wait_health(&endpoint, ServingStatus::NotServing).await;
+            let client = fleet.client_at(&endpoint, 0).await.unwrap();
+            let asked = Instant::now();
+            let err = client
                 .render()
-                .create_job(outage_request(i))
+                .get_job(pb::GetJobRequest { job_id: known })
                 .await
-                .expect_err("the database is down"),
-        );
-        assert_eq!(
-            err.code(),
-            Code::Unavailable,
-            "CreateJob on replica {i}: {err:?}"
-        );
-        assert!(err.retry_after().is_some(), "UNAVAILABLE carries RetryInfo");
-    }
+                .expect_err("the database is down");
+            assert_eq!(
+                err.code(),
+                Code::Unavailable,
+                "GetJob on replica {i}: {err:?}"
+            );
+            let err = aiprod_sdk::Error::from(
+                client
+                    .render()
+                    .create_job(outage_request(i))
+                    .await
+                    .expect_err("the database is down"),
+            );
+            assert_eq!(
+                err.code(),
+                Code::Unavailable,
+                "CreateJob on replica {i}: {err:?}"
+            );
+            assert!(err.retry_after().is_some(), "UNAVAILABLE carries RetryInfo");
+            eprintln!(
+                "outage: replica {i} NOT_SERVING, GetJob and CreateJob UNAVAILABLE in {:?}",
+                asked.elapsed()
+            );
+        }
+    });
+    futures::future::join_all(checks).await;
 
     // Down for longer than a lease: every lease expires while nobody can renew it.
     let down = Duration::from_millis(fleet.opts.lease_ttl_ms + 1_000);

@@ -855,10 +855,22 @@ pub async fn wait_rescued(
         if pending == 0 {
             return since.elapsed();
         }
-        assert!(
-            since.elapsed() < limit,
-            "{pending} jobs not rescued within {limit:?}"
-        );
+        if since.elapsed() >= limit {
+            // Who blocks the rescue: sessions inside a transaction (a paused process keeps its
+            // row locks; SKIP LOCKED then skips the job).
+            let sessions: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT state, left(query, 120) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(db)
+            .await
+            .unwrap_or_default();
+            panic!(
+                "{pending} jobs not rescued within {limit:?} (an `idle in transaction` session of \
+                 the stalled holder keeps the job's row locked; FOR UPDATE SKIP LOCKED skips it); \
+                 sessions: {sessions:?}"
+            );
+        }
         // Observing the database from outside: a short poll is the only way.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
