@@ -51,7 +51,10 @@ use tonic_health::ServingStatus;
 
 /// Opens the store and builds the application (no network): for the server and the admin CLI.
 pub async fn open_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let store = store::connect(&config.database_url, Arc::new(EventHub::default())).await?;
+    // Half a lease: a paused replica's open transaction ends well before its lease would.
+    let idle = Duration::from_millis((config.cluster.lease_ttl_ms / 2).max(500));
+    let store =
+        store::connect_with(&config.database_url, Arc::new(EventHub::default()), idle).await?;
     let media = media_from_config(&config)?;
     let media_permits = App::media_permits(&config);
     let artifacts = match &config.artifacts.url {

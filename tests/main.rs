@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod chaos;
 mod cli;
 mod cluster;
 mod estimates;

@@ -150,6 +150,13 @@ impl App {
                 Ended::LeaseLost => {
                     tracing::warn!(job_id = %lease.job_id, "lease lost: another replica drives the job now");
                     self.undrive(&lease);
+                    // LeaseLost also means "not surely fresh" (`lease_is_fresh`, e.g. after a
+                    // database outage) while the database still names this replica: give it back
+                    // (a no-op if another replica took it), or the heartbeat renews a lease no
+                    // driver uses and the job is stuck for good.
+                    if let Err(e) = self.store.release(&self.owner, &lease).await {
+                        tracing::warn!(job_id = %lease.job_id, error = %e, "could not give a lease back; it expires");
+                    }
                     return;
                 }
                 Ended::Shutdown => {
@@ -305,6 +312,8 @@ impl App {
     /// Renews this replica's leases; stops the drivers of the ones it lost.
     async fn heartbeat(self: Arc<Self>) {
         let period = self.heartbeat_period();
+        // Leases the database gives this replica that no driver here uses, as of the last renewal.
+        let mut unused: HashMap<String, i64> = HashMap::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
@@ -332,6 +341,28 @@ impl App {
                 self.undrive(&lease);
                 self.stop_job(&lease.job_id);
             }
+            // A lease held in the database with no driver here (a release that failed during an
+            // outage): give it back, so the job is not renewed forever without progress. Only when
+            // seen twice, so a claim whose driver is just starting is not mistaken for one.
+            let orphans: HashMap<String, i64> = {
+                let driving = self.lock_driving();
+                held.into_iter()
+                    .filter(|(id, _)| !driving.contains_key(id))
+                    .collect()
+            };
+            for (job_id, token) in &orphans {
+                if unused.get(job_id) == Some(token) {
+                    tracing::warn!(job_id, "giving back a lease no driver uses");
+                    let lease = Lease {
+                        job_id: job_id.clone(),
+                        token: *token,
+                    };
+                    if let Err(e) = self.store.release(&self.owner, &lease).await {
+                        tracing::warn!(job_id, error = %e, "could not give a lease back; it expires");
+                    }
+                }
+            }
+            unused = orphans;
         }
     }
 }

@@ -268,13 +268,25 @@ async fn typed_update<T: Send>(
 /// Opens the store a database URL names: `sqlite://path` (created if missing) or `postgres://…`.
 /// Runs the migrations.
 pub async fn connect(url: &str, hub: Arc<EventHub>) -> anyhow::Result<Arc<dyn Store>> {
+    connect_with(url, hub, Duration::from_secs(5)).await
+}
+
+/// The same, with how long PostgreSQL lets a transaction sit idle before ending it (keep it below
+/// the lease TTL, so a paused replica's row locks do not outlive its lease).
+pub async fn connect_with(
+    url: &str,
+    hub: Arc<EventHub>,
+    idle_in_transaction: Duration,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
         Ok(Arc::new(sqlite::SqliteStore::open(path, hub).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, hub).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, hub, idle_in_transaction).await?,
+        ))
     } else {
         anyhow::bail!(
             "unsupported database URL {:?}: use sqlite://… or postgres://…",

@@ -19,9 +19,10 @@ use crate::events::EventHub;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,14 +171,28 @@ async fn notify(
 
 impl PgStore {
     /// Connects and migrates, then starts the notification listener.
-    pub async fn connect(url: &str, hub: Arc<EventHub>) -> anyhow::Result<PgStore> {
+    pub async fn connect(
+        url: &str,
+        hub: Arc<EventHub>,
+        idle_in_transaction: Duration,
+    ) -> anyhow::Result<PgStore> {
+        // A replica paused (or cut off) in the middle of a transaction must not keep its row locks:
+        // other replicas skip locked rows when they rescue jobs. PostgreSQL ends such a transaction
+        // after this long (its late write is refused anyway by the fencing token).
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("bad database URL {}", super::redact(url)))?
+            .options([(
+                "idle_in_transaction_session_timeout",
+                idle_in_transaction.as_millis().to_string(),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+            // Short: while the database is away, calls answer UNAVAILABLE quickly.
+            .acquire_timeout(Duration::from_secs(2))
             // A connection that died with the database is found on first use and replaced; pinging
             // on every acquire would cost a round trip per query.
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(options)
             .await
             .with_context(|| format!("connecting to {}", super::redact(url)))?;
         sqlx::migrate!("migrations/postgres")
