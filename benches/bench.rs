@@ -25,7 +25,7 @@
 //! ("10000", "1000"), `AIPROD_BENCH_STREAMS_PER_CONNECTION` (100), `AIPROD_BENCH_OPEN_BATCH`
 //! (200), `AIPROD_BENCH_FANOUT_LATENCY_MS` (20), `AIPROD_BENCH_IDLE_SECONDS` (4, 2),
 //! `AIPROD_BENCH_HISTORY` ("0,10000,100000", "0,10000"), `AIPROD_BENCH_JOB_CONCURRENCY` (32),
-//! `AIPROD_BENCH_E2E_SECONDS` (5, 2), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
+//! `AIPROD_BENCH_E2E_SECONDS` (6, 3; after 3 s of warm-up), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
 //! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
 //! (the server binary; default the `aiprod` built with this bench), `AIPROD_PG_BIN`.
 
@@ -255,7 +255,9 @@ fn markdown(
     let _ = writeln!(
         o,
         "\n**4. End to end**: quick_social jobs, zero-latency sandbox renders at 160x90, {} concurrent (CreateJob, then WatchJob to DELIVERED), {} s after {} s of warm-up.\n",
-        s.job_concurrency, s.e2e_seconds, s.warmup
+        s.job_concurrency,
+        s.e2e_seconds,
+        s.e2e_warmup()
     );
     o.push_str("| database | jobs/s | delivered | failed | errors | p50 ms | p99 ms | events/job | server CPU ms/job | load avg |\n");
     o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -135,6 +135,10 @@ impl Settings {
         Duration::from_secs_f64(self.warmup)
     }
 
+    pub fn e2e_warmup(&self) -> f64 {
+        self.warmup.max(3.0)
+    }
+
     pub fn window(&self) -> Duration {
         Duration::from_secs_f64(self.seconds)
     }
@@ -155,6 +159,7 @@ impl Settings {
             "history": self.history,
             "job_concurrency": self.job_concurrency,
             "e2e_seconds": self.e2e_seconds,
+            "e2e_warmup_seconds": self.e2e_warmup(),
             "postgres": self.postgres,
             "media": self.media,
             "server_binary": self.bin.display().to_string(),

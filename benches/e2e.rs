@@ -85,7 +85,8 @@ pub async fn e2e(
     secret: &str,
 ) -> anyhow::Result<E2e> {
     let conns = clients(&server.endpoint, secret, s.connections).await?;
-    let measure_from = Instant::now() + s.warmup();
+    // Jobs started together finish together: warm up until the first wave has gone through.
+    let measure_from = Instant::now() + Duration::from_secs_f64(s.e2e_warmup());
     let end = measure_from + Duration::from_secs_f64(s.e2e_seconds);
     // The server's CPU over the measured window only.
     let pid = server.pid;
