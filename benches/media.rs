@@ -355,7 +355,7 @@ pub async fn run() -> anyhow::Result<Value> {
 }
 
 pub fn print(media: &Value) {
-    println!("4. Media (real video work; in this process)");
+    println!("5. Media (real video work; in the benchmark process, unpinned)");
     if let Some(why) = media.get("skipped") {
         println!("   skipped: {why}");
         return;

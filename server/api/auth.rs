@@ -63,21 +63,26 @@ where
             let path = req.uri().path();
             // ByteStream serves tenants' artifacts: the same credential and limits as aiprod.v1.
             if path.starts_with("/aiprod.v1.") || path.starts_with("/google.bytestream.") {
-                let token = bearer(req.headers()).map(str::to_owned);
+                // The credential is borrowed from the headers (no copy); the outcome is stored
+                // in the extensions once the borrow ends.
+                let token = bearer(req.headers());
                 let outcome = if path.starts_with("/aiprod.v1.AdminService/") {
-                    app.authenticate_admin(token.as_deref()).map(|()| {
-                        req.extensions_mut().insert(Operator);
-                    })
+                    app.authenticate_admin(token).map(|()| None)
                 } else {
                     // Rate limiting sits after authentication: the bucket is the tenant's, sized by its tier.
-                    app.authenticate(token.as_deref()).await.and_then(|caller| {
-                        app.rate_limit(&caller)?;
-                        req.extensions_mut().insert(caller);
-                        Ok(())
-                    })
+                    match app.authenticate(token).await {
+                        Ok(caller) => app.rate_limit(&caller).map(|()| Some(caller)),
+                        Err(e) => Err(e),
+                    }
                 };
-                if let Err(e) = outcome {
-                    return Ok(Status::from(e).into_http());
+                match outcome {
+                    Ok(Some(caller)) => {
+                        req.extensions_mut().insert(caller);
+                    }
+                    Ok(None) => {
+                        req.extensions_mut().insert(Operator);
+                    }
+                    Err(e) => return Ok(Status::from(e).into_http()),
                 }
             }
             inner.call(req).await

@@ -4,7 +4,9 @@
 
 use futures::future::BoxFuture;
 use http_body::{Body, Frame};
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,7 +26,7 @@ pub struct Metrics<S> {
 }
 
 /// A bounded label: our own methods by name, anything else as "other".
-fn method_label(path: &str) -> String {
+fn method_label(path: &str) -> &str {
     const SERVICES: [&str; 7] = [
         "/aiprod.v1.PresetService/",
         "/aiprod.v1.CostEstimatorService/",
@@ -37,49 +39,93 @@ fn method_label(path: &str) -> String {
     let known = SERVICES.iter().any(|s| path.starts_with(s))
         && path.len() <= 80
         && path.bytes().all(|b| b.is_ascii_graphic());
-    if known {
-        path.to_string()
-    } else {
-        "other".to_string()
-    }
+    if known { path } else { "other" }
 }
 
-fn code_name(code: &str) -> &'static str {
-    match code.parse::<i32>().map(tonic::Code::from) {
-        Ok(c) => match c {
-            tonic::Code::Ok => "OK",
-            tonic::Code::Cancelled => "CANCELLED",
-            tonic::Code::Unknown => "UNKNOWN",
-            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            tonic::Code::NotFound => "NOT_FOUND",
-            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-            tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-            tonic::Code::Aborted => "ABORTED",
-            tonic::Code::OutOfRange => "OUT_OF_RANGE",
-            tonic::Code::Unimplemented => "UNIMPLEMENTED",
-            tonic::Code::Internal => "INTERNAL",
-            tonic::Code::Unavailable => "UNAVAILABLE",
-            tonic::Code::DataLoss => "DATA_LOSS",
-            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-        },
-        Err(_) => "UNKNOWN",
+/// gRPC status codes 0..=16 by number.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The index in `CODES` of a `grpc-status` value (UNKNOWN for anything else).
+fn code_index(code: &str) -> usize {
+    code.parse::<usize>()
+        .ok()
+        .filter(|c| *c < CODES.len())
+        .unwrap_or(2)
+}
+
+/// One method's label and metric handles, made once: a call neither allocates its labels nor
+/// looks the series up in the registry.
+struct MethodMetrics {
+    handling: metrics::Histogram,
+    label: &'static str,
+    by_code: [OnceLock<metrics::Counter>; 17],
+}
+
+/// Distinct method labels kept (their handles live for the process); beyond, "other".
+const MAX_METHODS: usize = 256;
+
+type MethodTable = RwLock<HashMap<&'static str, &'static MethodMetrics>>;
+
+fn method_metrics(path: &str) -> &'static MethodMetrics {
+    static TABLE: OnceLock<MethodTable> = OnceLock::new();
+    let table = TABLE.get_or_init(Default::default);
+    let label = method_label(path);
+    if let Some(m) = table.read().unwrap_or_else(|e| e.into_inner()).get(label) {
+        return m;
     }
+    let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+    let label = if t.len() >= MAX_METHODS {
+        "other"
+    } else {
+        label
+    };
+    if let Some(m) = t.get(label) {
+        return m;
+    }
+    // Bounded by MAX_METHODS: leaked once, like the registry's own series.
+    let label: &'static str = Box::leak(label.to_owned().into_boxed_str());
+    let m: &'static MethodMetrics = Box::leak(Box::new(MethodMetrics {
+        handling: metrics::histogram!("grpc_server_handling_seconds", "method" => label),
+        label,
+        by_code: Default::default(),
+    }));
+    t.insert(label, m);
+    m
 }
 
 struct Recorder {
-    method: String,
+    method: &'static MethodMetrics,
     start: Instant,
 }
 
 impl Recorder {
     fn record(self, code: &str) {
-        let code = code_name(code);
-        metrics::counter!("grpc_server_requests_total", "method" => self.method.clone(), "code" => code).increment(1);
-        metrics::histogram!("grpc_server_handling_seconds", "method" => self.method)
-            .record(self.start.elapsed().as_secs_f64());
+        let m = self.method;
+        let i = code_index(code);
+        m.by_code[i]
+            .get_or_init(|| {
+                metrics::counter!("grpc_server_requests_total", "method" => m.label, "code" => CODES[i])
+            })
+            .increment(1);
+        m.handling.record(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -99,7 +145,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let recorder = Recorder {
-            method: method_label(req.uri().path()),
+            method: method_metrics(req.uri().path()),
             start: Instant::now(),
         };
         let future = self.inner.call(req);

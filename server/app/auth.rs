@@ -2,9 +2,14 @@
 
 use super::App;
 use crate::domain::Tier;
-use crate::domain::tenant::{ApiKey, KeyMode, Tenant, key_matches, parse_key};
+use crate::domain::tenant::{KeyMode, Tenant, key_matches, parse_key};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 /// An authenticated tenant call.
 #[derive(Clone, Debug)]
@@ -17,6 +22,13 @@ pub struct Caller {
     pub tier: Tier,
 }
 
+fn malformed() -> Error {
+    unauthenticated(
+        "MALFORMED_API_KEY",
+        "the API key is malformed (checksum mismatch)",
+    )
+}
+
 fn unauthenticated(reason: &'static str, message: &str) -> Error {
     Error::Unauthenticated {
         reason,
@@ -27,6 +39,10 @@ fn unauthenticated(reason: &'static str, message: &str) -> Error {
 impl App {
     /// Checks a presented key: shape and checksum first (no lookup for a typo), then the stored
     /// hash in constant time, revocation and expiry.
+    ///
+    /// The hot path: a key verified in the last `AUTH_CACHE_TTL` is recognised by comparing the
+    /// presented secret, in constant time, with the one that matched the stored hash: no parsing,
+    /// no hashing, no database read; revocation and expiry are still checked on every call.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller> {
         let secret = presented.ok_or_else(|| {
             unauthenticated(
@@ -34,55 +50,95 @@ impl App {
                 "missing `authorization: Bearer <api key>` metadata",
             )
         })?;
-        let parsed = parse_key(secret).ok_or_else(|| {
-            unauthenticated(
-                "MALFORMED_API_KEY",
-                "the API key is malformed (checksum mismatch)",
-            )
-        })?;
-        let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
-        let (key, tenant) = match self.auth_cache.get(&parsed.key_id) {
-            Some(hit) => hit,
-            None => {
-                let key = self.store.key(&parsed.key_id).await?.ok_or_else(invalid)?;
-                let tenant = self
-                    .store
-                    .tenant(&key.tenant_id)
-                    .await?
-                    .ok_or_else(invalid)?;
-                self.auth_cache.put(key.clone(), tenant.clone());
-                (key, tenant)
+        let entry = match self.auth_cache.lookup(secret) {
+            Lookup::Hit(entry) => entry,
+            Lookup::Miss => self.verify(secret).await?,
+            // Another secret with a cached key's id: checked against the cached hash, so that
+            // guessing costs no database read.
+            Lookup::Other(entry) => {
+                let parsed = parse_key(secret).ok_or_else(malformed)?;
+                if parsed.mode != entry.mode || !key_matches(secret, &entry.secret_hash) {
+                    return Err(unauthenticated(
+                        "INVALID_API_KEY",
+                        "the API key is not valid",
+                    ));
+                }
+                entry
             }
         };
-        if !key_matches(secret, &key.secret_hash) || key.mode != parsed.mode {
-            return Err(invalid());
-        }
         let now = now_ms();
-        if key.revoked_ms.is_some() {
+        if entry.revoked {
             return Err(unauthenticated(
                 "API_KEY_REVOKED",
                 "the API key was revoked",
             ));
         }
-        if key.expires_ms.is_some_and(|e| e <= now) {
+        if entry.expires_ms.is_some_and(|e| e <= now) {
             return Err(unauthenticated(
                 "API_KEY_EXPIRED",
                 "the API key has expired",
             ));
         }
-        if key.last_used_ms.is_none_or(|t| t < now - 60_000) {
-            // Last-used time is best effort: never fail a call because of it.
-            if let Err(e) = self.store.touch_key(&key.id, now).await {
-                tracing::warn!(error = %e, "could not record key use");
+        let last = entry.last_used_ms.load(Ordering::Relaxed);
+        // Last-used time is best effort, at most once a minute per key, and off the hot path: only
+        // a key never used before is recorded before the call goes on (so a listing that follows
+        // its first call shows it).
+        if now - last >= 60_000
+            && entry
+                .last_used_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let store = self.store.clone();
+            let key_id = entry.key_id.clone();
+            let touch = async move {
+                if let Err(e) = store.touch_key(&key_id, now).await {
+                    tracing::warn!(error = %e, "could not record key use");
+                }
+            };
+            if last == NEVER {
+                touch.await;
+            } else {
+                tokio::spawn(touch);
             }
-            self.auth_cache.touched(&key.id, now);
         }
         Ok(Caller {
-            tenant_id: key.tenant_id,
-            key_id: key.id,
-            sandbox: key.mode == KeyMode::Test,
-            tier: tenant.tier_at(now),
+            tenant_id: entry.tenant_id.clone(),
+            key_id: entry.key_id.clone(),
+            sandbox: entry.mode == KeyMode::Test,
+            tier: entry.tenant.tier_at(now),
         })
+    }
+
+    /// The slow path: parses the key, reads it and its tenant, checks the hash in constant time,
+    /// and caches the outcome (a revoked key too, so that its calls stay cheap to refuse).
+    async fn verify(&self, secret: &str) -> Result<Arc<Verified>> {
+        let parsed = parse_key(secret).ok_or_else(malformed)?;
+        let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
+        let generation = self.auth_cache.generation();
+        let key = self.store.key(&parsed.key_id).await?.ok_or_else(invalid)?;
+        if !key_matches(secret, &key.secret_hash) || key.mode != parsed.mode {
+            return Err(invalid());
+        }
+        let tenant = self
+            .store
+            .tenant(&key.tenant_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let entry = Arc::new(Verified {
+            fetched: Instant::now(),
+            secret: secret.into(),
+            key_id: key.id,
+            tenant_id: key.tenant_id,
+            mode: key.mode,
+            secret_hash: key.secret_hash,
+            revoked: key.revoked_ms.is_some(),
+            expires_ms: key.expires_ms,
+            last_used_ms: AtomicI64::new(key.last_used_ms.unwrap_or(NEVER)),
+            tenant,
+        });
+        self.auth_cache.put(generation, &entry);
+        Ok(entry)
     }
 
     /// Takes one request from the tenant's per-minute allowance (its tier's `requests_per_minute`).
@@ -103,7 +159,6 @@ impl App {
 
     /// Checks the operator credential in constant time.
     pub fn authenticate_admin(&self, presented: Option<&str>) -> Result<()> {
-        use subtle::ConstantTimeEq;
         let Some(expected) = self.config.admin_token.as_deref() else {
             return Err(unauthenticated(
                 "ADMIN_API_DISABLED",
@@ -127,49 +182,106 @@ impl App {
     }
 }
 
-/// Keys and their tenants, kept for at most a second so the hot path does not read them on every
-/// call. Revocations and tenant changes made through this process clear it at once; other
+/// Keys verified against their stored hash, with their tenants, for at most `AUTH_CACHE_TTL`, so
+/// the hot path neither hashes nor reads the database. Revocations and tenant changes made through
+/// this process clear it at once (a fill that read the key before the clear is discarded); other
 /// replicas (or the offline admin CLI) take effect within the TTL.
 #[derive(Default)]
 pub struct AuthCache {
-    entries:
-        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ApiKey, Tenant)>>,
+    /// By the key's public id (the 12 characters after `aiprod_<mode>_`).
+    entries: RwLock<HashMap<Box<str>, Arc<Verified>>>,
+    /// Bumped by every `clear`.
+    generation: AtomicU64,
 }
 
-const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// One verified key.
+pub struct Verified {
+    fetched: Instant,
+    /// The presented secret that matched the stored hash (only ever compared in constant time).
+    secret: Box<str>,
+    /// The stored hash, for another secret presented with this key's id.
+    secret_hash: String,
+    key_id: String,
+    tenant_id: String,
+    mode: KeyMode,
+    revoked: bool,
+    expires_ms: Option<i64>,
+    /// When the key's use was last recorded (`NEVER` if not yet).
+    last_used_ms: AtomicI64,
+    tenant: Tenant,
+}
+
+enum Lookup {
+    Hit(Arc<Verified>),
+    Other(Arc<Verified>),
+    Miss,
+}
+
+const NEVER: i64 = i64::MIN / 2;
+
+/// How long a verified key is trusted without re-reading it: the bound on how late a revocation
+/// made on another replica takes effect here.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The public id part of a well-shaped secret, `aiprod_<mode>_<id:12><secret:32><checksum:6>`.
+fn public_id(secret: &str) -> Option<&str> {
+    let rest = secret.strip_prefix("aiprod_")?;
+    let (_, rest) = rest.split_once('_')?;
+    rest.get(..12)
+}
 
 impl AuthCache {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<String, (std::time::Instant, ApiKey, Tenant)>,
-    > {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Arc<Verified>>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key_id: &str) -> Option<(ApiKey, Tenant)> {
-        let entries = self.lock();
-        let (at, key, tenant) = entries.get(key_id)?;
-        (at.elapsed() < AUTH_CACHE_TTL).then(|| (key.clone(), tenant.clone()))
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Arc<Verified>>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, key: ApiKey, tenant: Tenant) {
-        let mut entries = self.lock();
-        if entries.len() > 10_000 {
-            entries.retain(|_, (at, _, _)| at.elapsed() < AUTH_CACHE_TTL);
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The fresh entry of this secret's key id, and whether it was verified for this very secret.
+    fn lookup(&self, secret: &str) -> Lookup {
+        let Some(id) = public_id(secret) else {
+            return Lookup::Miss;
+        };
+        let Some(entry) = self.read().get(id).cloned() else {
+            return Lookup::Miss;
+        };
+        if entry.fetched.elapsed() >= AUTH_CACHE_TTL {
+            return Lookup::Miss;
         }
-        entries.insert(key.id.clone(), (std::time::Instant::now(), key, tenant));
+        let same = entry.secret.len() == secret.len()
+            && bool::from(entry.secret.as_bytes().ct_eq(secret.as_bytes()));
+        if same {
+            Lookup::Hit(entry)
+        } else {
+            Lookup::Other(entry)
+        }
     }
 
-    fn touched(&self, key_id: &str, now_ms: i64) {
-        if let Some((_, key, _)) = self.lock().get_mut(key_id) {
-            key.last_used_ms = Some(now_ms);
+    fn put(&self, generation: u64, entry: &Arc<Verified>) {
+        let Some(id) = public_id(&entry.secret) else {
+            return;
+        };
+        let mut entries = self.write();
+        // A clear since this entry's read started: the key may have been revoked meanwhile.
+        if self.generation() != generation {
+            return;
         }
+        if entries.len() >= 10_000 {
+            entries.retain(|_, e| e.fetched.elapsed() < AUTH_CACHE_TTL);
+        }
+        entries.insert(id.into(), entry.clone());
     }
 
     /// Forgets everything (after a revocation or a tenant change).
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 }

@@ -21,6 +21,7 @@ pub struct EstimateInput {
 
 pub use crate::domain::pricing::BackendOption;
 
+#[derive(Clone)]
 pub struct CompetitorQuote {
     pub name: String,
     pub price_per_minute: Money,
@@ -29,6 +30,7 @@ pub struct CompetitorQuote {
     pub savings_percent: f64,
 }
 
+#[derive(Clone)]
 pub struct Estimate {
     pub preset_id: String,
     pub duration_s: u32,
@@ -106,6 +108,20 @@ impl App {
     }
 
     pub async fn estimate(&self, caller: &Caller, input: EstimateInput) -> Result<Estimate> {
+        let (key, estimate) = self.estimate_cached(caller, input).await?;
+        if let Some(key) = key {
+            self.estimates.put(key, &estimate);
+        }
+        Ok(estimate)
+    }
+
+    /// The estimate, from the cache when its inputs were priced before; with the key to cache it
+    /// under when it was computed here.
+    async fn estimate_cached(
+        &self,
+        caller: &Caller,
+        input: EstimateInput,
+    ) -> Result<(Option<EstimateKey>, Estimate)> {
         let catalog = &self.config.catalog;
         let preset = catalog
             .preset(&input.preset_id)
@@ -125,7 +141,22 @@ impl App {
         } else {
             catalog.planner_cost
         };
-        let shots = match &input.shots {
+        let unavailable = self.unavailable_with_reasons(caller.sandbox);
+        // Pricing reads nothing of the planner's shot list but the shot ids and durations, which
+        // depend on the duration alone (not on the brief): without an explicit shot list, the
+        // estimate is a function of this key.
+        let key = input.shots.is_none().then(|| EstimateKey {
+            tier: caller.tier,
+            preset_id: preset.id.clone(),
+            duration_s: input.duration_s,
+            budget: input.budget,
+            brand_cache_hit: cache_hit,
+            unavailable: unavailable.clone(),
+        });
+        if let Some(hit) = key.as_ref().and_then(|k| self.estimates.get(k)) {
+            return Ok((None, hit));
+        }
+        let shots = match input.shots.as_ref() {
             Some(s) => s.clone(),
             None => {
                 let brief = planner::Brief {
@@ -139,7 +170,6 @@ impl App {
             }
         };
         let cap = preset.cost_cap(input.duration_s);
-        let unavailable = self.unavailable_with_reasons(caller.sandbox);
         let excluded: Vec<Backend> = unavailable.iter().map(|(b, _)| *b).collect();
         let params = QuoteParams {
             quality_floor: preset.quality_threshold,
@@ -216,7 +246,7 @@ impl App {
                 }
             })
             .collect();
-        Ok(Estimate {
+        let estimate = Estimate {
             preset_id: preset.id.clone(),
             duration_s: input.duration_s,
             recommended,
@@ -225,6 +255,47 @@ impl App {
             brand_cache_hit: cache_hit,
             within_budget,
             reason,
-        })
+        };
+        Ok((key, estimate))
+    }
+}
+
+/// What a computed estimate depends on besides the (fixed) catalog: the tier (its cost tolerance),
+/// the preset, duration and budget, whether the brand's plan is cached (no planner cost), and the
+/// backends unavailable for the key's mode (not configured, open circuits) with why.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EstimateKey {
+    tier: crate::domain::Tier,
+    preset_id: String,
+    duration_s: u32,
+    budget: Option<Money>,
+    brand_cache_hit: bool,
+    unavailable: Vec<(Backend, &'static str)>,
+}
+
+/// A small bounded cache of estimates: a handful of presets, durations and budgets cover most
+/// calls; when full it starts again (no eviction bookkeeping on the hot path).
+#[derive(Default)]
+pub struct EstimateCache {
+    entries: std::sync::Mutex<std::collections::HashMap<EstimateKey, Estimate>>,
+}
+
+const ESTIMATE_CACHE_MAX: usize = 512;
+
+impl EstimateCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EstimateKey, Estimate>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &EstimateKey) -> Option<Estimate> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: EstimateKey, estimate: &Estimate) {
+        let mut entries = self.lock();
+        if entries.len() >= ESTIMATE_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, estimate.clone());
     }
 }

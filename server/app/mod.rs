@@ -50,6 +50,8 @@ pub struct App {
     workers: Arc<Semaphore>,
     pub rate_limiter: limits::RateLimiter,
     pub auth_cache: auth::AuthCache,
+    /// Estimates already computed (pricing is pure given its inputs).
+    pub estimates: estimate::EstimateCache,
     /// Encodes, measures and assembles video (CPU-bound: run in `spawn_blocking`).
     pub media: Arc<dyn Media>,
     /// Clips, cuts and posters.
@@ -100,6 +102,7 @@ impl App {
             workers,
             rate_limiter: limits::RateLimiter::default(),
             auth_cache: auth::AuthCache::default(),
+            estimates: estimate::EstimateCache::default(),
             media: parts.media,
             artifacts: parts.artifacts,
             media_permits: parts.media_permits,

@@ -1,0 +1,300 @@
+//! Section 4, end to end: `quick_social` jobs per second with zero sandbox latency, created
+//! concurrently and watched to DELIVERED, on SQLite and on a throwaway PostgreSQL cluster
+//! (`initdb` + `pg_ctl`); every job renders, measures and assembles real video at 160x90. The
+//! server runs in its own process; its CPU over the run is reported beside the rate.
+
+use crate::common::*;
+use aiprod_sdk::pb;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// 3. End-to-end jobs per second
+
+pub struct E2e {
+    pub database: &'static str,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub events: u64,
+    pub hist: Histogram<u64>,
+    pub first_error: Option<String>,
+    pub skipped: Option<String>,
+    pub server_cpu_seconds: Option<f64>,
+    pub load: f64,
+}
+
+impl E2e {
+    pub fn new(database: &'static str, concurrency: usize, seconds: f64) -> E2e {
+        E2e {
+            database,
+            concurrency,
+            seconds,
+            delivered: 0,
+            failed: 0,
+            errors: 0,
+            events: 0,
+            hist: histogram(),
+            first_error: None,
+            skipped: None,
+            server_cpu_seconds: None,
+            load: 0.0,
+        }
+    }
+
+    pub fn skipped(database: &'static str, concurrency: usize, why: String) -> E2e {
+        E2e {
+            skipped: Some(why),
+            ..E2e::new(database, concurrency, 0.0)
+        }
+    }
+
+    pub fn jobs_per_second(&self) -> f64 {
+        ratio(self.delivered as f64, self.seconds)
+    }
+
+    pub fn json(&self) -> Value {
+        let mut v = latency_json(&self.hist);
+        v["database"] = json!(self.database);
+        v["concurrency"] = json!(self.concurrency);
+        v["seconds"] = json!(self.seconds);
+        v["delivered"] = json!(self.delivered);
+        v["failed"] = json!(self.failed);
+        v["errors"] = json!(self.errors);
+        v["jobs_per_second"] = json!(self.jobs_per_second());
+        v["events_per_job"] = json!(ratio(self.events as f64, self.delivered as f64));
+        v["first_error"] = json!(self.first_error);
+        v["skipped"] = json!(self.skipped);
+        v["server_cpu_seconds"] = json!(self.server_cpu_seconds.map(round2));
+        v["loadavg"] = json!(self.load);
+        v
+    }
+}
+
+/// `job_concurrency` workers, each creating a job, watching it to DELIVERED, and starting the next.
+/// Jobs delivered within the measured window count; latency is CreateJob sent → DELIVERED received.
+pub async fn e2e(
+    s: &Settings,
+    database: &'static str,
+    server: &ServerProc,
+    secret: &str,
+) -> anyhow::Result<E2e> {
+    let conns = clients(&server.endpoint, secret, s.connections).await?;
+    // Jobs started together finish together: warm up until the first wave has gone through.
+    let measure_from = Instant::now() + Duration::from_secs_f64(s.e2e_warmup());
+    let end = measure_from + Duration::from_secs_f64(s.e2e_seconds);
+    // The server's CPU over the measured window only.
+    let pid = server.pid;
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let c0 = cpu_seconds(pid);
+        tokio::time::sleep_until(end.into()).await;
+        Some(cpu_seconds(pid)? - c0?)
+    });
+    let tag = unix_micros();
+    let tasks: Vec<_> = (0..s.job_concurrency)
+        .map(|w| {
+            let client = conns[w % conns.len()].clone();
+            tokio::spawn(async move {
+                let mut out = E2e::new(database, 1, 0.0);
+                let mut n = 0_u64;
+                while Instant::now() < end {
+                    n += 1;
+                    let t0 = Instant::now();
+                    let outcome = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        job_until(
+                            &client,
+                            format!("e2e-{tag}-{w}-{n}"),
+                            "quick_social",
+                            None,
+                            None,
+                        ),
+                    )
+                    .await;
+                    let t1 = Instant::now();
+                    let counted = t1 >= measure_from && t1 <= end;
+                    match outcome {
+                        Ok(Ok((_, state, _, events))) if counted => {
+                            if state == pb::JobState::Delivered as i32 {
+                                out.delivered += 1;
+                                out.events += events;
+                                out.hist.saturating_record((t1 - t0).as_micros() as u64);
+                            } else {
+                                out.failed += 1;
+                            }
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(e.to_string());
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(_) => {
+                            out.errors += 1;
+                            out.first_error
+                                .get_or_insert("a job took longer than 60 s".into());
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut total = E2e::new(database, s.job_concurrency, s.e2e_seconds);
+    for t in tasks {
+        let w = t.await?;
+        let _ = total.hist.add(&w.hist);
+        total.delivered += w.delivered;
+        total.failed += w.failed;
+        total.errors += w.errors;
+        total.events += w.events;
+        if total.first_error.is_none() {
+            total.first_error = w.first_error;
+        }
+    }
+    total.server_cpu_seconds = cpu_window.await?;
+    total.load = loadavg();
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A throwaway PostgreSQL cluster (the minimal part of tests/postgres.rs)
+
+pub struct PgCluster {
+    url: String,
+    bin: PathBuf,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+    as_postgres: bool,
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("AIPROD_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            // initdb refuses to run as root: run the cluster as the `postgres` user.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start(bin: PathBuf) -> anyhow::Result<PgCluster> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let as_postgres = is_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(status.success(), "chown of the cluster directory failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let cluster = PgCluster {
+            url: format!("postgres://aiprod@127.0.0.1:{port}/postgres"),
+            bin,
+            data: data.clone(),
+            _dir: dir,
+            as_postgres,
+        };
+        let out = cluster
+            .command("initdb")
+            .args(["-A", "trust", "-U", "aiprod", "--no-sync", "-D"])
+            .arg(&data)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
+        );
+        let log = data.join("server.log");
+        let out = cluster
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &opts, "start"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Ok(cluster)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<E2e> {
+    let skip = |why: String| Ok(E2e::skipped("postgres", s.job_concurrency, why));
+    if s.postgres == "0" {
+        return skip("AIPROD_BENCH_POSTGRES=0".into());
+    }
+    let required = s.postgres == "1";
+    let Some(bin) = pg_bin() else {
+        anyhow::ensure!(!required, "PostgreSQL binaries (initdb, pg_ctl) not found");
+        return skip("PostgreSQL binaries (initdb, pg_ctl) not found; set AIPROD_PG_BIN".into());
+    };
+    let cluster = match tokio::task::spawn_blocking(move || PgCluster::start(bin)).await? {
+        Ok(c) => c,
+        Err(e) if !required => return skip(format!("could not start PostgreSQL: {e}")),
+        Err(e) => return Err(e),
+    };
+    let dir = tempfile::tempdir()?;
+    let server = ServerProc::aiprod(s, dir.path(), Some(&cluster.url), 0, SHORT_SIDE).await?;
+    let (_, secret) = tenant_key(&server.endpoint, "bench-e2e-postgres").await?;
+    let result = e2e(s, "postgres", &server, &secret).await;
+    server.stop().await?;
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    result
+}

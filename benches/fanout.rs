@@ -1,0 +1,242 @@
+//! Section 2, `WatchJob` fan-out: N streams on one job, opened while the job waits for manifest
+//! approval (no replay), then the job is approved and renders. Figures: the server's resident
+//! memory per idle open stream (VmRSS of the server process before and after opening them), the
+//! server's CPU while the idle streams stay open, commit-to-receive latency of every event on
+//! every stream (the event's `create_time`, stamped in the committing transaction, against the
+//! receive time), the drain time, and the server's memory once the streams have closed.
+
+use crate::common::*;
+use aiprod_sdk::{Client, pb};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub struct Fanout {
+    pub streams: usize,
+    pub connections: usize,
+    pub open_seconds: f64,
+    pub rss_before_kib: Option<u64>,
+    pub rss_open_kib: Option<u64>,
+    pub rss_closed_kib: Option<u64>,
+    pub idle_cpu_percent: Option<f64>,
+    pub idle_load: f64,
+    pub events: u64,
+    pub drain_seconds: f64,
+    pub hist: Histogram<u64>,
+    pub load: f64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Fanout {
+    pub fn kib_per_stream(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before_kib?, self.rss_open_kib?);
+        Some(round2((after as f64 - before as f64) / self.streams as f64))
+    }
+
+    pub fn json(&self) -> Value {
+        let mut v = latency_json(&self.hist);
+        v["streams"] = json!(self.streams);
+        v["jobs"] = json!(1);
+        v["connections"] = json!(self.connections);
+        v["open_seconds"] = json!(round2(self.open_seconds));
+        v["server_rss_before_kib"] = json!(self.rss_before_kib);
+        v["server_rss_open_kib"] = json!(self.rss_open_kib);
+        v["server_rss_after_close_kib"] = json!(self.rss_closed_kib);
+        v["server_kib_per_idle_stream"] = json!(self.kib_per_stream());
+        v["server_idle_cpu_percent_of_a_core"] = json!(self.idle_cpu_percent.map(round2));
+        v["loadavg_while_idle"] = json!(self.idle_load);
+        v["events_delivered"] = json!(self.events);
+        v["drain_seconds"] = json!(round2(self.drain_seconds));
+        v["loadavg"] = json!(self.load);
+        v["errors"] = json!(self.errors);
+        v["first_error"] = json!(self.first_error);
+        v
+    }
+}
+
+async fn approve(client: &Client, job_id: String) -> anyhow::Result<()> {
+    let manifest = client
+        .icc()
+        .get_manifest(pb::GetManifestRequest {
+            job_id: job_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .manifest
+        .context("GetManifest returned no manifest")?;
+    client
+        .icc()
+        .approve_manifest(pb::ApproveManifestRequest {
+            job_id,
+            etag: manifest.etag,
+        })
+        .await?;
+    Ok(())
+}
+
+/// One open stream, opened after `open_seq` (no replay): reports "open" once the server has
+/// answered with the stream's headers, then records the delivery latency of every event until the
+/// terminal one.
+async fn one_stream(
+    client: Client,
+    job_id: String,
+    open_seq: u64,
+    ready: mpsc::UnboundedSender<()>,
+) -> (Histogram<u64>, u64, Option<String>) {
+    let mut hist = histogram();
+    let mut received = 0_u64;
+    let mut request = tonic::Request::new(pb::WatchJobRequest {
+        job_id,
+        after_sequence: open_seq,
+    });
+    request.set_timeout(Duration::from_secs(600));
+    let opened = client.render().raw().watch_job(request).await;
+    let _ = ready.send(()); // open, or failed: never leave the opener waiting
+    let error = match opened {
+        Err(status) => Some(status.to_string()),
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        let Some(e) = message.event else { continue };
+                        hist.saturating_record(delivery_micros(&e));
+                        received += 1;
+                        if aiprod_sdk::is_terminal(e.state) {
+                            break None;
+                        }
+                    }
+                    Ok(None) => break Some("the stream ended before the terminal event".into()),
+                    Err(status) => break Some(status.to_string()),
+                }
+            }
+        }
+    };
+    (hist, received, error)
+}
+
+pub async fn run(
+    s: &Settings,
+    server: &ServerProc,
+    secret: &str,
+    streams: usize,
+) -> anyhow::Result<Fanout> {
+    let connections = streams.div_ceil(s.streams_per_connection);
+    let conns = clients(&server.endpoint, secret, connections).await?;
+    let control = Client::connect(server.endpoint.clone(), secret).await?;
+    let (job_id, state, open_seq, _) = job_until(
+        &control,
+        format!("fanout-{}", unix_micros()),
+        "brand_campaign",
+        // Two shots: the job's clips are real and render quickly.
+        Some(20),
+        Some(pb::JobState::AwaitingApproval),
+    )
+    .await?;
+    anyhow::ensure!(
+        state == pb::JobState::AwaitingApproval as i32,
+        "the fan-out job ended before review (state {state})"
+    );
+    // Let the preparatory watcher end on the server before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before_kib = server.rss_kib();
+
+    let opened = Instant::now();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let mut tasks: Vec<JoinHandle<_>> = Vec::with_capacity(streams);
+    // In batches, so that the figure is the memory of open streams rather than the peak of a burst.
+    let all_ready = tokio::time::timeout(Duration::from_secs(120), async {
+        for first in (0..streams).step_by(s.open_batch) {
+            let batch = first..streams.min(first + s.open_batch);
+            for i in batch.clone() {
+                tasks.push(tokio::spawn(one_stream(
+                    conns[i % connections].clone(),
+                    job_id.clone(),
+                    open_seq,
+                    ready_tx.clone(),
+                )));
+            }
+            for _ in batch {
+                let _ = ready_rx.recv().await;
+            }
+        }
+    })
+    .await;
+    drop(ready_tx);
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let open_seconds = opened.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_open_kib = server.rss_kib();
+    // Idle: every stream open, nothing happening on the job.
+    let cpu0 = server.cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(s.idle_seconds)).await;
+    let idle_cpu_percent = match (cpu0, server.cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) * 100.0 / t0.elapsed().as_secs_f64()),
+        _ => None,
+    };
+    let idle_load = loadavg();
+
+    let mut out = Fanout {
+        streams,
+        connections,
+        open_seconds,
+        rss_before_kib,
+        rss_open_kib,
+        rss_closed_kib: None,
+        idle_cpu_percent,
+        idle_load,
+        events: 0,
+        drain_seconds: 0.0,
+        hist: histogram(),
+        load: 0.0,
+        errors: 0,
+        first_error: None,
+    };
+    if all_ready.is_err() {
+        out.errors += 1;
+        out.first_error = Some("the streams were not all open within 120 s".into());
+    }
+
+    // Trigger: approve the job; its rendering events fan out to the open streams.
+    let triggered = Instant::now();
+    if let Err(e) = approve(&control, job_id.clone()).await {
+        out.errors += 1;
+        out.first_error.get_or_insert(format!("approve: {e}"));
+    }
+    match tokio::time::timeout(Duration::from_secs(180), futures::future::join_all(tasks)).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok((h, received, error)) => {
+                        let _ = out.hist.add(&h);
+                        out.events += received;
+                        if let Some(e) = error {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            aborts.iter().for_each(|a| a.abort());
+            out.errors += 1;
+            out.first_error = Some("the streams did not all end within 180 s".into());
+        }
+    }
+    out.drain_seconds = triggered.elapsed().as_secs_f64();
+    out.load = loadavg();
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    out.rss_closed_kib = server.rss_kib();
+    Ok(out)
+}
