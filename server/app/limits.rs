@@ -33,10 +33,19 @@ impl RateLimiter {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < capacity
             });
         }
-        let bucket = buckets.entry(tenant_id.to_string()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
+        // No allocation on the hot path: the tenant's key is copied only for its first bucket.
+        if !buckets.contains_key(tenant_id) {
+            buckets.insert(
+                tenant_id.to_string(),
+                Bucket {
+                    tokens: capacity,
+                    updated: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(tenant_id) else {
+            return Ok(());
+        };
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         // A tier change takes effect at once: the capacity is re-read on every call.
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
