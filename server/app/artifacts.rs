@@ -201,11 +201,12 @@ impl App {
     pub async fn store_video(&self, bytes: Vec<u8>) -> Result<Artifact> {
         // These exact bytes are stored already (content-addressed, never deleted): same artifact.
         let key = super::memo::key(&[&bytes]);
-        if let Some(artifact) = self.memo.stored.get(&key) {
-            return Ok(artifact);
-        }
+        let guard = match self.memo.stored.get_value_or_guard_async(&key).await {
+            Ok(artifact) => return Ok(artifact),
+            Err(guard) => guard,
+        };
         let artifact = self.probe_and_store(bytes).await?;
-        self.memo.stored.insert(key, artifact.clone());
+        let _ = guard.insert(artifact.clone());
         Ok(artifact)
     }
 

@@ -638,9 +638,10 @@ impl App {
         let clip_key = super::memo::key(&[&output.clip]);
         // Identical bytes were measured before: the figures are the same (the verdict is not
         // memoised: it depends on the shot's expectations).
-        let figures = match self.memo.figures.get(&clip_key) {
-            Some(figures) => figures,
-            None => {
+        // Single flight: concurrent measurements of the same bytes wait for the first.
+        let figures = match self.memo.figures.get_value_or_guard_async(&clip_key).await {
+            Ok(figures) => figures,
+            Err(guard) => {
                 let _permit = self.media_permit().await?;
                 let bytes = output.clip.clone();
                 let measured = tokio::task::spawn_blocking(move || match media.measure(&bytes) {
@@ -664,7 +665,7 @@ impl App {
                 })
                 .await
                 .map_err(Error::internal)?;
-                self.memo.figures.insert(clip_key, measured);
+                let _ = guard.insert(measured);
                 measured
             }
         };
@@ -837,15 +838,18 @@ impl App {
             }
             super::memo::key(&parts)
         };
-        if let Some(artifact) = self.memo.cuts.get(&cut_key) {
-            return Ok(Ok(Video {
-                uri: video_name(&job.id),
-                duration_s: ((artifact.duration_ms + 500) / 1000) as u32,
-                sha256: artifact.sha256.clone(),
-                shot_count: job.shots.len() as u32,
-                artifact: Some(artifact),
-            }));
-        }
+        let guard = match self.memo.cuts.get_value_or_guard_async(&cut_key).await {
+            Ok(artifact) => {
+                return Ok(Ok(Video {
+                    uri: video_name(&job.id),
+                    duration_s: ((artifact.duration_ms + 500) / 1000) as u32,
+                    sha256: artifact.sha256.clone(),
+                    shot_count: job.shots.len() as u32,
+                    artifact: Some(artifact),
+                }));
+            }
+            Err(guard) => guard,
+        };
         let mut clips = Vec::with_capacity(stored.len());
         for artifact in stored {
             clips.push(
@@ -884,7 +888,7 @@ impl App {
         };
         metrics::histogram!("assembly_seconds").record(started.elapsed().as_secs_f64());
         let artifact = self.store_video(cut).await?;
-        self.memo.cuts.insert(cut_key, artifact.clone());
+        let _ = guard.insert(artifact.clone());
         Ok(Ok(Video {
             uri: video_name(&job.id),
             duration_s: ((artifact.duration_ms + 500) / 1000) as u32,

@@ -151,13 +151,17 @@ impl RenderBackend for SandboxBackend {
             h.update(request.prompt.as_bytes());
             h.finalize().into()
         };
-        if let Some(clip) = self.clips.get(&memo_key) {
-            return Ok(RenderOutput {
-                clip: clip.as_ref().clone(),
-                quality: (quality * 1000.0).round() / 1000.0,
-                exact_size: Some((format.width, format.height)),
-            });
-        }
+        // Concurrent attempts with the same inputs wait for the first one's render (single flight).
+        let guard = match self.clips.get_value_or_guard_async(&memo_key).await {
+            Ok(clip) => {
+                return Ok(RenderOutput {
+                    clip: clip.as_ref().clone(),
+                    quality: (quality * 1000.0).round() / 1000.0,
+                    exact_size: Some((format.width, format.height)),
+                });
+            }
+            Err(guard) => guard,
+        };
         let media = self.media.clone();
         let request = request.clone();
         let seed = self.seed;
@@ -184,7 +188,7 @@ impl RenderBackend for SandboxBackend {
         .await
         .map_err(|e| RenderError::Provider(format!("sandbox render task failed: {e}")))?
         .map_err(|e| RenderError::Provider(format!("sandbox render failed: {e}")))?;
-        self.clips.insert(memo_key, Arc::new(clip.clone()));
+        let _ = guard.insert(Arc::new(clip.clone()));
         Ok(RenderOutput {
             clip,
             quality: (quality * 1000.0).round() / 1000.0,
