@@ -434,7 +434,11 @@ impl App {
                 // Paying a provider needs a lease that is surely ours: a replica that was paused
                 // past its lease must not submit work the new holder will submit again.
                 if !self.lease_is_fresh(job_id) {
-                    return Err(Error::LeaseLost);
+                    // Not surely ours until the next renewal: wait for it (the step is retried).
+                    return Err(Error::Unavailable {
+                        message: "waiting for the job's lease to be renewed".into(),
+                        retry_after: Duration::from_secs(1),
+                    });
                 }
                 // A half-open circuit lets one trial call through; the others choose again.
                 if !circuit.begin_call() {

@@ -33,6 +33,9 @@ const WORK_CHANNEL: &str = "aiprod_work";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Lease claims, renewals and releases: a small pool of their own, so a busy job pool never
+    /// starves the heartbeat (a lease that cannot be renewed stops the replica's work).
+    leases: PgPool,
     hub: Arc<EventHub>,
     work: Arc<tokio::sync::Notify>,
     listener: tokio::task::JoinHandle<()>,
@@ -192,17 +195,23 @@ impl PgStore {
             // A connection that died with the database is found on first use and replaced; pinging
             // on every acquire would cost a round trip per query.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("connecting to {}", super::redact(url)))?;
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
             .context("running migrations")?;
+        let leases = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(2))
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone());
         let work = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), hub.clone(), work.clone()));
         Ok(PgStore {
             pool,
+            leases,
             hub,
             work,
             listener,
@@ -361,7 +370,7 @@ impl PgStore {
             .bind(owner)
             .bind(lease_ttl_ms(ttl) as f64)
             .bind(job_id.unwrap_or_default())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.leases)
             .await
             .map_err(db_err)?;
         row.as_ref().map(lease_from).transpose()
@@ -473,6 +482,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.listener.abort();
+        self.leases.close().await;
         self.pool.close().await;
     }
 
@@ -689,12 +699,14 @@ impl Store for PgStore {
             .map_err(db_err)?;
         }
         Self::insert_events(&mut tx, &events).await?;
+        // The tenant's shared rows in one order everywhere (spend, month usage, counts), or two
+        // transactions could each hold one and wait for the other.
+        Self::add_month_usage(&mut tx, &job, 1, None).await?;
         sqlx::query(COUNT_CREATED)
             .bind(&job.tenant_id)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Self::add_month_usage(&mut tx, &job, 1, None).await?;
         notify(
             &mut tx,
             EVENTS_CHANNEL,
@@ -855,6 +867,19 @@ impl Store for PgStore {
         };
         Self::insert_events(&mut tx, &events).await?;
         Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(job.state.as_str())
+        .bind(job.last_seq as i64)
+        .bind(at(job.updated_ms))
+        .bind(Json(&job))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // The tenant's counter rows are shared by all its jobs: touch them last, so their row
+        // locks are held for the shortest time.
         if let Some(ended) = super::month_effect(before, &job) {
             Self::add_month_usage(&mut tx, &job, 0, Some(ended)).await?;
         }
@@ -867,17 +892,6 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
         }
-        sqlx::query(
-            "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(job.state.as_str())
-        .bind(job.last_seq as i64)
-        .bind(at(job.updated_ms))
-        .bind(Json(&job))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
         if !events.is_empty() {
             notify(&mut tx, EVENTS_CHANNEL, &format!("{id}:{}", job.last_seq)).await?;
         }
@@ -928,7 +942,7 @@ impl Store for PgStore {
         )
         .bind(owner)
         .bind(lease_ttl_ms(ttl) as f64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.leases)
         .await
         .map_err(db_err)?;
         rows.iter().map(held_from).collect()
@@ -939,7 +953,7 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.leases.begin().await.map_err(db_err)?;
         let released: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = '-infinity'
              WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 RETURNING state",

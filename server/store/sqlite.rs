@@ -577,12 +577,12 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         }
         Self::insert_events(&mut tx, &events).await?;
+        Self::add_month_usage(&mut tx, &job, 1, None).await?;
         sqlx::query(COUNT_CREATED)
             .bind(&job.tenant_id)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Self::add_month_usage(&mut tx, &job, 1, None).await?;
         tx.commit().await.map_err(db_err)?;
         self.hub.publish_events(&job.id, job.last_seq, events);
         if super::runnable(job.state) {
