@@ -150,10 +150,9 @@ impl App {
                 Ended::LeaseLost => {
                     tracing::warn!(job_id = %lease.job_id, "lease lost: another replica drives the job now");
                     self.undrive(&lease);
-                    // LeaseLost also means "not surely fresh" (`lease_is_fresh`, e.g. after a
-                    // database outage) while the database still names this replica: give it back
-                    // (a no-op if another replica took it), or the heartbeat renews a lease no
-                    // driver uses and the job is stuck for good.
+                    // The database may still name this replica (the loss was seen here first, e.g.
+                    // by a heartbeat that failed): give it back — a no-op if another replica took
+                    // it — or the next heartbeats would renew a lease no driver uses.
                     if let Err(e) = self.store.release(&self.owner, &lease).await {
                         tracing::warn!(job_id = %lease.job_id, error = %e, "could not give a lease back; it expires");
                     }
