@@ -147,6 +147,7 @@ fn job(tenant_id: &str, request_id: &str, preset: &str, labels: &[(&str, &str)])
         last_seq: 0,
         created_ms: now,
         updated_ms: now,
+        ledger_lines: Some(0),
         pending_events: vec![],
         pending_ledger: vec![],
         dirty: false,

@@ -198,9 +198,14 @@ impl App {
     }
 
     /// Stores a clip or cut and its poster; metadata comes from probing the bytes.
-    pub async fn store_video(&self, bytes: Vec<u8>) -> Result<Artifact> {
+    /// Stores a video (`key`: its content key, when known).
+    pub async fn store_video(
+        &self,
+        bytes: bytes::Bytes,
+        key: Option<super::memo::Key>,
+    ) -> Result<Artifact> {
         // These exact bytes are stored already (content-addressed, never deleted): same artifact.
-        let key = super::memo::key(&[&bytes]);
+        let key = key.unwrap_or_else(|| super::memo::key(&[&bytes]));
         let guard = match self.memo.stored.get_value_or_guard_async(&key).await {
             Ok(artifact) => return Ok(artifact),
             Err(guard) => guard,
@@ -210,7 +215,7 @@ impl App {
         Ok(artifact)
     }
 
-    async fn probe_and_store(&self, bytes: Vec<u8>) -> Result<Artifact> {
+    async fn probe_and_store(&self, bytes: bytes::Bytes) -> Result<Artifact> {
         let media = self.media.clone();
         let poster_width = self.config.media.poster_width;
         let _permit = self.media_permit().await?;
@@ -229,7 +234,7 @@ impl App {
             .map_err(artifact_error)?;
         let stored = self
             .artifacts
-            .put(bytes::Bytes::from(bytes), &info.mime_type, "mp4")
+            .put(bytes, &info.mime_type, "mp4")
             .await
             .map_err(artifact_error)?;
         Ok(Artifact {

@@ -158,6 +158,7 @@ impl App {
             last_seq: 0,
             created_ms: now,
             updated_ms: now,
+            ledger_lines: Some(0),
             pending_events: vec![],
             pending_ledger: vec![],
             dirty: false,

@@ -5,18 +5,12 @@
 
 use crate::domain::media::{Artifact, Figures};
 use quick_cache::sync::Cache;
-use sha2::{Digest, Sha256};
 
 pub type Key = [u8; 32];
 
 /// SHA-256 of a sequence of parts (each length-prefixed, so part boundaries count).
 pub fn key(parts: &[&[u8]]) -> Key {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    h.finalize().into()
+    crate::backends::content_key(parts)
 }
 
 pub struct Memo {

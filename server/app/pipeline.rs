@@ -67,22 +67,10 @@ impl App {
             _ = self.shutdown.cancelled() => return Ok(Step::Idle),
         };
         match job.state {
-            JobState::Queued => {
-                self.commit_if(job_id, JobState::Queued, |j| {
-                    j.move_to(JobState::Planning).map_err(Error::internal)
-                })
-                .await?;
-                Ok(Step::Continue)
-            }
-            JobState::Planning => self.plan(job).await,
-            JobState::Rendering => {
-                self.commit_if(job_id, JobState::Rendering, |j| {
-                    j.move_to(JobState::QualityCheck).map_err(Error::internal)
-                })
-                .await?;
-                Ok(Step::Continue)
-            }
-            JobState::QualityCheck => self.quality_check(job).await,
+            // A queued job is planned in the same commit that moves it to PLANNING.
+            JobState::Queued | JobState::Planning => self.plan(job).await,
+            // Every shot has a clip: the move to QUALITY_CHECK commits with the checks.
+            JobState::Rendering | JobState::QualityCheck => self.quality_check(job).await,
             JobState::AwaitingApproval | JobState::AwaitingFinalApproval => Ok(Step::Idle),
             JobState::Delivered | JobState::Cancelled | JobState::Failed => Ok(Step::Idle),
         }
@@ -95,11 +83,21 @@ impl App {
         expected: JobState,
         change: impl FnOnce(&mut Job) -> Result<()> + Send,
     ) -> Result<bool> {
+        self.commit_in(job_id, &[expected], change).await
+    }
+
+    /// Commits `change` only if the job is still in one of `expected`.
+    async fn commit_in(
+        &self,
+        job_id: &str,
+        expected: &[JobState],
+        change: impl FnOnce(&mut Job) -> Result<()> + Send,
+    ) -> Result<bool> {
         let fence = self.fence(job_id)?;
         let (applied, _) = self
             .store
             .update_job_fenced(&fence, |j| {
-                if j.state != expected {
+                if !expected.contains(&j.state) {
                     return Ok(false);
                 }
                 change(j)?;
@@ -174,7 +172,11 @@ impl App {
             },
         );
         let budget = self.monthly_budget_position(&job).await?;
-        self.commit_if(&job.id, JobState::Planning, move |j| {
+        let expected = [JobState::Queued, JobState::Planning];
+        self.commit_in(&job.id, &expected, move |j| {
+            if j.state == JobState::Queued {
+                j.move_to(JobState::Planning).map_err(Error::internal)?;
+            }
             let quote = match quote {
                 Ok(q) => q,
                 Err(e) => {
@@ -527,7 +529,7 @@ impl App {
         let nominal = output.quality;
         let (measurement, clip) = self.measure_clip(output, duration_ms).await?;
         let artifact = match clip {
-            Some(bytes) => Some(self.store_video(bytes).await?),
+            Some((bytes, key)) => Some(self.store_video(bytes, Some(key)).await?),
             None => None,
         };
         let charging = self.charge_lock(job_id);
@@ -631,7 +633,7 @@ impl App {
         &self,
         output: RenderOutput,
         duration_ms: u64,
-    ) -> Result<(Measurement, Option<Vec<u8>>)> {
+    ) -> Result<(Measurement, Option<(bytes::Bytes, super::memo::Key)>)> {
         let media = self.media.clone();
         let limits = self.config.quality.clone();
         let fps = f64::from(self.config.media.fps);
@@ -639,7 +641,9 @@ impl App {
             duration_ms,
             size: output.exact_size,
         };
-        let clip_key = super::memo::key(&[&output.clip]);
+        let clip_key = output
+            .clip_key
+            .unwrap_or_else(|| super::memo::key(&[&output.clip]));
         // Identical bytes were measured before: the figures are the same (the verdict is not
         // memoised: it depends on the shot's expectations).
         // Single flight: concurrent measurements of the same bytes wait for the first.
@@ -676,7 +680,7 @@ impl App {
         let (measurement, clip) = match figures {
             Some(figures) => {
                 let verdict = media_rules::check(&figures, &expected, &limits);
-                let keep = verdict.passed().then_some(output.clip);
+                let keep = verdict.passed().then_some((output.clip, clip_key));
                 (verdict, keep)
             }
             None => {
@@ -891,7 +895,7 @@ impl App {
             Err(e) => return Err(media_error(e)),
         };
         metrics::histogram!("assembly_seconds").record(started.elapsed().as_secs_f64());
-        let artifact = self.store_video(cut).await?;
+        let artifact = self.store_video(cut.into(), None).await?;
         let _ = guard.insert(artifact.clone());
         Ok(Ok(Video {
             uri: video_name(&job.id),
@@ -902,62 +906,85 @@ impl App {
         }))
     }
 
+    /// Checks every shot not yet checked in one commit (moving a job that just finished rendering
+    /// to QUALITY_CHECK in it): a shot below the floor is rendered once more where a backend can
+    /// reach the floor within the budget (domain rule). With every shot checked, the cut is made.
     async fn quality_check(self: &Arc<Self>, job: Job) -> Result<Step> {
-        let Some(index) = job.shots.iter().position(|s| !s.quality_checked) else {
+        if job.state == JobState::QualityCheck && job.shots.iter().all(|s| s.quality_checked) {
             return self.finish(job).await;
-        };
-        let shot = &job.shots[index];
-        let Some(result) = shot.result.clone() else {
-            return Err(Error::internal(anyhow::anyhow!(
-                "shot {} reached quality check unrendered",
-                shot.shot_id
-            )));
-        };
+        }
         let threshold = job.quality_floor;
-        let passed = result.quality >= threshold;
-        // One re-render where it can reach the floor, when the budget allows (domain rule).
-        let better = if passed || shot.quality_rerendered {
-            None
-        } else {
-            let guaranteed = job
-                .quote
-                .as_ref()
-                .map(|q| q.guaranteed_max())
-                .unwrap_or_default();
-            pricing::rerender_backend(
-                &self.config.catalog,
-                shot.duration_s,
-                threshold,
-                result.backend,
-                &self.unavailable_backends(job.sandbox),
-                job.spec.budget.unwrap_or(guaranteed) - job.billable,
-            )
-        };
-        self.commit_if(&job.id, JobState::QualityCheck, |j| {
-            let s = &mut j.shots[index];
-            let shot_id = s.shot_id.clone();
-            match better {
-                Some(b) => {
-                    s.needs_render = true;
-                    s.rerender = true;
-                    s.rerender_on = Some(b);
-                    s.quality_rerendered = true;
-                }
-                None => {
-                    s.quality_checked = true;
-                    s.passed = Some(passed);
-                }
+        let guaranteed = job
+            .quote
+            .as_ref()
+            .map(|q| q.guaranteed_max())
+            .unwrap_or_default();
+        // Re-renders decided together share what is left of the budget.
+        let mut left = job.spec.budget.unwrap_or(guaranteed) - job.billable;
+        let excluded = self.unavailable_backends(job.sandbox);
+        let mut checks = Vec::new();
+        for (index, shot) in job.shots.iter().enumerate() {
+            if shot.quality_checked {
+                continue;
             }
-            j.emit(EventKind::QualityChecked {
-                shot_id,
-                quality: result.quality,
-                threshold,
-                passed,
-                rerender: better.is_some(),
-                measurement: result.measurement.clone(),
-                backend: Some(result.backend),
-                attempt: result.attempt,
-            });
+            let Some(result) = shot.result.clone() else {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "shot {} reached quality check unrendered",
+                    shot.shot_id
+                )));
+            };
+            let passed = result.quality >= threshold;
+            let better = if passed || shot.quality_rerendered {
+                None
+            } else {
+                pricing::rerender_backend(
+                    &self.config.catalog,
+                    shot.duration_s,
+                    threshold,
+                    result.backend,
+                    &excluded,
+                    left,
+                )
+            };
+            if let Some(spec) = better.and_then(|b| self.config.catalog.backend(b)) {
+                left -= spec.shot_cost(shot.duration_s);
+            }
+            checks.push((index, result, passed, better));
+        }
+        let expected = [JobState::Rendering, JobState::QualityCheck];
+        self.commit_in(&job.id, &expected, |j| {
+            if j.state == JobState::Rendering {
+                j.move_to(JobState::QualityCheck).map_err(Error::internal)?;
+            }
+            for (index, result, passed, better) in checks {
+                let s = &mut j.shots[index];
+                if s.quality_checked || s.needs_render {
+                    continue;
+                }
+                let shot_id = s.shot_id.clone();
+                match better {
+                    Some(b) => {
+                        s.needs_render = true;
+                        s.rerender = true;
+                        s.rerender_on = Some(b);
+                        s.quality_rerendered = true;
+                    }
+                    None => {
+                        s.quality_checked = true;
+                        s.passed = Some(passed);
+                    }
+                }
+                j.emit(EventKind::QualityChecked {
+                    shot_id,
+                    quality: result.quality,
+                    threshold,
+                    passed,
+                    rerender: better.is_some(),
+                    measurement: result.measurement.clone(),
+                    backend: Some(result.backend),
+                    attempt: result.attempt,
+                });
+            }
             Ok(())
         })
         .await?;

@@ -31,12 +31,29 @@ pub struct RenderRequest {
 /// A rendered shot: the clip's bytes, already copied out of the provider (whose links expire).
 #[derive(Clone, Debug)]
 pub struct RenderOutput {
-    pub clip: Vec<u8>,
+    pub clip: bytes::Bytes,
+    /// The clip's [`content_key`], when the backend knows it already (a memoised clip): hashing
+    /// a clip costs more than the rest of a sandbox attempt.
+    pub clip_key: Option<ContentKey>,
     /// The backend's nominal quality score (0..1) for this clip, if it passes the technical checks.
     pub quality: f64,
     /// The frame size the clip must have exactly (our own renders); providers' clips are
     /// normalised at assembly and only need a minimum size.
     pub exact_size: Option<(u32, u32)>,
+}
+
+/// A content address: SHA-256 over each part's length and bytes.
+pub type ContentKey = [u8; 32];
+
+/// The [`ContentKey`] of `parts` (the memos' keys; a clip's key is `content_key(&[clip])`).
+pub fn content_key(parts: &[&[u8]]) -> ContentKey {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 /// Why an attempt failed; every variant moves the shot to the next candidate backend.

@@ -36,7 +36,8 @@ pub struct SandboxBackend {
 }
 
 /// Rendered sandbox clips by the digest of everything that goes into them.
-pub type ClipMemo = quick_cache::sync::Cache<[u8; 32], Arc<Vec<u8>>>;
+/// Rendered clips by their inputs, with each clip's content key.
+pub type ClipMemo = quick_cache::sync::Cache<[u8; 32], (bytes::Bytes, super::ContentKey)>;
 
 /// A clip memo holding up to `entries` clips.
 pub fn clip_memo(entries: usize) -> Arc<ClipMemo> {
@@ -153,9 +154,10 @@ impl RenderBackend for SandboxBackend {
         };
         // Concurrent attempts with the same inputs wait for the first one's render (single flight).
         let guard = match self.clips.get_value_or_guard_async(&memo_key).await {
-            Ok(clip) => {
+            Ok((clip, key)) => {
                 return Ok(RenderOutput {
-                    clip: clip.as_ref().clone(),
+                    clip,
+                    clip_key: Some(key),
                     quality: (quality * 1000.0).round() / 1000.0,
                     exact_size: Some((format.width, format.height)),
                 });
@@ -188,9 +190,12 @@ impl RenderBackend for SandboxBackend {
         .await
         .map_err(|e| RenderError::Provider(format!("sandbox render task failed: {e}")))?
         .map_err(|e| RenderError::Provider(format!("sandbox render failed: {e}")))?;
-        let _ = guard.insert(Arc::new(clip.clone()));
+        let clip = bytes::Bytes::from(clip);
+        let key = super::content_key(&[&clip]);
+        let _ = guard.insert((clip.clone(), key));
         Ok(RenderOutput {
             clip,
+            clip_key: Some(key),
             quality: (quality * 1000.0).round() / 1000.0,
             exact_size: Some((format.width, format.height)),
         })

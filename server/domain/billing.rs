@@ -135,6 +135,7 @@ mod tests {
             last_seq: 0,
             created_ms: 0,
             updated_ms: 0,
+            ledger_lines: None,
             pending_events: vec![],
             pending_ledger: vec![],
             dirty: false,

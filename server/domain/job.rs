@@ -246,6 +246,10 @@ pub struct Job {
     pub last_seq: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Lines this job has in the ledger (numbers the next ones without counting them); `None` in
+    /// documents written before it was kept.
+    #[serde(default)]
+    pub ledger_lines: Option<u32>,
     /// Events and ledger lines produced by the current mutation, not yet committed.
     #[serde(skip)]
     pub pending_events: Vec<(JobState, EventKind)>,

@@ -450,3 +450,25 @@ pub fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// What a commit's ledger lines add to the tenant's monthly spend rows: (month start, billable,
+/// metered) per month, in micros (one row in practice; two across a month's end).
+fn spend_by_month(ledger: &[LedgerEntry]) -> Vec<(i64, i64, i64)> {
+    let mut months: Vec<(i64, i64, i64)> = Vec::new();
+    for entry in ledger {
+        let month = crate::domain::calendar::month_start_ms(entry.at_ms);
+        let billable = if entry.succeeded {
+            entry.amount.micros()
+        } else {
+            0
+        };
+        match months.iter_mut().find(|m| m.0 == month) {
+            Some(m) => {
+                m.1 += billable;
+                m.2 += entry.amount.micros();
+            }
+            None => months.push((month, billable, entry.amount.micros())),
+        }
+    }
+    months
+}

@@ -269,17 +269,20 @@ impl PgStore {
 
     async fn insert_ledger(
         tx: &mut Transaction<'static, Postgres>,
-        job: &Job,
+        job: &mut Job,
         ledger: &[LedgerEntry],
     ) -> Result<()> {
         if ledger.is_empty() {
             return Ok(());
         }
-        let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
-            .bind(&job.id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db_err)?;
+        let lines: i64 = match job.ledger_lines {
+            Some(n) => i64::from(n),
+            None => sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
+                .bind(&job.id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_err)?,
+        };
         for (i, entry) in ledger.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
@@ -296,6 +299,8 @@ impl PgStore {
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
+        }
+        for (month, billable, metered) in super::spend_by_month(ledger) {
             sqlx::query(
                 "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, billable, metered)
                  VALUES ($1, $2, $3, $4, $5)
@@ -305,13 +310,14 @@ impl PgStore {
             )
             .bind(&job.tenant_id)
             .bind(job.sandbox)
-            .bind(at(crate::domain::calendar::month_start_ms(entry.at_ms)))
-            .bind(if entry.succeeded { entry.amount.micros() } else { 0 })
-            .bind(entry.amount.micros())
+            .bind(at(month))
+            .bind(billable)
+            .bind(metered)
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
         }
+        job.ledger_lines = Some((lines + ledger.len() as i64) as u32);
         Ok(())
     }
 
@@ -866,7 +872,7 @@ impl Store for PgStore {
             return Ok(job);
         };
         Self::insert_events(&mut tx, &events).await?;
-        Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        Self::insert_ledger(&mut tx, &mut job, &ledger).await?;
         sqlx::query(
             "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
         )

@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub struct SqliteStore {
@@ -28,6 +29,69 @@ pub struct SqliteStore {
     hub: Arc<EventHub>,
     /// Wakes the claim loop when a job becomes runnable (one process: an in-process signal).
     work: tokio::sync::Notify,
+    jobs: RowCache<CachedJob>,
+    tenants: RowCache<Tenant>,
+}
+
+/// The last committed state of recently used rows (jobs, tenants). SQLite serves one process and
+/// every write of a cached row goes through this store under the writer lock, so an entry is never
+/// stale: a read skips the query (and a job's JSON parse), and a commit skips re-reading the job it
+/// changes.
+struct RowCache<T> {
+    entries: quick_cache::sync::Cache<String, Arc<T>>,
+    /// Bumped by every write, under `fill`: a reader that loaded a row before a write must not
+    /// put its older copy back after the writer stored the new one.
+    writes: AtomicU64,
+    fill: std::sync::Mutex<()>,
+}
+
+struct CachedJob {
+    job: Job,
+    lease_token: i64,
+}
+
+/// Jobs kept in memory (a few KiB each), and tenants.
+const CACHED_JOBS: usize = 8192;
+const CACHED_TENANTS: usize = 4096;
+
+impl<T> RowCache<T> {
+    fn new(capacity: usize) -> RowCache<T> {
+        RowCache {
+            entries: quick_cache::sync::Cache::new(capacity),
+            writes: AtomicU64::new(0),
+            fill: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<T>> {
+        self.entries.get(id)
+    }
+
+    /// The write counter to pass to [`RowCache::fill`] for a row about to be read.
+    fn before_read(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Caches a row read outside the writer lock, unless a write happened since `before_read`.
+    fn fill(&self, seen: u64, id: &str, value: impl FnOnce() -> T) {
+        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        if self.writes.load(Ordering::Acquire) == seen {
+            self.entries.insert(id.to_string(), Arc::new(value()));
+        }
+    }
+
+    /// Records a committed write (after the commit, under the writer lock): `value` is the row
+    /// now, or `None` to forget it.
+    fn wrote(&self, id: &str, value: Option<T>) {
+        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => self.entries.insert(id.to_string(), Arc::new(v)),
+            None => {
+                self.entries.remove(id);
+            }
+        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The one place SQLite errors become domain errors: a busy or locked database and a pool that
@@ -138,9 +202,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages come from a shared memory map instead of a `pread` per page per connection,
+            // and each connection keeps more of them cached (32 MiB).
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A ping per acquire is a round trip to the connection's worker thread on every
+            // statement outside a transaction; a broken file surfaces on the query itself.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -154,6 +226,8 @@ impl SqliteStore {
             write_lock: tokio::sync::Mutex::new(()),
             hub,
             work: tokio::sync::Notify::new(),
+            jobs: RowCache::new(CACHED_JOBS),
+            tenants: RowCache::new(CACHED_TENANTS),
         })
     }
 
@@ -174,23 +248,30 @@ impl SqliteStore {
     }
 
     async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
-        let doc: Option<String> = match tenant_id {
-            Some(t) => {
-                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1 AND tenant_id = $2")
-                    .bind(id)
-                    .bind(t)
-                    .fetch_optional(&self.pool)
-                    .await
-            }
+        let cached = match self.jobs.get(id) {
+            Some(c) => c,
             None => {
-                sqlx::query_scalar("SELECT doc FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
+                let seen = self.jobs.before_read();
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT doc, lease_token FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                let Some((doc, lease_token)) = row else {
+                    return Ok(None);
+                };
+                let job: Job = from_json(&doc)?;
+                self.jobs.fill(seen, id, || CachedJob {
+                    job: job.clone(),
+                    lease_token,
+                });
+                return Ok(tenant_id.is_none_or(|t| t == job.tenant_id).then_some(job));
             }
-        }
-        .map_err(db_err)?;
-        doc.as_deref().map(from_json).transpose()
+        };
+        Ok(tenant_id
+            .is_none_or(|t| t == cached.job.tenant_id)
+            .then(|| cached.job.clone()))
     }
 
     /// Inserts a commit's events in one statement.
@@ -222,17 +303,20 @@ impl SqliteStore {
 
     async fn insert_ledger(
         tx: &mut Transaction<'static, Sqlite>,
-        job: &Job,
+        job: &mut Job,
         ledger: &[LedgerEntry],
     ) -> Result<()> {
         if ledger.is_empty() {
             return Ok(());
         }
-        let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
-            .bind(&job.id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db_err)?;
+        let lines: i64 = match job.ledger_lines {
+            Some(n) => i64::from(n),
+            None => sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
+                .bind(&job.id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_err)?,
+        };
         for (i, entry) in ledger.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_ms, doc)
@@ -249,6 +333,8 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
+        }
+        for (month, billable, metered) in super::spend_by_month(ledger) {
             sqlx::query(
                 "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start_ms, billable, metered)
                  VALUES ($1, $2, $3, $4, $5)
@@ -258,13 +344,14 @@ impl SqliteStore {
             )
             .bind(&job.tenant_id)
             .bind(i64::from(job.sandbox))
-            .bind(crate::domain::calendar::month_start_ms(entry.at_ms))
-            .bind(if entry.succeeded { entry.amount.micros() } else { 0 })
-            .bind(entry.amount.micros())
+            .bind(month)
+            .bind(billable)
+            .bind(metered)
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
         }
+        job.ledger_lines = Some((lines + ledger.len() as i64) as u32);
         Ok(())
     }
 
@@ -306,6 +393,20 @@ impl SqliteStore {
         job_id: Option<&str>,
     ) -> Result<Option<Lease>> {
         let now = now_ms();
+        if job_id.is_none() {
+            // Most looks find nothing: find that out without taking the writer lock.
+            let sql = format!(
+                "SELECT 1 FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_ms < $1 LIMIT 1"
+            );
+            let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if found.is_none() {
+                return Ok(None);
+            }
+        }
         let (_g, mut tx) = self.begin_write().await?;
         let pick = match job_id {
             Some(_) => format!(
@@ -323,13 +424,22 @@ impl SqliteStore {
         q = q.bind(job_id.unwrap_or_default()).bind(lease_ttl_ms(ttl));
         let row = q.fetch_optional(&mut *tx).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        row.map(|r| {
-            Ok(Lease {
-                job_id: r.try_get("id").map_err(db_err)?,
-                token: r.try_get("lease_token").map_err(db_err)?,
+        let lease = row
+            .map(|r| -> Result<Lease> {
+                Ok(Lease {
+                    job_id: r.try_get("id").map_err(db_err)?,
+                    token: r.try_get("lease_token").map_err(db_err)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(lease) = &lease {
+            let job = self.jobs.get(&lease.job_id).map(|c| CachedJob {
+                job: c.job.clone(),
+                lease_token: lease.token,
+            });
+            self.jobs.wrote(&lease.job_id, job);
+        }
+        Ok(lease)
     }
 }
 
@@ -405,7 +515,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        self.tenants.wrote(&t.id, Some(t.clone()));
+        Ok(())
     }
 
     async fn update_tenant(&self, t: &Tenant) -> Result<()> {
@@ -428,10 +540,15 @@ impl Store for SqliteStore {
         if r.rows_affected() == 0 {
             return Err(Error::not_found("tenant"));
         }
+        self.tenants.wrote(&t.id, Some(t.clone()));
         Ok(())
     }
 
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        if let Some(t) = self.tenants.get(id) {
+            return Ok(Some(Tenant::clone(&t)));
+        }
+        let seen = self.tenants.before_read();
         let sql = AssertSqlSafe(format!(
             "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
         ));
@@ -440,7 +557,11 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(tenant_from).transpose()
+        let tenant = row.as_ref().map(tenant_from).transpose()?;
+        if let Some(t) = &tenant {
+            self.tenants.fill(seen, id, || t.clone());
+        }
+        Ok(tenant)
     }
 
     async fn tenants(&self, after_id: &str, limit: u32) -> Result<Vec<Tenant>> {
@@ -584,6 +705,13 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        self.jobs.wrote(
+            &job.id,
+            Some(CachedJob {
+                job: job.clone(),
+                lease_token: 0,
+            }),
+        );
         self.hub.publish_events(&job.id, job.last_seq, events);
         if super::runnable(job.state) {
             self.work.notify_one();
@@ -721,27 +849,31 @@ impl Store for SqliteStore {
         change: JobChange<'_>,
     ) -> Result<Job> {
         let (_g, mut tx) = self.begin_write().await?;
-        let row = sqlx::query("SELECT doc, lease_token FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let Some(row) = row else {
-            return Err(Error::not_found("job"));
-        };
-        if let Some(fence) = fence {
-            let token: i64 = row.try_get("lease_token").map_err(db_err)?;
-            if token != fence.token {
-                return Err(Error::LeaseLost);
+        // Under the writer lock the cached copy is the committed row.
+        let (mut job, lease_token) = match self.jobs.get(id) {
+            Some(cached) => (cached.job.clone(), cached.lease_token),
+            None => {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT doc, lease_token FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                let Some((doc, lease_token)) = row else {
+                    return Err(Error::not_found("job"));
+                };
+                (from_json::<Job>(&doc)?, lease_token)
             }
+        };
+        if fence.is_some_and(|f| f.token != lease_token) {
+            return Err(Error::LeaseLost);
         }
-        let mut job: Job = from_json(&row.try_get::<String, _>("doc").map_err(db_err)?)?;
         let before = job.state;
         let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
             return Ok(job);
         };
         Self::insert_events(&mut tx, &events).await?;
-        Self::insert_ledger(&mut tx, &job, &ledger).await?;
+        Self::insert_ledger(&mut tx, &mut job, &ledger).await?;
         if let Some(ended) = super::month_effect(before, &job) {
             Self::add_month_usage(&mut tx, &job, 0, Some(ended)).await?;
         }
@@ -766,6 +898,13 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        self.jobs.wrote(
+            id,
+            Some(CachedJob {
+                job: job.clone(),
+                lease_token,
+            }),
+        );
         self.hub.publish_events(id, job.last_seq, events);
         if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
             self.work.notify_one();

@@ -399,7 +399,8 @@ impl<A: TaskApi> RenderBackend for HttpBackend<A> {
             .await?;
         let clip = self.download(&uri).await?;
         Ok(RenderOutput {
-            clip,
+            clip: clip.into(),
+            clip_key: None,
             quality: self.quality,
             exact_size: None,
         })
