@@ -12,6 +12,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_writer;
 
 use crate::domain::job::{Event, EventKind, Job, LedgerEntry};
 use crate::domain::manifest::Markers;

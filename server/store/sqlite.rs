@@ -2,9 +2,10 @@
 //! in-process (SQLite allows one writer; waiting on a mutex beats busy-retrying), documents are
 //! JSON text, instants unix milliseconds, money integer micro-USD.
 
+use super::sqlite_writer::{Committed, Inserted, Writer};
 use super::{
-    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, Store,
-    apply_change, bad_column, check_limits, lease_ttl_ms, now_ms, number_events, record_transition,
+    Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, Store, bad_column,
+    lease_ttl_ms, now_ms, record_transition,
 };
 use crate::domain::job::{Event, Job, LedgerEntry};
 use crate::domain::manifest::Markers;
@@ -25,7 +26,9 @@ use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    write_lock: tokio::sync::Mutex<()>,
+    /// The writer lock, holding the connection of the hot writes (`sqlite_writer`); the other
+    /// writes take it too and use a pool connection.
+    writer: tokio::sync::Mutex<Writer>,
     hub: Arc<EventHub>,
     /// Wakes the claim loop when a job becomes runnable (one process: an in-process signal).
     work: tokio::sync::Notify,
@@ -127,7 +130,6 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
 const TENANT_COLUMNS: &str =
     "id, name, base_tier, monthly_budget, trial_tier, trial_end_ms, job_quota, created_ms";
 const KEY_COLUMNS: &str = "id, tenant_id, name, mode, prefix, secret_hash, created_ms, expires_ms, revoked_ms, last_used_ms";
-const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
 
 fn tier(s: String) -> Result<Tier> {
     Tier::parse(&s).ok_or_else(|| bad_column("tier", &s))
@@ -221,9 +223,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("running migrations")?;
+        let writer = Writer::open(file).with_context(|| format!("opening {file} for writing"))?;
         Ok(SqliteStore {
             pool,
-            write_lock: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(writer),
             hub,
             work: tokio::sync::Notify::new(),
             jobs: RowCache::new(CACHED_JOBS),
@@ -235,10 +238,10 @@ impl SqliteStore {
     async fn begin_write(
         &self,
     ) -> Result<(
-        tokio::sync::MutexGuard<'_, ()>,
+        tokio::sync::MutexGuard<'_, Writer>,
         Transaction<'static, Sqlite>,
     )> {
-        let guard = self.write_lock.lock().await;
+        let guard = self.writer.lock().await;
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -275,163 +278,14 @@ impl SqliteStore {
     }
 
     /// Inserts a commit's events in one statement.
-    async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[Event]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<String> = (0..events.len())
-            .map(|i| {
-                let n = 4 * i;
-                format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO job_events (job_id, seq, created_ms, doc) VALUES {}",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for event in events {
-            q = q
-                .bind(&event.job_id)
-                .bind(event.seq as i64)
-                .bind(event.at_ms)
-                .bind(json(event)?);
-        }
-        q.execute(&mut **tx).await.map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn insert_ledger(
-        tx: &mut Transaction<'static, Sqlite>,
-        job: &mut Job,
-        ledger: &[LedgerEntry],
-    ) -> Result<()> {
-        if ledger.is_empty() {
-            return Ok(());
-        }
-        let lines: i64 = match job.ledger_lines {
-            Some(n) => i64::from(n),
-            None => sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
-                .bind(&job.id)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db_err)?,
-        };
-        for (i, entry) in ledger.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_ms, doc)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&job.id)
-            .bind(lines + i as i64 + 1)
-            .bind(&job.tenant_id)
-            .bind(i64::from(job.sandbox))
-            .bind(entry.amount.micros())
-            .bind(i64::from(entry.succeeded))
-            .bind(entry.at_ms)
-            .bind(json(entry)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        }
-        for (month, billable, metered) in super::spend_by_month(ledger) {
-            sqlx::query(
-                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start_ms, billable, metered)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, sandbox, month_start_ms) DO UPDATE SET
-                     billable = tenant_month_spend.billable + excluded.billable,
-                     metered = tenant_month_spend.metered + excluded.metered",
-            )
-            .bind(&job.tenant_id)
-            .bind(i64::from(job.sandbox))
-            .bind(month)
-            .bind(billable)
-            .bind(metered)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        }
-        job.ledger_lines = Some((lines + ledger.len() as i64) as u32);
-        Ok(())
-    }
-
-    /// Adds to the usage row of the job's creation month: `jobs` new jobs, and an ended job's
-    /// (bill, delivered seconds).
-    async fn add_month_usage(
-        tx: &mut Transaction<'static, Sqlite>,
-        job: &Job,
-        jobs: i64,
-        ended: Option<(i64, i64)>,
-    ) -> Result<()> {
-        let (billed, seconds) = ended.unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start_ms, jobs, certified_jobs, billed, delivered_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (tenant_id, sandbox, month_start_ms) DO UPDATE SET
-                 jobs = tenant_month_usage.jobs + excluded.jobs,
-                 certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
-                 billed = tenant_month_usage.billed + excluded.billed,
-                 delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds",
-        )
-        .bind(&job.tenant_id)
-        .bind(i64::from(job.sandbox))
-        .bind(crate::domain::calendar::month_start_ms(job.created_ms))
-        .bind(jobs)
-        .bind(i64::from(ended.is_some()))
-        .bind(billed)
-        .bind(seconds)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-
     async fn claim_where(
         &self,
         owner: &str,
         ttl: Duration,
         job_id: Option<&str>,
     ) -> Result<Option<Lease>> {
-        let now = now_ms();
-        if job_id.is_none() {
-            // Most looks find nothing: find that out without taking the writer lock.
-            let sql = format!(
-                "SELECT 1 FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_ms < $1 LIMIT 1"
-            );
-            let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-            if found.is_none() {
-                return Ok(None);
-            }
-        }
-        let (_g, mut tx) = self.begin_write().await?;
-        let pick = match job_id {
-            Some(_) => format!(
-                "SELECT id FROM jobs WHERE id = $3 AND {RUNNABLE_SQL} AND lease_expires_ms < $2"
-            ),
-            None => format!(
-                "SELECT id FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_ms < $2 ORDER BY updated_ms LIMIT 1"
-            ),
-        };
-        let sql = format!(
-            "UPDATE jobs SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 + $4
-             WHERE id = ({pick}) RETURNING id, lease_token"
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner).bind(now);
-        q = q.bind(job_id.unwrap_or_default()).bind(lease_ttl_ms(ttl));
-        let row = q.fetch_optional(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        let lease = row
-            .map(|r| -> Result<Lease> {
-                Ok(Lease {
-                    job_id: r.try_get("id").map_err(db_err)?,
-                    token: r.try_get("lease_token").map_err(db_err)?,
-                })
-            })
-            .transpose()?;
+        let mut writer = self.writer.lock().await;
+        let lease = writer.claim(owner, now_ms(), ttl, job_id)?;
         if let Some(lease) = &lease {
             let job = self.jobs.get(&lease.job_id).map(|c| CachedJob {
                 job: c.job.clone(),
@@ -647,64 +501,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
-        let (_g, mut tx) = self.begin_write().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
-                .bind(&job.tenant_id)
-                .bind(&job.request_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if let Some(doc) = existing {
-            return Ok(Created::Existing(from_json(&doc)?));
-        }
-        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
-            .bind(&job.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .unwrap_or_default();
-        check_limits(&job.tenant_id, active, total, limits)?;
-        let pending = std::mem::take(&mut job.pending_events);
-        job.last_seq = 0;
-        let created_ms = job.created_ms;
-        let events = number_events(&mut job, pending, created_ms);
-        sqlx::query(
-            "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_ms, updated_ms, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.request_id)
-        .bind(job.state.as_str())
-        .bind(&job.spec.preset_id)
-        .bind(job.last_seq as i64)
-        .bind(job.created_ms)
-        .bind(job.updated_ms)
-        .bind(json(&job)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        for (key, value) in &job.spec.labels {
-            sqlx::query(
-                "INSERT INTO job_labels (job_id, label_key, label_value) VALUES ($1, $2, $3)",
-            )
-            .bind(&job.id)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        Self::insert_events(&mut tx, &events).await?;
-        Self::add_month_usage(&mut tx, &job, 1, None).await?;
-        sqlx::query(COUNT_CREATED)
-            .bind(&job.tenant_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+    async fn create_job(&self, job: Job, limits: JobLimits) -> Result<Created> {
+        let mut writer = self.writer.lock().await;
+        let (job, events) = match writer.create_job(job, limits)? {
+            Inserted::Existing(job) => return Ok(Created::Existing(job)),
+            Inserted::New(job, events) => (job, events),
+        };
         self.jobs.wrote(
             &job.id,
             Some(CachedJob {
@@ -712,6 +514,7 @@ impl Store for SqliteStore {
                 lease_token: 0,
             }),
         );
+        drop(writer);
         self.hub.publish_events(&job.id, job.last_seq, events);
         if super::runnable(job.state) {
             self.work.notify_one();
@@ -848,56 +651,18 @@ impl Store for SqliteStore {
         fence: Option<&Lease>,
         change: JobChange<'_>,
     ) -> Result<Job> {
-        let (_g, mut tx) = self.begin_write().await?;
+        let mut writer = self.writer.lock().await;
         // Under the writer lock the cached copy is the committed row.
-        let (mut job, lease_token) = match self.jobs.get(id) {
-            Some(cached) => (cached.job.clone(), cached.lease_token),
-            None => {
-                let row: Option<(String, i64)> =
-                    sqlx::query_as("SELECT doc, lease_token FROM jobs WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                let Some((doc, lease_token)) = row else {
-                    return Err(Error::not_found("job"));
-                };
-                (from_json::<Job>(&doc)?, lease_token)
-            }
-        };
-        if fence.is_some_and(|f| f.token != lease_token) {
-            return Err(Error::LeaseLost);
-        }
-        let before = job.state;
-        let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
+        let cached = self.jobs.get(id).map(|c| (c.job.clone(), c.lease_token));
+        let Committed {
+            job,
+            lease_token,
+            before,
+            events,
+        } = writer.commit_job(tenant_id, id, fence, cached, change)?;
+        let Some(events) = events else {
             return Ok(job);
         };
-        Self::insert_events(&mut tx, &events).await?;
-        Self::insert_ledger(&mut tx, &mut job, &ledger).await?;
-        if let Some(ended) = super::month_effect(before, &job) {
-            Self::add_month_usage(&mut tx, &job, 0, Some(ended)).await?;
-        }
-        let delta = super::active_delta(before, job.state);
-        if delta != 0 {
-            sqlx::query(COUNT_ACTIVE)
-                .bind(&job.tenant_id)
-                .bind(delta)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        sqlx::query(
-            "UPDATE jobs SET state = $2, last_seq = $3, updated_ms = $4, doc = $5 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(job.state.as_str())
-        .bind(job.last_seq as i64)
-        .bind(job.updated_ms)
-        .bind(json(&job)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
         self.jobs.wrote(
             id,
             Some(CachedJob {
@@ -905,6 +670,7 @@ impl Store for SqliteStore {
                 lease_token,
             }),
         );
+        drop(writer);
         self.hub.publish_events(id, job.last_seq, events);
         if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
             self.work.notify_one();
@@ -968,18 +734,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
-        let (_g, mut tx) = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0
-             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3",
-        )
-        .bind(&lease.job_id)
-        .bind(owner)
-        .bind(lease.token)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        self.writer.lock().await.release(owner, lease)
     }
 
     async fn brand_markers(
@@ -1054,10 +809,3 @@ impl Store for SqliteStore {
 
 /// (jobs not yet terminal, jobs ever created) of one tenant, from its maintained counters.
 const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tenant_id = $1";
-
-/// Counts a new job (in the create transaction).
-const COUNT_CREATED: &str = "INSERT INTO tenant_job_counts (tenant_id, active, total) VALUES ($1, 1, 1)
-     ON CONFLICT (tenant_id) DO UPDATE SET active = tenant_job_counts.active + 1, total = tenant_job_counts.total + 1";
-
-/// Moves a job in or out of the active count (in the transaction of its transition).
-const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";
