@@ -231,7 +231,7 @@ fn markdown(
         );
     }
     o.push_str(
-        "\n**3. History**: a tenant whose prior jobs (delivered this month, with their ledger lines) were written into SQLite before the server started. CreateJob: 4 closed-loop callers, brand_campaign (stops at review). GetUsage: 1 caller.\n\n",
+        "\n**3. History**: a tenant whose prior jobs (delivered this month, with their ledger lines) were written into SQLite before the server started, with the tenant's maintained counter and monthly rows raised to match. GetUsage first (1 caller), then CreateJob: 4 closed-loop callers, brand_campaign (stops at review).\n\n",
     );
     o.push_str("| prior jobs | seeding s | CreateJob/s | CreateJob p50 / p99 ms | GetUsage/s | GetUsage p50 / p99 ms | jobs in usage | errors | load avg |\n");
     o.push_str("|---:|---:|---:|---|---:|---|---:|---:|---:|\n");

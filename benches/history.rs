@@ -82,6 +82,26 @@ async fn seed(
             .await?
             .rows_affected();
     anyhow::ensure!(updated == 1, "no tenant_job_counts row for the tenant");
+    // The maintained monthly rows hold the template's figures alone: scale them to every copy.
+    let k = n + 1;
+    let usage = sqlx::query(
+        "UPDATE tenant_month_usage SET jobs = jobs * $1, certified_jobs = certified_jobs * $1,
+             billed = billed * $1, delivered_seconds = delivered_seconds * $1 WHERE tenant_id = $2",
+    )
+    .bind(k)
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    anyhow::ensure!(usage == 1, "no tenant_month_usage row for the tenant");
+    sqlx::query(
+        "UPDATE tenant_month_spend SET billable = billable * $1, metered = metered * $1
+         WHERE tenant_id = $2",
+    )
+    .bind(k)
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     conn.close().await?;
     Ok(())
@@ -129,6 +149,20 @@ async fn one(s: &Settings, prior: usize) -> anyhow::Result<History> {
         .into_inner();
     let window = Duration::from_secs_f64(s.seconds.max(1.0) * if s.quick { 1.0 } else { 1.5 });
 
+    let mut raw = conns[0].costs().raw();
+    let mut usage_hist = histogram();
+    let end = Instant::now() + window;
+    let (mut reads, mut errors) = (0, 0);
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        if raw.get_usage(pb::GetUsageRequest::default()).await.is_ok() {
+            reads += 1;
+            usage_hist.saturating_record(t0.elapsed().as_micros() as u64);
+        } else {
+            errors += 1;
+        }
+    }
+
     // CreateJob: brand_campaign jobs stop at manifest review, so little runs behind them.
     let end = Instant::now() + window;
     let tag = unix_micros();
@@ -164,7 +198,7 @@ async fn one(s: &Settings, prior: usize) -> anyhow::Result<History> {
         })
         .collect();
     let mut create_hist = histogram();
-    let (mut created, mut errors) = (0, 0);
+    let mut created = 0;
     for t in tasks {
         let (h, o, e) = t.await?;
         let _ = create_hist.add(&h);
@@ -172,22 +206,7 @@ async fn one(s: &Settings, prior: usize) -> anyhow::Result<History> {
         errors += e;
     }
     let create_rps = created as f64 / window.as_secs_f64();
-    // Let the created jobs reach review before reading usage.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut raw = conns[0].costs().raw();
-    let mut usage_hist = histogram();
-    let end = Instant::now() + window;
-    let mut reads = 0;
-    while Instant::now() < end {
-        let t0 = Instant::now();
-        if raw.get_usage(pb::GetUsageRequest::default()).await.is_ok() {
-            reads += 1;
-            usage_hist.saturating_record(t0.elapsed().as_micros() as u64);
-        } else {
-            errors += 1;
-        }
-    }
     let out = History {
         prior_jobs: prior.max(1),
         seed_seconds,

@@ -452,6 +452,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The states of a job not yet over, as SQL (an index seek each, unlike `NOT IN` terminal ones).
+const UNFINISHED_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'AWAITING_APPROVAL', 'RENDERING', 'QUALITY_CHECK', 'AWAITING_FINAL_APPROVAL')";
+
 /// What a commit's ledger lines add to the tenant's monthly spend rows: (month start, billable,
 /// metered) per month, in micros (one row in practice; two across a month's end).
 fn spend_by_month(ledger: &[LedgerEntry]) -> Vec<(i64, i64, i64)> {
@@ -472,4 +475,28 @@ fn spend_by_month(ledger: &[LedgerEntry]) -> Vec<(i64, i64, i64)> {
         }
     }
     months
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_sql_lists_every_state_not_terminal() {
+        let states = [
+            JobState::Queued,
+            JobState::Planning,
+            JobState::AwaitingApproval,
+            JobState::Rendering,
+            JobState::QualityCheck,
+            JobState::AwaitingFinalApproval,
+            JobState::Delivered,
+            JobState::Cancelled,
+            JobState::Failed,
+        ];
+        for state in states {
+            let listed = UNFINISHED_SQL.contains(&format!("'{}'", state.as_str()));
+            assert_eq!(listed, !state.is_terminal(), "{state:?}");
+        }
+    }
 }

@@ -799,9 +799,12 @@ impl Store for PgStore {
         .map_err(db_err)?;
         let (jobs, certified_jobs, billed, delivered_seconds) = row.unwrap_or_default();
         // Unfinished jobs are few (bounded by the tier's concurrency): read their current bills.
-        let docs: Vec<Json<Job>> = sqlx::query_scalar(
-            "SELECT doc FROM jobs WHERE tenant_id = $1 AND state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') AND created_at >= $2",
-        )
+        // The states are listed so the (tenant, state) index seeks them: the history (terminal
+        // jobs) is never scanned.
+        let docs: Vec<Json<Job>> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT doc FROM jobs WHERE tenant_id = $1 AND {} AND created_at >= $2",
+            super::UNFINISHED_SQL
+        )))
         .bind(tenant_id)
         .bind(at(month_start_ms))
         .fetch_all(&self.pool)

@@ -594,9 +594,12 @@ impl Store for SqliteStore {
         .map_err(db_err)?;
         let (jobs, certified_jobs, billed, delivered_seconds) = row.unwrap_or_default();
         // Unfinished jobs are few (bounded by the tier's concurrency): read their current bills.
-        let docs: Vec<String> = sqlx::query_scalar(
-            "SELECT doc FROM jobs WHERE tenant_id = $1 AND state NOT IN ('DELIVERED', 'CANCELLED', 'FAILED') AND created_ms >= $2",
-        )
+        // The states are listed so the (tenant, state) index seeks them: the history (terminal
+        // jobs) is never scanned.
+        let docs: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT doc FROM jobs WHERE tenant_id = $1 AND {} AND created_ms >= $2",
+            super::UNFINISHED_SQL
+        )))
         .bind(tenant_id)
         .bind(month_start_ms)
         .fetch_all(&self.pool)
