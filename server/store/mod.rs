@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::events::EventHub;
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What `create_job` found.
@@ -449,6 +450,65 @@ pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
+    }
+}
+
+/// The last committed state of recently used rows, kept by a store that sees every write of them
+/// (SQLite: every write; PostgreSQL: a lease holder's own commits, see `PgStore`). A reader that
+/// loaded a row races writers: [`RowCache::fill`] keeps its copy only if no write happened since
+/// [`RowCache::before_read`], and writers record their rows after committing.
+pub(crate) struct RowCache<T> {
+    entries: quick_cache::sync::Cache<String, Arc<T>>,
+    /// Bumped by every write, under `fill`: a reader that loaded a row before a write must not
+    /// put its older copy back after the writer stored the new one.
+    writes: AtomicU64,
+    fill: std::sync::Mutex<()>,
+}
+
+impl<T> RowCache<T> {
+    pub(crate) fn new(capacity: usize) -> RowCache<T> {
+        RowCache {
+            entries: quick_cache::sync::Cache::new(capacity),
+            writes: AtomicU64::new(0),
+            fill: std::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<T>> {
+        self.entries.get(id)
+    }
+
+    /// The write counter to pass to [`RowCache::fill`] for a row about to be read.
+    pub(crate) fn before_read(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Caches a row read outside the writer lock, unless a write happened since `before_read`.
+    pub(crate) fn fill(&self, seen: u64, id: &str, value: impl FnOnce() -> T) {
+        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        if self.writes.load(Ordering::Acquire) == seen {
+            self.entries.insert(id.to_string(), Arc::new(value()));
+        }
+    }
+
+    /// Records a committed write (after the commit, under the writer lock): `value` is the row
+    /// now, or `None` to forget it.
+    /// Forgets every row (a store that may have missed writes).
+    pub(crate) fn clear(&self) {
+        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        self.entries.clear();
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn wrote(&self, id: &str, value: Option<T>) {
+        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => self.entries.insert(id.to_string(), Arc::new(v)),
+            None => {
+                self.entries.remove(id);
+            }
+        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -6,7 +6,7 @@
 //! connection feeds them to this replica's watchers and claim loop, reconnecting after a loss.
 
 use super::{
-    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, Store,
+    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, RowCache, Store,
     apply_change, bad_column, check_limits, job_page_sql, lease_ttl_ms, number_events,
     record_transition,
 };
@@ -39,7 +39,19 @@ pub struct PgStore {
     hub: Arc<EventHub>,
     work: Arc<tokio::sync::Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// The lease holder's reads of its jobs (`job_by_id`): this replica's own commits as it made
+    /// them. An entry is dropped when this replica claims the job (another may have changed it
+    /// meanwhile) and when another replica's commit of it is announced; partner reads (`job`)
+    /// always read the database.
+    jobs: Arc<RowCache<Job>>,
+    /// Commits of one job from this process are serialised (they are by the row lock anyway), so
+    /// their cache updates land in commit order.
+    commit_locks: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Jobs kept for their lease holders.
+const CACHED_JOBS: usize = 8192;
+const COMMIT_LOCK_STRIPES: usize = 64;
 
 impl Drop for PgStore {
     fn drop(&mut self) {
@@ -208,13 +220,23 @@ impl PgStore {
             .test_before_acquire(false)
             .connect_lazy_with(options.clone());
         let work = Arc::new(tokio::sync::Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), hub.clone(), work.clone()));
+        let jobs = Arc::new(RowCache::new(CACHED_JOBS));
+        let listener = tokio::spawn(listen(
+            pool.clone(),
+            hub.clone(),
+            work.clone(),
+            jobs.clone(),
+        ));
         Ok(PgStore {
             pool,
             leases,
             hub,
             work,
             listener,
+            jobs,
+            commit_locks: (0..COMMIT_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
     }
 
@@ -267,13 +289,15 @@ impl PgStore {
         Ok(())
     }
 
-    async fn insert_ledger(
+    /// Numbers a commit's ledger lines: the job's count before them (from its document, or
+    /// counted for documents written before it was kept), then records the new count.
+    async fn ledger_lines(
         tx: &mut Transaction<'static, Postgres>,
         job: &mut Job,
         ledger: &[LedgerEntry],
-    ) -> Result<()> {
+    ) -> Result<i64> {
         if ledger.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let lines: i64 = match job.ledger_lines {
             Some(n) => i64::from(n),
@@ -283,6 +307,19 @@ impl PgStore {
                 .await
                 .map_err(db_err)?,
         };
+        job.ledger_lines = Some((lines + ledger.len() as i64) as u32);
+        Ok(lines)
+    }
+
+    async fn insert_ledger(
+        tx: &mut Transaction<'static, Postgres>,
+        job: &Job,
+        lines: i64,
+        ledger: &[LedgerEntry],
+    ) -> Result<()> {
+        if ledger.is_empty() {
+            return Ok(());
+        }
         for (i, entry) in ledger.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
@@ -317,7 +354,6 @@ impl PgStore {
             .await
             .map_err(db_err)?;
         }
-        job.ledger_lines = Some((lines + ledger.len() as i64) as u32);
         Ok(())
     }
 
@@ -379,14 +415,24 @@ impl PgStore {
             .fetch_optional(&self.leases)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(lease_from).transpose()
+        let lease = row.as_ref().map(lease_from).transpose()?;
+        if let Some(lease) = &lease {
+            // Others may have changed the job since this replica last held it.
+            self.jobs.wrote(&lease.job_id, None);
+        }
+        Ok(lease)
     }
 }
 
 /// Feeds NOTIFY messages to the hub and the claim loop. `PgListener` reconnects by itself; what was
 /// sent while it was away is lost, so after a reconnect it wakes the claim loop (which then scans)
 /// and watchers keep their polling backstop.
-async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>) {
+async fn listen(
+    pool: PgPool,
+    hub: Arc<EventHub>,
+    work: Arc<tokio::sync::Notify>,
+    jobs: Arc<RowCache<Job>>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -407,6 +453,8 @@ async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>
         // Whatever was announced while the listener was away: claim loops scan, watchers re-read.
         work.notify_one();
         hub.resync_all();
+        // Commits announced while away are unknown: no cached job can be trusted.
+        jobs.clear();
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => match n.channel() {
@@ -414,6 +462,10 @@ async fn listen(pool: PgPool, hub: Arc<EventHub>, work: Arc<tokio::sync::Notify>
                         if let Some((job, seq)) = n.payload().rsplit_once(':')
                             && let Ok(seq) = seq.parse::<u64>()
                         {
+                            // Another replica's commit (this one's own are cached up to `seq`).
+                            if jobs.get(job).is_none_or(|j| j.last_seq < seq) {
+                                jobs.wrote(job, None);
+                            }
                             share_remote_commit(&pool, &hub, job, seq).await;
                         }
                     }
@@ -743,7 +795,15 @@ impl Store for PgStore {
     }
 
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
-        self.job_doc(id, None).await
+        if let Some(job) = self.jobs.get(id) {
+            return Ok(Some(Job::clone(&job)));
+        }
+        let seen = self.jobs.before_read();
+        let job = self.job_doc(id, None).await?;
+        if let Some(job) = &job {
+            self.jobs.fill(seen, id, || job.clone());
+        }
+        Ok(job)
     }
 
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
@@ -855,6 +915,9 @@ impl Store for PgStore {
         fence: Option<&Lease>,
         change: JobChange<'_>,
     ) -> Result<Job> {
+        let _serial = self.commit_locks[stripe_of(id, self.commit_locks.len())]
+            .lock()
+            .await;
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT doc, lease_token FROM jobs WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -874,19 +937,42 @@ impl Store for PgStore {
         let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
             return Ok(job);
         };
-        Self::insert_events(&mut tx, &events).await?;
-        Self::insert_ledger(&mut tx, &mut job, &ledger).await?;
+        // The ledger's line count is in the document: number the lines before writing it.
+        let lines = Self::ledger_lines(&mut tx, &mut job, &ledger).await?;
+        // The job's own rows in one statement: its events, its document and the announcement
+        // (NOTIFY is delivered at commit).
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
+        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
+        let announce = if events.is_empty() {
+            String::new()
+        } else {
+            format!("{id}:{}", job.last_seq)
+        };
         sqlx::query(
-            "UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1",
+            "WITH ev AS (
+                 INSERT INTO job_events (job_id, seq, created_at, doc)
+                 SELECT $1, * FROM UNNEST($6::bigint[], $7::timestamptz[], $8::jsonb[])
+             ), j AS (
+                 UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1
+                 RETURNING 1
+             )
+             SELECT pg_notify($9, $10) FROM j WHERE $10 <> ''",
         )
         .bind(id)
         .bind(job.state.as_str())
         .bind(job.last_seq as i64)
         .bind(at(job.updated_ms))
         .bind(Json(&job))
+        .bind(&seqs)
+        .bind(&times)
+        .bind(&docs)
+        .bind(EVENTS_CHANNEL)
+        .bind(&announce)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        Self::insert_ledger(&mut tx, &job, lines, &ledger).await?;
         // The tenant's counter rows are shared by all its jobs: touch them last, so their row
         // locks are held for the shortest time.
         if let Some(ended) = super::month_effect(before, &job) {
@@ -901,13 +987,11 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
         }
-        if !events.is_empty() {
-            notify(&mut tx, EVENTS_CHANNEL, &format!("{id}:{}", job.last_seq)).await?;
-        }
         if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
             notify(&mut tx, WORK_CHANNEL, id).await?;
         }
         tx.commit().await.map_err(db_err)?;
+        self.jobs.wrote(id, Some(job.clone()));
         self.hub.publish_events(id, job.last_seq, events);
         record_transition(before, &job);
         Ok(job)
@@ -1055,3 +1139,12 @@ const COUNT_CREATED: &str = "INSERT INTO tenant_job_counts (tenant_id, active, t
 
 /// Moves a job in or out of the active count (in the transaction of its transition).
 const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";
+
+/// The stripe of `commit_locks` a job's commits take (a stable hash of its id).
+fn stripe_of(id: &str, stripes: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % stripes as u64) as usize
+}

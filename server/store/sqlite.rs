@@ -2,6 +2,7 @@
 //! in-process (SQLite allows one writer; waiting on a mutex beats busy-retrying), documents are
 //! JSON text, instants unix milliseconds, money integer micro-USD.
 
+use super::RowCache;
 use super::sqlite_writer::{Committed, Inserted, Writer};
 use super::{
     Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, Store, bad_column,
@@ -21,7 +22,6 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub struct SqliteStore {
@@ -36,18 +36,6 @@ pub struct SqliteStore {
     tenants: RowCache<Tenant>,
 }
 
-/// The last committed state of recently used rows (jobs, tenants). SQLite serves one process and
-/// every write of a cached row goes through this store under the writer lock, so an entry is never
-/// stale: a read skips the query (and a job's JSON parse), and a commit skips re-reading the job it
-/// changes.
-struct RowCache<T> {
-    entries: quick_cache::sync::Cache<String, Arc<T>>,
-    /// Bumped by every write, under `fill`: a reader that loaded a row before a write must not
-    /// put its older copy back after the writer stored the new one.
-    writes: AtomicU64,
-    fill: std::sync::Mutex<()>,
-}
-
 struct CachedJob {
     job: Job,
     lease_token: i64,
@@ -56,46 +44,6 @@ struct CachedJob {
 /// Jobs kept in memory (a few KiB each), and tenants.
 const CACHED_JOBS: usize = 8192;
 const CACHED_TENANTS: usize = 4096;
-
-impl<T> RowCache<T> {
-    fn new(capacity: usize) -> RowCache<T> {
-        RowCache {
-            entries: quick_cache::sync::Cache::new(capacity),
-            writes: AtomicU64::new(0),
-            fill: std::sync::Mutex::new(()),
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<T>> {
-        self.entries.get(id)
-    }
-
-    /// The write counter to pass to [`RowCache::fill`] for a row about to be read.
-    fn before_read(&self) -> u64 {
-        self.writes.load(Ordering::Acquire)
-    }
-
-    /// Caches a row read outside the writer lock, unless a write happened since `before_read`.
-    fn fill(&self, seen: u64, id: &str, value: impl FnOnce() -> T) {
-        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
-        if self.writes.load(Ordering::Acquire) == seen {
-            self.entries.insert(id.to_string(), Arc::new(value()));
-        }
-    }
-
-    /// Records a committed write (after the commit, under the writer lock): `value` is the row
-    /// now, or `None` to forget it.
-    fn wrote(&self, id: &str, value: Option<T>) {
-        let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
-        match value {
-            Some(v) => self.entries.insert(id.to_string(), Arc::new(v)),
-            None => {
-                self.entries.remove(id);
-            }
-        }
-        self.writes.fetch_add(1, Ordering::AcqRel);
-    }
-}
 
 /// The one place SQLite errors become domain errors: a busy or locked database and a pool that
 /// cannot hand out a connection are worth retrying; a constraint violation is the caller's conflict.
