@@ -12,7 +12,7 @@
 //! 3. history (`history.rs`): CreateJob rate and GetUsage latency for a tenant with 0, 10k and
 //!    100k prior jobs;
 //! 4. end to end (`e2e.rs`): jobs/s with a zero-latency sandbox, 32 concurrent, SQLite and
-//!    PostgreSQL (when its binaries are found);
+//!    PostgreSQL with 1 and 3 replicas on one database (when its binaries are found);
 //! 5. media (`media.rs`, in this process, unpinned): the data plane's CPU cost.
 //!
 //! Prints markdown tables (also written to `target/bench-results.md`, the source of the README's
@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let unary = unary::run(&s, dir.path(), &server, &secret).await?;
     eprintln!("aiprod bench: end-to-end jobs on SQLite ...");
     let (_, job_secret) = tenant_key(&server.endpoint, "bench-e2e-sqlite").await?;
-    let sqlite = e2e::e2e(&s, "sqlite", &server, &job_secret).await?;
+    let sqlite = e2e::e2e(&s, "sqlite", &[&server], &job_secret).await?;
     server.stop().await?;
 
     // 2. Fan-out, with a small sandbox latency so events are spread out, and the least media
@@ -85,8 +85,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. End to end on PostgreSQL.
     eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
-    let postgres = e2e::e2e_postgres(&s).await?;
-    let jobs = [sqlite, postgres];
+    let mut jobs = vec![sqlite];
+    jobs.extend(e2e::e2e_postgres(&s).await?);
 
     // 5. Media, on every CPU.
     let media = if s.media {

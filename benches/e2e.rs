@@ -1,7 +1,8 @@
 //! Section 4, end to end: `quick_social` jobs per second with zero sandbox latency, created
 //! concurrently and watched to DELIVERED, on SQLite and on a throwaway PostgreSQL cluster
-//! (`initdb` + `pg_ctl`); every job renders, measures and assembles real video at 160x90. The
-//! server runs in its own process; its CPU over the run is reported beside the rate.
+//! (`initdb` + `pg_ctl`) with 1 and 3 replicas; every job renders, measures and assembles real
+//! video at 160x90. Each server runs in its own process; their CPU over the run is reported
+//! beside the rate.
 
 use crate::common::*;
 use aiprod_sdk::pb;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 // 3. End-to-end jobs per second
 
 pub struct E2e {
-    pub database: &'static str,
+    /// `sqlite`, or `postgres ×N` (N replicas on one database).
+    pub database: String,
     pub concurrency: usize,
     pub seconds: f64,
     pub delivered: u64,
@@ -30,9 +32,9 @@ pub struct E2e {
 }
 
 impl E2e {
-    pub fn new(database: &'static str, concurrency: usize, seconds: f64) -> E2e {
+    pub fn new(database: &str, concurrency: usize, seconds: f64) -> E2e {
         E2e {
-            database,
+            database: database.to_string(),
             concurrency,
             seconds,
             delivered: 0,
@@ -47,7 +49,7 @@ impl E2e {
         }
     }
 
-    pub fn skipped(database: &'static str, concurrency: usize, why: String) -> E2e {
+    pub fn skipped(database: &str, concurrency: usize, why: String) -> E2e {
         E2e {
             skipped: Some(why),
             ..E2e::new(database, concurrency, 0.0)
@@ -80,28 +82,34 @@ impl E2e {
 /// Jobs delivered within the measured window count; latency is CreateJob sent → DELIVERED received.
 pub async fn e2e(
     s: &Settings,
-    database: &'static str,
-    server: &ServerProc,
+    database: &str,
+    servers: &[&ServerProc],
     secret: &str,
 ) -> anyhow::Result<E2e> {
-    let conns = clients(&server.endpoint, secret, s.connections).await?;
+    // The load is spread over every replica (workers round-robin over the connections).
+    let mut conns = Vec::new();
+    for server in servers {
+        conns.extend(clients(&server.endpoint, secret, s.connections).await?);
+    }
     // Jobs started together finish together: warm up until the first wave has gone through.
     let measure_from = Instant::now() + Duration::from_secs_f64(s.e2e_warmup());
     let end = measure_from + Duration::from_secs_f64(s.e2e_seconds);
-    // The server's CPU over the measured window only.
-    let pid = server.pid;
+    // The servers' CPU over the measured window only.
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
     let cpu_window = tokio::spawn(async move {
+        let total = |pids: &[u32]| -> Option<f64> { pids.iter().map(|p| cpu_seconds(*p)).sum() };
         tokio::time::sleep_until(measure_from.into()).await;
-        let c0 = cpu_seconds(pid);
+        let c0 = total(&pids);
         tokio::time::sleep_until(end.into()).await;
-        Some(cpu_seconds(pid)? - c0?)
+        Some(total(&pids)? - c0?)
     });
     let tag = unix_micros();
     let tasks: Vec<_> = (0..s.job_concurrency)
         .map(|w| {
             let client = conns[w % conns.len()].clone();
+            let database = database.to_string();
             tokio::spawn(async move {
-                let mut out = E2e::new(database, 1, 0.0);
+                let mut out = E2e::new(&database, 1, 0.0);
                 let mut n = 0_u64;
                 while Instant::now() < end {
                     n += 1;
@@ -275,8 +283,11 @@ impl Drop for PgCluster {
     }
 }
 
-pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<E2e> {
-    let skip = |why: String| Ok(E2e::skipped("postgres", s.job_concurrency, why));
+/// End to end on PostgreSQL with 1, then 3 replicas sharing one database (the load spread over
+/// them); on a 2-core machine every replica shares the servers' core, so this shows the cost of
+/// coordination more than scale.
+pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<Vec<E2e>> {
+    let skip = |why: String| Ok(vec![E2e::skipped("postgres", s.job_concurrency, why)]);
     if s.postgres == "0" {
         return skip("AIPROD_BENCH_POSTGRES=0".into());
     }
@@ -290,11 +301,28 @@ pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<E2e> {
         Err(e) if !required => return skip(format!("could not start PostgreSQL: {e}")),
         Err(e) => return Err(e),
     };
-    let dir = tempfile::tempdir()?;
-    let server = ServerProc::aiprod(s, dir.path(), Some(&cluster.url), 0, SHORT_SIDE).await?;
-    let (_, secret) = tenant_key(&server.endpoint, "bench-e2e-postgres").await?;
-    let result = e2e(s, "postgres", &server, &secret).await;
-    server.stop().await?;
+    let mut out = Vec::new();
+    for replicas in [1_usize, 3] {
+        let dir = tempfile::tempdir()?;
+        let mut servers = Vec::new();
+        for r in 0..replicas {
+            let sub = dir.path().join(format!("replica-{r}"));
+            std::fs::create_dir_all(&sub)?;
+            servers.push(ServerProc::aiprod(s, &sub, Some(&cluster.url), 0, SHORT_SIDE).await?);
+        }
+        let (_, secret) = tenant_key(
+            &servers[0].endpoint,
+            &format!("bench-e2e-postgres-{replicas}"),
+        )
+        .await?;
+        let refs: Vec<&ServerProc> = servers.iter().collect();
+        let label = format!("postgres ×{replicas}");
+        let result = e2e(s, &label, &refs, &secret).await;
+        for server in servers {
+            server.stop().await?;
+        }
+        out.push(result?);
+    }
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
-    result
+    Ok(out)
 }
