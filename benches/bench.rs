@@ -26,7 +26,8 @@
 //! (200), `AIPROD_BENCH_FANOUT_LATENCY_MS` (20), `AIPROD_BENCH_IDLE_SECONDS` (4, 2),
 //! `AIPROD_BENCH_HISTORY` ("0,10000,100000", "0,10000"), `AIPROD_BENCH_JOB_CONCURRENCY` (32),
 //! `AIPROD_BENCH_E2E_SECONDS` (6, 3; after 3 s of warm-up), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
-//! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
+//! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_SECTIONS` (the sections to run, comma-separated
+//! among `unary,fanout,history,e2e,media`; default all), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
 //! (the server binary; default the `aiprod` built with this bench), `AIPROD_PG_BIN`.
 
 mod common;
@@ -40,6 +41,8 @@ use common::*;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Instant;
+
+const SKIPPED: &str = "not in AIPROD_BENCH_SECTIONS";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,35 +64,54 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // 1. Unary, then 4. end to end on SQLite, on one server (zero sandbox latency).
-    let server = ServerProc::aiprod(&s, &sub("unary")?, None, 0, SHORT_SIDE).await?;
-    let (_, secret) = tenant_key(&server.endpoint, "bench-unary").await?;
-    let unary = unary::run(&s, dir.path(), &server, &secret).await?;
-    eprintln!("aiprod bench: end-to-end jobs on SQLite ...");
-    let (_, job_secret) = tenant_key(&server.endpoint, "bench-e2e-sqlite").await?;
-    let sqlite = e2e::e2e(&s, "sqlite", &server, &job_secret).await?;
-    server.stop().await?;
+    let mut unary = Vec::new();
+    let mut sqlite = e2e::E2e::skipped("sqlite", s.job_concurrency, SKIPPED.into());
+    if s.section("unary") || s.section("e2e") {
+        let server = ServerProc::aiprod(&s, &sub("unary")?, None, 0, SHORT_SIDE).await?;
+        if s.section("unary") {
+            let (_, secret) = tenant_key(&server.endpoint, "bench-unary").await?;
+            unary = unary::run(&s, dir.path(), &server, &secret).await?;
+        }
+        if s.section("e2e") {
+            eprintln!("aiprod bench: end-to-end jobs on SQLite ...");
+            let (_, job_secret) = tenant_key(&server.endpoint, "bench-e2e-sqlite").await?;
+            sqlite = e2e::e2e(&s, "sqlite", &server, &job_secret).await?;
+        }
+        server.stop().await?;
+    }
 
     // 2. Fan-out, with a small sandbox latency so events are spread out, and the least media
     // work (28x16 clips).
-    let fan_server = ServerProc::aiprod(&s, &sub("fanout")?, None, s.fanout_latency_ms, 16).await?;
-    let (_, fan_secret) = tenant_key(&fan_server.endpoint, "bench-fanout").await?;
     let mut fan = Vec::new();
-    for &n in &s.streams {
-        eprintln!("aiprod bench: fan-out, {n} streams on one job ...");
-        fan.push(fanout::run(&s, &fan_server, &fan_secret, n).await?);
+    if s.section("fanout") {
+        let fan_server =
+            ServerProc::aiprod(&s, &sub("fanout")?, None, s.fanout_latency_ms, 16).await?;
+        let (_, fan_secret) = tenant_key(&fan_server.endpoint, "bench-fanout").await?;
+        for &n in &s.streams {
+            eprintln!("aiprod bench: fan-out, {n} streams on one job ...");
+            fan.push(fanout::run(&s, &fan_server, &fan_secret, n).await?);
+        }
+        fan_server.stop().await?;
     }
-    fan_server.stop().await?;
 
     // 3. History.
-    let history = history::run(&s).await?;
+    let history = if s.section("history") {
+        history::run(&s).await?
+    } else {
+        Vec::new()
+    };
 
     // 4. End to end on PostgreSQL.
-    eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
-    let postgres = e2e::e2e_postgres(&s).await?;
+    let postgres = if s.section("e2e") {
+        eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
+        e2e::e2e_postgres(&s).await?
+    } else {
+        e2e::E2e::skipped("postgres", s.job_concurrency, SKIPPED.into())
+    };
     let jobs = [sqlite, postgres];
 
     // 5. Media, on every CPU.
-    let media = if s.media {
+    let media = if s.media && s.section("media") {
         s.pin.release(cpus);
         eprintln!("aiprod bench: media ...");
         media::run().await?

@@ -6,24 +6,61 @@
 //! event, a slow watcher only delays itself, and idle watchers cost nothing (no polling).
 
 use crate::domain::job::Event;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 /// What was last committed for a job: the sequence it reached, and the events of that commit when
 /// the committing process knows them (empty when only the sequence is known, e.g. a notification
-/// from another replica).
+/// from another replica), preceded by up to `RECENT` events of the commits before it, so that a
+/// watcher a few commits behind (many streams on one core) catches up from memory, not from the
+/// database.
 #[derive(Clone, Debug, Default)]
 pub struct Committed {
     pub up_to: u64,
-    pub events: Arc<[Event]>,
+    /// Consecutive events, in sequence order, ending at `up_to` when not empty.
+    pub events: Arc<[Arc<SharedEvent>]>,
+}
+
+/// Events of earlier commits kept in a job's latest batch.
+pub const RECENT: usize = 64;
+
+/// A committed event shared by every watcher of the job in this process, with its wire form: made
+/// once, by the first stream that sends it, and shared by all the others (so an event is converted
+/// and encoded once, not once per stream).
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: Event,
+    wire: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> SharedEvent {
+        SharedEvent {
+            event,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The event's wire form, made by `encode` on first use.
+    pub fn wire(&self, encode: impl FnOnce(&Event) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
+impl std::ops::Deref for SharedEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
 }
 
 impl Committed {
     /// The events after `last` in this batch, if the batch covers everything after `last`
     /// (`None`: there is a gap, read the database).
-    pub fn after(&self, last: u64) -> Option<&[Event]> {
+    pub fn after(&self, last: u64) -> Option<&[Arc<SharedEvent>]> {
         if self.up_to <= last {
             return Some(&[]);
         }
@@ -33,6 +70,27 @@ impl Committed {
         }
         let skip = self.events.iter().take_while(|e| e.seq <= last).count();
         Some(&self.events[skip..])
+    }
+
+    /// This commit's `events` after the recent ones of `previous` (at most `RECENT` of them), when
+    /// they follow on without a gap.
+    fn following(self, previous: &Committed) -> Committed {
+        let (Some(first), Some(prev_last)) = (self.events.first(), previous.events.last()) else {
+            return self;
+        };
+        if prev_last.seq + 1 != first.seq {
+            return self;
+        }
+        let keep = previous.events.len().min(RECENT);
+        let events = previous.events[previous.events.len() - keep..]
+            .iter()
+            .chain(self.events.iter())
+            .cloned()
+            .collect();
+        Committed {
+            up_to: self.up_to,
+            events,
+        }
     }
 }
 
@@ -86,7 +144,10 @@ impl EventHub {
             job_id,
             Committed {
                 up_to,
-                events: events.into(),
+                events: events
+                    .into_iter()
+                    .map(|e| Arc::new(SharedEvent::new(e)))
+                    .collect(),
             },
         );
     }
@@ -111,7 +172,7 @@ impl EventHub {
                 // Never move backwards (notifications may arrive after the local publish).
                 tx.send_if_modified(|current| {
                     if committed.up_to > current.up_to {
-                        *current = committed;
+                        *current = committed.following(current);
                         true
                     } else {
                         false
@@ -180,6 +241,30 @@ mod tests {
         hub.publish("job-a", 2);
         assert!(!a.has_changed().unwrap());
         assert_eq!(hub.watched_up_to("job-a"), Some(3));
+        // The next commit's batch keeps the recent events: a watcher one commit behind catches
+        // up from memory, and shares the events' wire form.
+        let first = batch.events[0].clone();
+        assert_eq!(
+            first.wire(|e| Bytes::from(vec![e.seq as u8])),
+            Bytes::from(vec![2])
+        );
+        hub.publish_events("job-a", 4, vec![event(4)]);
+        let batch = a.borrow_and_update().clone();
+        let seqs: Vec<u64> = batch.after(1).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        assert!(Arc::ptr_eq(&batch.events[0], &first));
+        assert_eq!(
+            batch.events[0].wire(|_| unreachable!()),
+            Bytes::from(vec![2])
+        );
+        // A sequence-only notification (another replica) breaks the chain: a gap.
+        hub.publish("job-a", 6);
+        hub.publish_events("job-a", 7, vec![event(7)]);
+        assert!(a.borrow_and_update().after(5).is_none());
+        for seq in 8..200 {
+            hub.publish_events("job-a", seq, vec![event(seq)]);
+        }
+        assert_eq!(a.borrow().events.len(), RECENT + 1, "bounded");
         drop((a, b));
         for i in 0..3000 {
             drop(hub.subscribe(&format!("job-{i}")));

@@ -213,7 +213,7 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(PresetServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(CostEstimatorServiceServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(RenderServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(api::render::RenderRoutes::new(api.clone(), max))
         .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AdminServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ByteStreamServer::new(api).max_decoding_message_size(max))

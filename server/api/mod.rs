@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod preset;
 pub mod render;
 pub mod transport;
+pub mod wire;
 
 use crate::app::{App, Caller};
 use crate::error::Error;
