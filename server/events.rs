@@ -14,14 +14,16 @@ use tokio::sync::watch;
 
 /// What was last committed for a job: the sequence it reached, and the events of that commit when
 /// the committing process knows them (empty when only the sequence is known, e.g. a notification
-/// from another replica), preceded by up to `RECENT` events of the commits before it, so that a
+/// from another replica), and up to `RECENT` events of the commits just before it, so that a
 /// watcher a few commits behind (many streams on one core) catches up from memory, not from the
 /// database.
 #[derive(Clone, Debug, Default)]
 pub struct Committed {
     pub up_to: u64,
-    /// Consecutive events, in sequence order, ending at `up_to` when not empty.
+    /// This commit's events, in sequence order.
     pub events: Arc<[Arc<SharedEvent>]>,
+    /// Events of the commits before, in sequence order, ending just before `events`.
+    pub earlier: Arc<[Arc<SharedEvent>]>,
 }
 
 /// Events of earlier commits kept in a job's latest batch.
@@ -60,37 +62,32 @@ impl std::ops::Deref for SharedEvent {
 impl Committed {
     /// The events after `last` in this batch, if the batch covers everything after `last`
     /// (`None`: there is a gap, read the database).
-    pub fn after(&self, last: u64) -> Option<&[Arc<SharedEvent>]> {
-        if self.up_to <= last {
-            return Some(&[]);
-        }
-        let first = self.events.first()?.seq;
-        if first > last + 1 {
+    pub fn after(&self, last: u64) -> Option<impl Iterator<Item = &Arc<SharedEvent>>> {
+        let known = || self.earlier.iter().chain(self.events.iter());
+        if self.up_to > last && known().next()?.seq > last + 1 {
             return None;
         }
-        let skip = self.events.iter().take_while(|e| e.seq <= last).count();
-        Some(&self.events[skip..])
+        Some(known().filter(move |e| e.seq > last))
     }
 
-    /// This commit's `events` after the recent ones of `previous` (at most `RECENT` of them), when
-    /// they follow on without a gap.
-    fn following(self, previous: &Committed) -> Committed {
+    /// This commit with the recent events of `previous` (at most `RECENT`) as `earlier`, when its
+    /// events follow them without a gap.
+    fn following(mut self, previous: &Committed) -> Committed {
         let (Some(first), Some(prev_last)) = (self.events.first(), previous.events.last()) else {
             return self;
         };
         if prev_last.seq + 1 != first.seq {
             return self;
         }
-        let keep = previous.events.len().min(RECENT);
-        let events = previous.events[previous.events.len() - keep..]
+        let before = previous.earlier.len() + previous.events.len();
+        self.earlier = previous
+            .earlier
             .iter()
-            .chain(self.events.iter())
+            .chain(previous.events.iter())
+            .skip(before.saturating_sub(RECENT))
             .cloned()
             .collect();
-        Committed {
-            up_to: self.up_to,
-            events,
-        }
+        self
     }
 }
 
@@ -148,6 +145,7 @@ impl EventHub {
                     .into_iter()
                     .map(|e| Arc::new(SharedEvent::new(e)))
                     .collect(),
+                earlier: Arc::from([]),
             },
         );
     }
@@ -159,6 +157,7 @@ impl EventHub {
             Committed {
                 up_to: seq,
                 events: Arc::from([]),
+                earlier: Arc::from([]),
             },
         );
     }
@@ -233,10 +232,10 @@ mod tests {
         b.changed().await.unwrap();
         let batch = a.borrow_and_update().clone();
         assert_eq!(batch.up_to, 3);
-        assert_eq!(batch.after(1).unwrap().len(), 2);
-        assert_eq!(batch.after(2).unwrap().len(), 1);
+        assert_eq!(batch.after(1).unwrap().count(), 2);
+        assert_eq!(batch.after(2).unwrap().count(), 1);
         assert!(batch.after(0).is_none(), "a gap: read the database");
-        assert!(batch.after(3).unwrap().is_empty());
+        assert_eq!(batch.after(3).unwrap().count(), 0);
         // An older notification never replaces a newer batch.
         hub.publish("job-a", 2);
         assert!(!a.has_changed().unwrap());
@@ -250,11 +249,12 @@ mod tests {
         );
         hub.publish_events("job-a", 4, vec![event(4)]);
         let batch = a.borrow_and_update().clone();
-        let seqs: Vec<u64> = batch.after(1).unwrap().iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = batch.after(1).unwrap().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3, 4]);
-        assert!(Arc::ptr_eq(&batch.events[0], &first));
+        assert_eq!(batch.events.len(), 1, "the commit's own events");
+        assert!(Arc::ptr_eq(&batch.earlier[0], &first));
         assert_eq!(
-            batch.events[0].wire(|_| unreachable!()),
+            batch.earlier[0].wire(|_| unreachable!()),
             Bytes::from(vec![2])
         );
         // A sequence-only notification (another replica) breaks the chain: a gap.
@@ -264,7 +264,7 @@ mod tests {
         for seq in 8..200 {
             hub.publish_events("job-a", seq, vec![event(seq)]);
         }
-        assert_eq!(a.borrow().events.len(), RECENT + 1, "bounded");
+        assert_eq!(a.borrow().earlier.len(), RECENT, "bounded");
         drop((a, b));
         for i in 0..3000 {
             drop(hub.subscribe(&format!("job-{i}")));
@@ -278,9 +278,9 @@ mod tests {
     fn a_sequence_only_batch_is_a_gap() {
         let c = Committed {
             up_to: 5,
-            events: Arc::from([]),
+            ..Default::default()
         };
         assert!(c.after(4).is_none());
-        assert_eq!(c.after(5).unwrap().len(), 0);
+        assert_eq!(c.after(5).unwrap().count(), 0);
     }
 }

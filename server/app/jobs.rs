@@ -364,7 +364,10 @@ impl Watcher {
                     match commit.after(self.last) {
                         Some(events) => {
                             for e in events {
-                                self.queue(e.seq, || Watched::Shared(e.clone()));
+                                if e.seq > self.last {
+                                    self.last = e.seq;
+                                    self.pending.push_back(Watched::Shared(e.clone()));
+                                }
                             }
                         }
                         None => self.reading = true,
