@@ -206,13 +206,15 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        // A span per call only where debug logging is on: at the default level it cost more than
+        // the rest of a cached call (the per-method metrics layer counts and times every call).
+        .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(PresetServiceServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(CostEstimatorServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(api::cost::CostRoutes::new(api.clone(), max))
         .add_service(api::render::RenderRoutes::new(api.clone(), max))
         .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AdminServiceServer::new(api.clone()).max_decoding_message_size(max))
