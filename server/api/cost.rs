@@ -85,7 +85,7 @@ where
         let api = self.api.clone();
         let max = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::default())
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(EstimateCostWire(api), req).await)
         })

@@ -231,7 +231,8 @@ where
         let api = self.api.clone();
         let max = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::default())
+            // Events are a few hundred bytes at most (the buffer grows if one is larger).
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.server_streaming(WatchJobWire(api), req).await)
         })

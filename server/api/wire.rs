@@ -5,15 +5,24 @@
 use bytes::{BufMut, Bytes};
 use std::marker::PhantomData;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
 /// Decodes `Req` with prost; encodes messages that are already protobuf bytes.
-pub struct WireCodec<Req>(PhantomData<fn() -> Req>);
+pub struct WireCodec<Req> {
+    buffer_size: usize,
+    request: PhantomData<fn() -> Req>,
+}
 
-impl<Req> Default for WireCodec<Req> {
-    fn default() -> Self {
-        WireCodec(PhantomData)
+impl<Req> WireCodec<Req> {
+    /// `buffer_size`: the initial size of a call's encoding buffer (tonic allocates it when the
+    /// response starts; 8 KiB by default). Small for a stream of small messages: 10,000 streams
+    /// would otherwise hold (and, on their first message, fault in) 80 MiB of buffers.
+    pub fn new(buffer_size: usize) -> Self {
+        WireCodec {
+            buffer_size,
+            request: PhantomData,
+        }
     }
 }
 
@@ -24,7 +33,9 @@ impl<Req: prost::Message + Default + Send + 'static> Codec for WireCodec<Req> {
     type Decoder = RequestDecoder<Req>;
 
     fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
+        BytesEncoder {
+            buffer_size: self.buffer_size,
+        }
     }
 
     fn decoder(&mut self) -> RequestDecoder<Req> {
@@ -33,7 +44,12 @@ impl<Req: prost::Message + Default + Send + 'static> Codec for WireCodec<Req> {
 }
 
 /// Copies an encoded message into the frame.
-pub struct BytesEncoder;
+pub struct BytesEncoder {
+    buffer_size: usize,
+}
+
+/// tonic's default: a response body yields once this much is buffered.
+const YIELD_THRESHOLD: usize = 32 * 1024;
 
 impl Encoder for BytesEncoder {
     type Item = Bytes;
@@ -42,6 +58,10 @@ impl Encoder for BytesEncoder {
     fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put_slice(&item);
         Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(self.buffer_size, YIELD_THRESHOLD)
     }
 }
 
