@@ -26,7 +26,8 @@
 //! (200), `AIPROD_BENCH_FANOUT_LATENCY_MS` (20), `AIPROD_BENCH_IDLE_SECONDS` (4, 2),
 //! `AIPROD_BENCH_HISTORY` ("0,10000,100000", "0,10000"), `AIPROD_BENCH_JOB_CONCURRENCY` (32),
 //! `AIPROD_BENCH_E2E_SECONDS` (6, 3; after 3 s of warm-up), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
-//! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
+//! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_SECTIONS` (the sections to run, comma-separated
+//! among `unary,fanout,history,e2e,media`; default all), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
 //! (the server binary; default the `aiprod` built with this bench), `AIPROD_PG_BIN`.
 
 mod common;
@@ -40,6 +41,8 @@ use common::*;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Instant;
+
+const SKIPPED: &str = "not in AIPROD_BENCH_SECTIONS";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,35 +64,58 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // 1. Unary, then 4. end to end on SQLite, on one server (zero sandbox latency).
-    let server = ServerProc::aiprod(&s, &sub("unary")?, None, 0, SHORT_SIDE).await?;
-    let (_, secret) = tenant_key(&server.endpoint, "bench-unary").await?;
-    let unary = unary::run(&s, dir.path(), &server, &secret).await?;
-    eprintln!("aiprod bench: end-to-end jobs on SQLite ...");
-    let (_, job_secret) = tenant_key(&server.endpoint, "bench-e2e-sqlite").await?;
-    let sqlite = e2e::e2e(&s, "sqlite", &[&server], &job_secret).await?;
-    server.stop().await?;
+    let mut unary = Vec::new();
+    let mut sqlite = e2e::E2e::skipped("sqlite", s.job_concurrency, SKIPPED.into());
+    if s.section("unary") || s.section("e2e") {
+        let server = ServerProc::aiprod(&s, &sub("unary")?, None, 0, SHORT_SIDE).await?;
+        if s.section("unary") {
+            let (_, secret) = tenant_key(&server.endpoint, "bench-unary").await?;
+            unary = unary::run(&s, dir.path(), &server, &secret).await?;
+        }
+        if s.section("e2e") {
+            eprintln!("aiprod bench: end-to-end jobs on SQLite ...");
+            let (_, job_secret) = tenant_key(&server.endpoint, "bench-e2e-sqlite").await?;
+            sqlite = e2e::e2e(&s, "sqlite", &[&server], &job_secret).await?;
+        }
+        server.stop().await?;
+    }
 
     // 2. Fan-out, with a small sandbox latency so events are spread out, and the least media
     // work (28x16 clips).
-    let fan_server = ServerProc::aiprod(&s, &sub("fanout")?, None, s.fanout_latency_ms, 16).await?;
-    let (_, fan_secret) = tenant_key(&fan_server.endpoint, "bench-fanout").await?;
     let mut fan = Vec::new();
-    for &n in &s.streams {
-        eprintln!("aiprod bench: fan-out, {n} streams on one job ...");
-        fan.push(fanout::run(&s, &fan_server, &fan_secret, n).await?);
+    if s.section("fanout") {
+        let fan_server =
+            ServerProc::aiprod(&s, &sub("fanout")?, None, s.fanout_latency_ms, 16).await?;
+        let (_, fan_secret) = tenant_key(&fan_server.endpoint, "bench-fanout").await?;
+        for &n in &s.streams {
+            eprintln!("aiprod bench: fan-out, {n} streams on one job ...");
+            fan.push(fanout::run(&s, &fan_server, &fan_secret, n).await?);
+        }
+        fan_server.stop().await?;
     }
-    fan_server.stop().await?;
 
     // 3. History.
-    let history = history::run(&s).await?;
+    let history = if s.section("history") {
+        history::run(&s).await?
+    } else {
+        Vec::new()
+    };
 
     // 4. End to end on PostgreSQL.
-    eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
     let mut jobs = vec![sqlite];
-    jobs.extend(e2e::e2e_postgres(&s).await?);
+    if s.section("e2e") {
+        eprintln!("aiprod bench: end-to-end jobs on PostgreSQL ...");
+        jobs.extend(e2e::e2e_postgres(&s).await?);
+    } else {
+        jobs.push(e2e::E2e::skipped(
+            "postgres",
+            s.job_concurrency,
+            SKIPPED.into(),
+        ));
+    }
 
     // 5. Media, on every CPU.
-    let media = if s.media {
+    let media = if s.media && s.section("media") {
         s.pin.release(cpus);
         eprintln!("aiprod bench: media ...");
         media::run().await?
@@ -203,16 +229,16 @@ fn markdown(
     }
     let _ = writeln!(
         o,
-        "\n**2. WatchJob fan-out**: N streams on one job (SQLite, sandbox {} ms per shot, a 2-shot brand_campaign job held at review, then approved), {} streams per connection. Memory and CPU are the server process's.\n",
+        "\n**2. WatchJob fan-out**: N streams on one job (SQLite, sandbox {} ms per shot, a 2-shot brand_campaign job held at review, then approved), {} streams per connection. Memory and CPU are the server process's. Probe streams (of the N, opened last) are received on a thread of their own: their latency is the server's, without the load generator's own receive backlog.\n",
         s.fanout_latency_ms, s.streams_per_connection
     );
-    o.push_str("| streams | open s | server KiB per idle stream | server CPU while idle (% of a core, load avg) | commit→receive p50 ms | p99 ms | max ms | events | drain s | server RSS MiB: before / open / after close | errors | load avg |\n");
-    o.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
+    o.push_str("| streams | open s | server KiB per idle stream | server CPU while idle (% of a core, load avg) | commit→receive p50 ms | p99 ms | max ms | probe streams p50 / p99 / max ms | events | drain s | server RSS MiB: before / open / after close | errors | load avg |\n");
+    o.push_str("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|\n");
     let mib = |k: Option<u64>| opt(k.map(|k| format!("{:.1}", k as f64 / 1024.0)));
     for f in fan {
         let _ = writeln!(
             o,
-            "| {} | {:.2} | {} | {} ({}) | {:.2} | {:.2} | {:.2} | {} | {:.2} | {} / {} / {} | {} | {} |",
+            "| {} | {:.2} | {} | {} ({}) | {:.2} | {:.2} | {:.2} | {} : {:.2} / {:.2} / {:.2} | {} | {:.2} | {} / {} / {} | {} | {} |",
             f.streams,
             f.open_seconds,
             opt(f.kib_per_stream().map(|k| format!("{k:.1}"))),
@@ -221,6 +247,10 @@ fn markdown(
             ms(&f.hist, 0.5),
             ms(&f.hist, 0.99),
             max_ms(&f.hist),
+            f.probes,
+            ms(&f.probe_hist, 0.5),
+            ms(&f.probe_hist, 0.99),
+            max_ms(&f.probe_hist),
             f.events,
             f.drain_seconds,
             mib(f.rss_before_kib),

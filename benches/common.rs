@@ -43,6 +43,8 @@ pub struct Settings {
     pub markdown_path: PathBuf,
     pub bin: PathBuf,
     pub pin: Pinning,
+    /// `AIPROD_BENCH_SECTIONS`: the sections to run (`None`: all).
+    pub sections: Option<Vec<String>>,
 }
 
 /// A comma-separated list of positive counts, e.g. "100,500" (0 allowed where `zero`).
@@ -128,7 +130,18 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_aiprod"))),
             pin: Pinning::default(),
+            sections: std::env::var("AIPROD_BENCH_SECTIONS")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.split(',').map(|s| s.trim().to_lowercase()).collect()),
         }
+    }
+
+    /// Whether a section (`unary`, `fanout`, `history`, `e2e`, `media`) is to run.
+    pub fn section(&self, name: &str) -> bool {
+        self.sections
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|s| s == name))
     }
 
     pub fn warmup(&self) -> Duration {
@@ -164,6 +177,7 @@ impl Settings {
             "media": self.media,
             "server_binary": self.bin.display().to_string(),
             "pinning": self.pin.json(),
+            "sections": self.sections,
         })
     }
 }

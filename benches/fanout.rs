@@ -4,6 +4,14 @@
 //! server's CPU while the idle streams stay open, commit-to-receive latency of every event on
 //! every stream (the event's `create_time`, stamped in the committing transaction, against the
 //! receive time), the drain time, and the server's memory once the streams have closed.
+//!
+//! The load generator is one core receiving every message of every stream (110k for 10k streams),
+//! so the all-streams latency includes its own receive lag: it falls behind the server during a
+//! burst. `PROBES` of the N streams (opened last, so the server serves them last of all) are
+//! received on a thread of their own, with its own runtime and connections: it has almost nothing
+//! to do, so the scheduler runs it as soon as its socket is readable, and its latency is the
+//! server's commit-to-delivery time (at the back of the fan-out) rather than the load generator's
+//! backlog.
 
 use crate::common::*;
 use aiprod_sdk::{Client, pb};
@@ -26,6 +34,9 @@ pub struct Fanout {
     pub events: u64,
     pub drain_seconds: f64,
     pub hist: Histogram<u64>,
+    /// The probe streams' latency (see the module's doc).
+    pub probe_hist: Histogram<u64>,
+    pub probes: usize,
     pub load: f64,
     pub errors: u64,
     pub first_error: Option<String>,
@@ -39,6 +50,8 @@ impl Fanout {
 
     pub fn json(&self) -> Value {
         let mut v = latency_json(&self.hist);
+        v["probe_streams"] = json!(self.probes);
+        v["probe_latency"] = latency_json(&self.probe_hist);
         v["streams"] = json!(self.streams);
         v["jobs"] = json!(1);
         v["connections"] = json!(self.connections);
@@ -119,12 +132,80 @@ async fn one_stream(
     (hist, received, error)
 }
 
+/// Streams received on a thread of their own: (latency, events received, errors, first error).
+fn probe_thread(
+    endpoint: String,
+    secret: String,
+    job_id: String,
+    open_seq: u64,
+    probes: usize,
+    ready: mpsc::UnboundedSender<()>,
+) -> std::thread::JoinHandle<(Histogram<u64>, u64, u64, Option<String>)> {
+    std::thread::spawn(move || {
+        let mut hist = histogram();
+        let (mut events, mut errors, mut first_error) = (0, 0, None);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => return (hist, 0, 1, Some(format!("probe runtime: {e}"))),
+        };
+        runtime.block_on(async {
+            let conns = match clients(&endpoint, &secret, probes.div_ceil(8)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    for _ in 0..probes {
+                        let _ = ready.send(());
+                    }
+                    errors += 1;
+                    first_error = Some(format!("probe connections: {e}"));
+                    return;
+                }
+            };
+            let tasks: Vec<_> = (0..probes)
+                .map(|i| {
+                    tokio::spawn(one_stream(
+                        conns[i % conns.len()].clone(),
+                        job_id.clone(),
+                        open_seq,
+                        ready.clone(),
+                    ))
+                })
+                .collect();
+            drop(ready);
+            for t in tasks {
+                match t.await {
+                    Ok((h, received, error)) => {
+                        let _ = hist.add(&h);
+                        events += received;
+                        if let Some(e) = error {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+        });
+        (hist, events, errors, first_error)
+    })
+}
+
+/// Probe streams among the N (see the module's doc).
+const PROBES: usize = 16;
+
 pub async fn run(
     s: &Settings,
     server: &ServerProc,
     secret: &str,
     streams: usize,
 ) -> anyhow::Result<Fanout> {
+    let probes = PROBES.min(streams / 2);
+    let loaded = streams - probes;
     let connections = streams.div_ceil(s.streams_per_connection);
     let conns = clients(&server.endpoint, secret, connections).await?;
     let control = Client::connect(server.endpoint.clone(), secret).await?;
@@ -150,8 +231,8 @@ pub async fn run(
     let mut tasks: Vec<JoinHandle<_>> = Vec::with_capacity(streams);
     // In batches, so that the figure is the memory of open streams rather than the peak of a burst.
     let all_ready = tokio::time::timeout(Duration::from_secs(120), async {
-        for first in (0..streams).step_by(s.open_batch) {
-            let batch = first..streams.min(first + s.open_batch);
+        for first in (0..loaded).step_by(s.open_batch) {
+            let batch = first..loaded.min(first + s.open_batch);
             for i in batch.clone() {
                 tasks.push(tokio::spawn(one_stream(
                     conns[i % connections].clone(),
@@ -166,7 +247,21 @@ pub async fn run(
         }
     })
     .await;
+    let probe = probe_thread(
+        server.endpoint.clone(),
+        secret.to_string(),
+        job_id.clone(),
+        open_seq,
+        probes,
+        ready_tx.clone(),
+    );
     drop(ready_tx);
+    let probes_ready = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..probes {
+            let _ = ready_rx.recv().await;
+        }
+    })
+    .await;
     let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
     let open_seconds = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -193,11 +288,13 @@ pub async fn run(
         events: 0,
         drain_seconds: 0.0,
         hist: histogram(),
+        probe_hist: histogram(),
+        probes,
         load: 0.0,
         errors: 0,
         first_error: None,
     };
-    if all_ready.is_err() {
+    if all_ready.is_err() || probes_ready.is_err() {
         out.errors += 1;
         out.first_error = Some("the streams were not all open within 120 s".into());
     }
@@ -231,6 +328,22 @@ pub async fn run(
             aborts.iter().for_each(|a| a.abort());
             out.errors += 1;
             out.first_error = Some("the streams did not all end within 180 s".into());
+        }
+    }
+    match tokio::task::spawn_blocking(move || probe.join()).await {
+        Ok(Ok((h, received, errors, first_error))) => {
+            let _ = out.hist.add(&h);
+            let _ = out.probe_hist.add(&h);
+            out.events += received;
+            out.errors += errors;
+            if let Some(e) = first_error {
+                out.first_error.get_or_insert(e);
+            }
+        }
+        _ => {
+            out.errors += 1;
+            out.first_error
+                .get_or_insert("the probe thread failed".into());
         }
     }
     out.drain_seconds = triggered.elapsed().as_secs_f64();

@@ -6,33 +6,88 @@
 //! event, a slow watcher only delays itself, and idle watchers cost nothing (no polling).
 
 use crate::domain::job::Event;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 /// What was last committed for a job: the sequence it reached, and the events of that commit when
 /// the committing process knows them (empty when only the sequence is known, e.g. a notification
-/// from another replica).
+/// from another replica), and up to `RECENT` events of the commits just before it, so that a
+/// watcher a few commits behind (many streams on one core) catches up from memory, not from the
+/// database.
 #[derive(Clone, Debug, Default)]
 pub struct Committed {
     pub up_to: u64,
-    pub events: Arc<[Event]>,
+    /// This commit's events, in sequence order.
+    pub events: Arc<[Arc<SharedEvent>]>,
+    /// Events of the commits before, in sequence order, ending just before `events`.
+    pub earlier: Arc<[Arc<SharedEvent>]>,
+}
+
+/// Events of earlier commits kept in a job's latest batch.
+pub const RECENT: usize = 64;
+
+/// A committed event shared by every watcher of the job in this process, with its wire form: made
+/// once, by the first stream that sends it, and shared by all the others (so an event is converted
+/// and encoded once, not once per stream).
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: Event,
+    wire: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> SharedEvent {
+        SharedEvent {
+            event,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The event's wire form, made by `encode` on first use.
+    pub fn wire(&self, encode: impl FnOnce(&Event) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
+impl std::ops::Deref for SharedEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
 }
 
 impl Committed {
     /// The events after `last` in this batch, if the batch covers everything after `last`
     /// (`None`: there is a gap, read the database).
-    pub fn after(&self, last: u64) -> Option<&[Event]> {
-        if self.up_to <= last {
-            return Some(&[]);
-        }
-        let first = self.events.first()?.seq;
-        if first > last + 1 {
+    pub fn after(&self, last: u64) -> Option<impl Iterator<Item = &Arc<SharedEvent>>> {
+        let known = || self.earlier.iter().chain(self.events.iter());
+        if self.up_to > last && known().next()?.seq > last + 1 {
             return None;
         }
-        let skip = self.events.iter().take_while(|e| e.seq <= last).count();
-        Some(&self.events[skip..])
+        Some(known().filter(move |e| e.seq > last))
+    }
+
+    /// This commit with the recent events of `previous` (at most `RECENT`) as `earlier`, when its
+    /// events follow them without a gap.
+    fn following(mut self, previous: &Committed) -> Committed {
+        let (Some(first), Some(prev_last)) = (self.events.first(), previous.events.last()) else {
+            return self;
+        };
+        if prev_last.seq + 1 != first.seq {
+            return self;
+        }
+        let before = previous.earlier.len() + previous.events.len();
+        self.earlier = previous
+            .earlier
+            .iter()
+            .chain(previous.events.iter())
+            .skip(before.saturating_sub(RECENT))
+            .cloned()
+            .collect();
+        self
     }
 }
 
@@ -86,7 +141,11 @@ impl EventHub {
             job_id,
             Committed {
                 up_to,
-                events: events.into(),
+                events: events
+                    .into_iter()
+                    .map(|e| Arc::new(SharedEvent::new(e)))
+                    .collect(),
+                earlier: Arc::from([]),
             },
         );
     }
@@ -98,6 +157,7 @@ impl EventHub {
             Committed {
                 up_to: seq,
                 events: Arc::from([]),
+                earlier: Arc::from([]),
             },
         );
     }
@@ -111,7 +171,7 @@ impl EventHub {
                 // Never move backwards (notifications may arrive after the local publish).
                 tx.send_if_modified(|current| {
                     if committed.up_to > current.up_to {
-                        *current = committed;
+                        *current = committed.following(current);
                         true
                     } else {
                         false
@@ -172,14 +232,39 @@ mod tests {
         b.changed().await.unwrap();
         let batch = a.borrow_and_update().clone();
         assert_eq!(batch.up_to, 3);
-        assert_eq!(batch.after(1).unwrap().len(), 2);
-        assert_eq!(batch.after(2).unwrap().len(), 1);
+        assert_eq!(batch.after(1).unwrap().count(), 2);
+        assert_eq!(batch.after(2).unwrap().count(), 1);
         assert!(batch.after(0).is_none(), "a gap: read the database");
-        assert!(batch.after(3).unwrap().is_empty());
+        assert_eq!(batch.after(3).unwrap().count(), 0);
         // An older notification never replaces a newer batch.
         hub.publish("job-a", 2);
         assert!(!a.has_changed().unwrap());
         assert_eq!(hub.watched_up_to("job-a"), Some(3));
+        // The next commit's batch keeps the recent events: a watcher one commit behind catches
+        // up from memory, and shares the events' wire form.
+        let first = batch.events[0].clone();
+        assert_eq!(
+            first.wire(|e| Bytes::from(vec![e.seq as u8])),
+            Bytes::from(vec![2])
+        );
+        hub.publish_events("job-a", 4, vec![event(4)]);
+        let batch = a.borrow_and_update().clone();
+        let seqs: Vec<u64> = batch.after(1).unwrap().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        assert_eq!(batch.events.len(), 1, "the commit's own events");
+        assert!(Arc::ptr_eq(&batch.earlier[0], &first));
+        assert_eq!(
+            batch.earlier[0].wire(|_| unreachable!()),
+            Bytes::from(vec![2])
+        );
+        // A sequence-only notification (another replica) breaks the chain: a gap.
+        hub.publish("job-a", 6);
+        hub.publish_events("job-a", 7, vec![event(7)]);
+        assert!(a.borrow_and_update().after(5).is_none());
+        for seq in 8..200 {
+            hub.publish_events("job-a", seq, vec![event(seq)]);
+        }
+        assert_eq!(a.borrow().earlier.len(), RECENT, "bounded");
         drop((a, b));
         for i in 0..3000 {
             drop(hub.subscribe(&format!("job-{i}")));
@@ -193,9 +278,9 @@ mod tests {
     fn a_sequence_only_batch_is_a_gap() {
         let c = Committed {
             up_to: 5,
-            events: Arc::from([]),
+            ..Default::default()
         };
         assert!(c.after(4).is_none());
-        assert_eq!(c.after(5).unwrap().len(), 0);
+        assert_eq!(c.after(5).unwrap().count(), 0);
     }
 }

@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// See Cargo.toml: faster on the request path than the system allocator, and it returns freed
+/// memory to the system.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use aiprod::config::{Config, ServeArgs};
 use aiprod::domain::tenant::KeyMode;
 use aiprod::domain::{Money, Tier};

@@ -1,10 +1,96 @@
 //! CostEstimatorService.
 
 use super::convert::{cost_report_pb, estimate_input, estimate_pb, require_id, usage_pb};
+use super::wire::{self, WireCodec};
 use super::{Api, caller};
+use crate::app::estimate::Priced;
 use crate::pb::cost_estimator_service_server::CostEstimatorService;
+use crate::pb::cost_estimator_service_server::CostEstimatorServiceServer;
 use crate::pb::*;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
+
+impl Api {
+    async fn priced(&self, req: Request<EstimateCostRequest>) -> Result<Arc<Priced>, Status> {
+        let who = caller(&req)?;
+        let input = estimate_input(req.into_inner(), self.app.catalog())?;
+        Ok(self.app.estimate(&who, input).await?)
+    }
+}
+
+const ESTIMATE_COST: &str = "/aiprod.v1.CostEstimatorService/EstimateCost";
+
+/// CostEstimatorService: the generated routes, except EstimateCost, whose answer is encoded once
+/// per cached estimate (`wire::WireCodec`) rather than converted and encoded on every call.
+#[derive(Clone)]
+pub struct CostRoutes {
+    generated: CostEstimatorServiceServer<Api>,
+    api: Api,
+    max_decoding_message_size: usize,
+}
+
+impl CostRoutes {
+    pub fn new(api: Api, max_decoding_message_size: usize) -> Self {
+        CostRoutes {
+            generated: CostEstimatorServiceServer::new(api.clone())
+                .max_decoding_message_size(max_decoding_message_size),
+            api,
+            max_decoding_message_size,
+        }
+    }
+}
+
+impl NamedService for CostRoutes {
+    const NAME: &'static str = <CostEstimatorServiceServer<Api> as NamedService>::NAME;
+}
+
+struct EstimateCostWire(Api);
+
+impl tonic::server::UnaryService<EstimateCostRequest> for EstimateCostWire {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, req: Request<EstimateCostRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move {
+            let priced = api.priced(req).await?;
+            Ok(Response::new(
+                priced.wire(|e| wire::encode(&estimate_pb(e))),
+            ))
+        })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for CostRoutes
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != ESTIMATE_COST {
+            return self.generated.call(req);
+        }
+        let api = self.api.clone();
+        let max = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(EstimateCostWire(api), req).await)
+        })
+    }
+}
 
 #[tonic::async_trait]
 impl CostEstimatorService for Api {
@@ -12,10 +98,8 @@ impl CostEstimatorService for Api {
         &self,
         req: Request<EstimateCostRequest>,
     ) -> Result<Response<EstimateCostResponse>, Status> {
-        let who = caller(&req)?;
-        let input = estimate_input(req.into_inner(), self.app.catalog())?;
-        let estimate = self.app.estimate(&who, input).await?;
-        Ok(Response::new(estimate_pb(estimate)))
+        let priced = self.priced(req).await?;
+        Ok(Response::new(estimate_pb(&priced.estimate)))
     }
 
     async fn get_job_costs(

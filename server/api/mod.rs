@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod preset;
 pub mod render;
 pub mod transport;
+pub mod wire;
 
 use crate::app::{App, Caller};
 use crate::error::Error;
@@ -24,13 +25,16 @@ pub struct Api {
 }
 
 /// The tenant that the auth layer authenticated for this call.
-pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions().get::<Caller>().cloned().ok_or_else(|| {
-        Status::from(Error::Unauthenticated {
-            reason: "MISSING_API_KEY",
-            message: "missing `authorization: Bearer <api key>` metadata".into(),
+pub fn caller<T>(req: &Request<T>) -> Result<Arc<Caller>, Status> {
+    req.extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(Error::Unauthenticated {
+                reason: "MISSING_API_KEY",
+                message: "missing `authorization: Bearer <api key>` metadata".into(),
+            })
         })
-    })
 }
 
 /// Maps a domain result into a tonic result.

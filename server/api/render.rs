@@ -1,15 +1,24 @@
 //! RenderService.
 
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
+use super::wire::{self, WireCodec};
 use super::{Api, caller};
 use crate::app::jobs::JobFilter;
+use crate::app::jobs::Watched;
 use crate::app::jobs::parse_page_token;
+use crate::domain::job::Event;
 use crate::domain::spec;
 use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::pb::render_service_server::RenderService;
+use crate::pb::render_service_server::RenderServiceServer;
 use crate::pb::*;
+use bytes::Bytes;
+use futures::Stream;
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
+use std::task::{Context, Poll};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -111,22 +120,121 @@ impl RenderService for Api {
 
     type WatchJobStream = BoxStream<'static, Result<WatchJobResponse, Status>>;
 
+    /// Served by `RenderRoutes` (encoded once per commit); this generated route is not reached.
     async fn watch_job(
         &self,
         req: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let events = self.watch_events(req).await?;
+        let stream = events.map(|w| w.map(|w| watch_response(w.event())).map_err(Status::from));
+        Ok(Response::new(stream.boxed()))
+    }
+}
+
+fn watch_response(e: &Event) -> WatchJobResponse {
+    WatchJobResponse {
+        event: Some(event_pb(e)),
+    }
+}
+
+fn watch_wire(e: &Event) -> Bytes {
+    wire::encode(&watch_response(e))
+}
+
+impl Api {
+    async fn watch_events(
+        &self,
+        req: Request<WatchJobRequest>,
+    ) -> Result<impl Stream<Item = crate::error::Result<Watched>> + Send + 'static + use<>, Status>
+    {
         let who = caller(&req)?;
-        require_id("job_id", &req.get_ref().job_id)?;
-        let events = self
+        let r = req.get_ref();
+        require_id("job_id", &r.job_id)?;
+        Ok(self
             .app
-            .watch_job(&who, &req.get_ref().job_id, req.get_ref().after_sequence)
-            .await?;
-        let stream = events.map(|e| {
-            e.map(|e| WatchJobResponse {
-                event: Some(event_pb(&e)),
-            })
-            .map_err(Status::from)
+            .watch_job(&who, &r.job_id, r.after_sequence)
+            .await?)
+    }
+
+    /// WatchJob with each event's encoding made once and shared by every stream that sends it
+    /// (an event from the hub's batch), or made for this stream (an event read from the database).
+    async fn watch_job_wire(
+        &self,
+        req: Request<WatchJobRequest>,
+    ) -> Result<Response<BoxStream<'static, Result<Bytes, Status>>>, Status> {
+        let events = self.watch_events(req).await?;
+        let stream = events.map(|w| match w {
+            Ok(Watched::Read(e)) => Ok(watch_wire(&e)),
+            Ok(Watched::Shared(e)) => Ok(e.wire(watch_wire)),
+            Err(e) => Err(Status::from(e)),
         });
         Ok(Response::new(stream.boxed()))
+    }
+}
+
+const WATCH_JOB: &str = "/aiprod.v1.RenderService/WatchJob";
+
+/// RenderService: the generated routes, except WatchJob, whose messages are encoded once per
+/// commit (`wire::WireCodec`) rather than once per stream.
+#[derive(Clone)]
+pub struct RenderRoutes {
+    generated: RenderServiceServer<Api>,
+    api: Api,
+    max_decoding_message_size: usize,
+}
+
+impl RenderRoutes {
+    pub fn new(api: Api, max_decoding_message_size: usize) -> Self {
+        RenderRoutes {
+            generated: RenderServiceServer::new(api.clone())
+                .max_decoding_message_size(max_decoding_message_size),
+            api,
+            max_decoding_message_size,
+        }
+    }
+}
+
+impl NamedService for RenderRoutes {
+    const NAME: &'static str = <RenderServiceServer<Api> as NamedService>::NAME;
+}
+
+struct WatchJobWire(Api);
+
+impl tonic::server::ServerStreamingService<WatchJobRequest> for WatchJobWire {
+    type Response = Bytes;
+    type ResponseStream = BoxStream<'static, Result<Bytes, Status>>;
+    type Future = BoxFuture<'static, Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, req: Request<WatchJobRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.watch_job_wire(req).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for RenderRoutes
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != WATCH_JOB {
+            return self.generated.call(req);
+        }
+        let api = self.api.clone();
+        let max = self.max_decoding_message_size;
+        Box::pin(async move {
+            // Events are a few hundred bytes at most (the buffer grows if one is larger).
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.server_streaming(WatchJobWire(api), req).await)
+        })
     }
 }

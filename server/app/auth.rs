@@ -43,7 +43,7 @@ impl App {
     /// The hot path: a key verified in the last `AUTH_CACHE_TTL` is recognised by comparing the
     /// presented secret, in constant time, with the one that matched the stored hash: no parsing,
     /// no hashing, no database read; revocation and expiry are still checked on every call.
-    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller> {
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Arc<Caller>> {
         let secret = presented.ok_or_else(|| {
             unauthenticated(
                 "MISSING_API_KEY",
@@ -102,12 +102,16 @@ impl App {
                 tokio::spawn(touch);
             }
         }
-        Ok(Caller {
-            tenant_id: entry.tenant_id.clone(),
-            key_id: entry.key_id.clone(),
-            sandbox: entry.mode == KeyMode::Test,
-            tier: entry.tenant.tier_at(now),
-        })
+        // The caller made when the key was verified, unless the tenant's tier changed since (a
+        // trial that ended).
+        let tier = entry.tenant.tier_at(now);
+        if entry.caller.tier == tier {
+            return Ok(entry.caller.clone());
+        }
+        Ok(Arc::new(Caller {
+            tier,
+            ..Caller::clone(&entry.caller)
+        }))
     }
 
     /// The slow path: parses the key, reads it and its tenant, checks the hash in constant time,
@@ -125,11 +129,17 @@ impl App {
             .tenant(&key.tenant_id)
             .await?
             .ok_or_else(invalid)?;
+        let caller = Arc::new(Caller {
+            tenant_id: key.tenant_id.clone(),
+            key_id: key.id.clone(),
+            sandbox: key.mode == KeyMode::Test,
+            tier: tenant.tier_at(now_ms()),
+        });
         let entry = Arc::new(Verified {
             fetched: Instant::now(),
             secret: secret.into(),
+            caller,
             key_id: key.id,
-            tenant_id: key.tenant_id,
             mode: key.mode,
             secret_hash: key.secret_hash,
             revoked: key.revoked_ms.is_some(),
@@ -201,8 +211,9 @@ pub struct Verified {
     secret: Box<str>,
     /// The stored hash, for another secret presented with this key's id.
     secret_hash: String,
+    /// The authenticated caller, shared by every call with this key (no copy per call).
+    caller: Arc<Caller>,
     key_id: String,
-    tenant_id: String,
     mode: KeyMode,
     revoked: bool,
     expires_ms: Option<i64>,

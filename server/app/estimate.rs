@@ -6,6 +6,8 @@ use crate::domain::pricing::{self, OptionContext, Quote, QuoteError, QuoteParams
 use crate::domain::{Backend, Money, planner};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
+use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// A validated EstimateCost request.
@@ -107,7 +109,8 @@ impl App {
         Duration::from_secs(self.config.circuit.cooldown_s.max(1))
     }
 
-    pub async fn estimate(&self, caller: &Caller, input: EstimateInput) -> Result<Estimate> {
+    /// The estimate, shared with every call of the same inputs while it is cached.
+    pub async fn estimate(&self, caller: &Caller, input: EstimateInput) -> Result<Arc<Priced>> {
         let (key, estimate) = self.estimate_cached(caller, input).await?;
         if let Some(key) = key {
             self.estimates.put(key, &estimate);
@@ -121,7 +124,7 @@ impl App {
         &self,
         caller: &Caller,
         input: EstimateInput,
-    ) -> Result<(Option<EstimateKey>, Estimate)> {
+    ) -> Result<(Option<EstimateKey>, Arc<Priced>)> {
         let catalog = &self.config.catalog;
         let preset = catalog
             .preset(&input.preset_id)
@@ -256,7 +259,29 @@ impl App {
             within_budget,
             reason,
         };
-        Ok((key, estimate))
+        Ok((key, Arc::new(Priced::new(estimate))))
+    }
+}
+
+/// An estimate shared by the calls with the same inputs while it is cached, with its wire form:
+/// made once, by the first call that sends it (pricing and the answer's encoding are pure given
+/// the inputs).
+pub struct Priced {
+    pub estimate: Estimate,
+    wire: OnceLock<Bytes>,
+}
+
+impl Priced {
+    pub fn new(estimate: Estimate) -> Priced {
+        Priced {
+            estimate,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The estimate's wire form, made by `encode` on first use.
+    pub fn wire(&self, encode: impl FnOnce(&Estimate) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.estimate)).clone()
     }
 }
 
@@ -277,21 +302,23 @@ pub struct EstimateKey {
 /// calls; when full it starts again (no eviction bookkeeping on the hot path).
 #[derive(Default)]
 pub struct EstimateCache {
-    entries: std::sync::Mutex<std::collections::HashMap<EstimateKey, Estimate>>,
+    entries: std::sync::Mutex<std::collections::HashMap<EstimateKey, Arc<Priced>>>,
 }
 
 const ESTIMATE_CACHE_MAX: usize = 512;
 
 impl EstimateCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EstimateKey, Estimate>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<EstimateKey, Arc<Priced>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &EstimateKey) -> Option<Estimate> {
+    fn get(&self, key: &EstimateKey) -> Option<Arc<Priced>> {
         self.lock().get(key).cloned()
     }
 
-    fn put(&self, key: EstimateKey, estimate: &Estimate) {
+    fn put(&self, key: EstimateKey, estimate: &Arc<Priced>) {
         let mut entries = self.lock();
         if entries.len() >= ESTIMATE_CACHE_MAX {
             entries.clear();

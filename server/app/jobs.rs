@@ -6,14 +6,15 @@ use crate::domain::job::{Event, EventKind, Job, JobSpec};
 use crate::domain::pricing::{self, QuoteParams};
 use crate::domain::{JobState, planner};
 use crate::error::{Error, Result};
+use crate::events::{Committed, SharedEvent};
 /// How ListJobs filters (re-exported so the transport needs nothing from the store).
 pub use crate::store::JobFilter;
 use crate::store::{Created, JobLimits, now_ms};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 /// A validated CreateJob.
 pub struct NewJob {
@@ -242,12 +243,16 @@ impl App {
     }
 
     /// Every committed event after `after`, then live events, ending after the terminal event.
+    ///
+    /// The stream is polled by the transport directly (no task and no channel per stream): an
+    /// idle stream is a few hundred bytes waiting on the job's commit channel, and a live event
+    /// handed by the hub stays in the batch that every watcher of the job shares.
     pub async fn watch_job(
         &self,
         caller: &Caller,
         job_id: &str,
         after: u64,
-    ) -> Result<ReceiverStream<Result<Event>>> {
+    ) -> Result<impl futures::Stream<Item = Result<Watched>> + Send + 'static + use<>> {
         let job = self.job(caller, job_id).await?;
         if after > job.last_seq {
             return Err(Error::invalid(
@@ -255,119 +260,137 @@ impl App {
                 format!("is beyond the job's last sequence {}", job.last_seq),
             ));
         }
-        let (tx, rx) = mpsc::channel(64);
-        let store = self.store.clone();
-        let shutdown = self.shutdown.clone();
-        let job_id = job.id.clone();
-        // A finished job's stream ends once the replay is done.
-        let finished_at = job.state.is_terminal().then_some(job.last_seq);
-        tokio::spawn(async move {
-            let watcher = Watcher {
-                store,
-                job_id,
-                tx,
-                last: after,
-            };
-            watcher.run(finished_at, shutdown).await;
-        });
-        Ok(ReceiverStream::new(rx))
+        // Subscribe before the replay, so nothing committed meanwhile is missed.
+        let hub = self.store.hub();
+        let watcher = Watcher {
+            commits: hub.subscribe(&job.id),
+            resync: hub.subscribe_resync(),
+            store: self.store.clone(),
+            shutdown: self.shutdown.clone(),
+            // A finished job's stream ends once the replay is done.
+            finished_at: job.state.is_terminal().then_some(job.last_seq),
+            job_id: job.id,
+            last: after,
+            pending: VecDeque::new(),
+            reading: true,
+            done: false,
+        };
+        Ok(futures::stream::unfold(watcher, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        }))
     }
 }
+
+/// One event of a WatchJob stream: read from the database (the replay, a gap), or handed by the
+/// hub in the batch shared by every watcher of the job in this process.
+pub enum Watched {
+    Read(Box<Event>),
+    Shared(Arc<SharedEvent>),
+}
+
+impl Watched {
+    pub fn event(&self) -> &Event {
+        match self {
+            Watched::Read(e) => e,
+            Watched::Shared(e) => e,
+        }
+    }
+}
+
+/// Events read from the database at a time.
+const PAGE: u32 = 256;
 
 /// One WatchJob stream: replays from the database, then follows the hub's batches (shared by every
 /// watcher of the job in this process), reading the database only to fill a gap.
 struct Watcher {
     store: Arc<dyn crate::store::Store>,
+    commits: watch::Receiver<Committed>,
+    resync: watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
     job_id: String,
-    tx: mpsc::Sender<Result<Event>>,
+    /// The sequence of the last event queued (every queued event is sent before anything else).
     last: u64,
-}
-
-/// Whether a stream goes on after sending some events.
-enum Sent {
-    More,
-    /// The client left, or the terminal event was sent.
-    Done,
+    /// Events to send, in order.
+    pending: VecDeque<Watched>,
+    /// The database has more events after `last` to read (the replay, a gap, a resync).
+    reading: bool,
+    /// The job's last sequence when it was already finished at the start.
+    finished_at: Option<u64>,
+    /// The terminal event (or an error) was sent.
+    done: bool,
 }
 
 impl Watcher {
-    async fn run(
-        mut self,
-        finished_at: Option<u64>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        // Subscribe before the replay, so nothing committed meanwhile is missed.
-        let mut commits = self.store.hub().subscribe(&self.job_id);
-        let mut resync = self.store.hub().subscribe_resync();
-        if let Sent::Done = self.catch_up().await {
-            return;
-        }
-        if finished_at.is_some_and(|end| self.last >= end) {
-            return;
-        }
+    /// The next item of the stream; `None` ends it.
+    async fn next(&mut self) -> Option<Result<Watched>> {
         loop {
-            tokio::select! {
-                changed = commits.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let batch = commits.borrow_and_update().clone();
-                    let sent = match batch.after(self.last) {
-                        Some(events) => self.send(events.iter().cloned()).await,
-                        None => self.catch_up().await,
-                    };
-                    if let Sent::Done = sent {
-                        return;
-                    }
+            if let Some(w) = self.pending.pop_front() {
+                if w.event().state.is_terminal() {
+                    self.done = true;
+                    self.pending.clear();
                 }
-                _ = resync.changed() => {
-                    if let Sent::Done = self.catch_up().await {
-                        return;
-                    }
-                }
-                _ = self.tx.closed() => return,
-                _ = shutdown.cancelled() => {
-                    let _ = self.tx.send(Err(Error::Unavailable {
-                        message: format!("the server is shutting down; resume with after_sequence={}", self.last),
-                        retry_after: Duration::from_secs(1),
-                    })).await;
-                    return;
-                }
+                return Some(Ok(w));
             }
-        }
-    }
-
-    /// Reads and sends every committed event after the last one sent.
-    async fn catch_up(&mut self) -> Sent {
-        loop {
-            let events = match self.store.events_after(&self.job_id, self.last, 256).await {
-                Ok(e) => e,
-                Err(e) => {
-                    let _ = self.tx.send(Err(e)).await;
-                    return Sent::Done;
+            if self.done {
+                return None;
+            }
+            if self.reading {
+                match self.store.events_after(&self.job_id, self.last, PAGE).await {
+                    Ok(events) => {
+                        self.reading = events.len() >= PAGE as usize;
+                        for e in events {
+                            self.queue(e.seq, || Watched::Read(Box::new(e)));
+                        }
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
                 }
-            };
-            let caught_up = events.len() < 256;
-            if let Sent::Done = self.send(events.into_iter()).await {
-                return Sent::Done;
-            }
-            if caught_up {
-                return Sent::More;
-            }
-        }
-    }
-
-    async fn send(&mut self, events: impl Iterator<Item = Event>) -> Sent {
-        for event in events {
-            if event.seq <= self.last {
                 continue;
             }
-            self.last = event.seq;
-            let terminal = event.state.is_terminal();
-            if self.tx.send(Ok(event)).await.is_err() || terminal {
-                return Sent::Done;
+            // Once the first replay is done: a job already finished ends here.
+            if self.finished_at.take().is_some_and(|end| self.last >= end) {
+                self.done = true;
+                continue;
+            }
+            tokio::select! {
+                changed = self.commits.changed() => {
+                    if changed.is_err() {
+                        self.done = true;
+                        continue;
+                    }
+                    let commit = self.commits.borrow_and_update().clone();
+                    match commit.after(self.last) {
+                        Some(events) => {
+                            for e in events {
+                                if e.seq > self.last {
+                                    self.last = e.seq;
+                                    self.pending.push_back(Watched::Shared(e.clone()));
+                                }
+                            }
+                        }
+                        None => self.reading = true,
+                    }
+                }
+                _ = self.resync.changed() => self.reading = true,
+                _ = self.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some(Err(Error::Unavailable {
+                        message: format!("the server is shutting down; resume with after_sequence={}", self.last),
+                        retry_after: Duration::from_secs(1),
+                    }));
+                }
             }
         }
-        Sent::More
+    }
+
+    /// Queues an event unless it was already sent.
+    fn queue(&mut self, seq: u64, event: impl FnOnce() -> Watched) {
+        if seq > self.last {
+            self.last = seq;
+            self.pending.push_back(event());
+        }
     }
 }

@@ -126,14 +126,14 @@ pub fn estimate_input(r: pb::EstimateCostRequest, catalog: &Catalog) -> Result<E
         shots,
     })
 }
-pub fn estimate_pb(e: Estimate) -> pb::EstimateCostResponse {
+pub fn estimate_pb(e: &Estimate) -> pb::EstimateCostResponse {
     pb::EstimateCostResponse {
-        preset_id: e.preset_id,
+        preset_id: e.preset_id.clone(),
         duration_s: e.duration_s,
         recommended: Some(quote_pb(&e.recommended)),
         options: e
             .options
-            .into_iter()
+            .iter()
             .map(|o| pb::BackendOption {
                 backend: backend_pb(o.backend) as i32,
                 cost_micros: o.cost.micros(),
@@ -143,15 +143,15 @@ pub fn estimate_pb(e: Estimate) -> pb::EstimateCostResponse {
                 within_preset_cap: o.within_preset_cap,
                 within_budget: o.within_budget,
                 can_render: o.can_render,
-                reason: o.reason,
+                reason: o.reason.clone(),
                 recommended_shots: o.recommended_shots,
             })
             .collect(),
         competitors: e
             .competitors
-            .into_iter()
+            .iter()
             .map(|c| pb::CompetitorPrice {
-                name: c.name,
+                name: c.name.clone(),
                 price_per_minute_micros: c.price_per_minute.micros(),
                 cost_micros: c.cost.micros(),
                 savings_micros: c.savings.micros(),
@@ -160,6 +160,6 @@ pub fn estimate_pb(e: Estimate) -> pb::EstimateCostResponse {
             .collect(),
         brand_cache_hit: e.brand_cache_hit,
         within_budget: e.within_budget,
-        reason: e.reason,
+        reason: e.reason.clone(),
     }
 }
