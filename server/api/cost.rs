@@ -1,7 +1,7 @@
 //! CostEstimatorService.
 
 use super::convert::{cost_report_pb, estimate_input, estimate_pb, require_id, usage_pb};
-use super::wire::{self, WireCodec};
+use super::wire::{self, WireCodec, WireRoute};
 use super::{Api, caller};
 use crate::app::estimate::Priced;
 use crate::pb::cost_estimator_service_server::CostEstimatorService;
@@ -10,8 +10,6 @@ use crate::pb::*;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 impl Api {
@@ -26,26 +24,24 @@ const ESTIMATE_COST: &str = "/aiprod.v1.CostEstimatorService/EstimateCost";
 
 /// CostEstimatorService: the generated routes, except EstimateCost, whose answer is encoded once
 /// per cached estimate (`wire::WireCodec`) rather than converted and encoded on every call.
-#[derive(Clone)]
-pub struct CostRoutes {
-    generated: CostEstimatorServiceServer<Api>,
-    api: Api,
-    max_decoding_message_size: usize,
-}
+pub type CostRoutes = WireRoute<CostEstimatorServiceServer<Api>>;
 
-impl CostRoutes {
-    pub fn new(api: Api, max_decoding_message_size: usize) -> Self {
-        CostRoutes {
-            generated: CostEstimatorServiceServer::new(api.clone())
-                .max_decoding_message_size(max_decoding_message_size),
-            api,
-            max_decoding_message_size,
-        }
-    }
-}
-
-impl NamedService for CostRoutes {
-    const NAME: &'static str = <CostEstimatorServiceServer<Api> as NamedService>::NAME;
+pub fn cost_routes(api: Api, max_decoding_message_size: usize) -> CostRoutes {
+    WireRoute::new(
+        CostEstimatorServiceServer::new(api.clone())
+            .max_decoding_message_size(max_decoding_message_size),
+        ESTIMATE_COST,
+        |api, max, req| {
+            Box::pin(async move {
+                let mut grpc =
+                    tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
+                        .apply_max_message_size_config(Some(max), None);
+                grpc.unary(EstimateCostWire(api), req).await
+            })
+        },
+        api,
+        max_decoding_message_size,
+    )
 }
 
 struct EstimateCostWire(Api);
@@ -61,33 +57,6 @@ impl tonic::server::UnaryService<EstimateCostRequest> for EstimateCostWire {
             Ok(Response::new(
                 priced.wire(|e| wire::encode(&estimate_pb(e))),
             ))
-        })
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for CostRoutes
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != ESTIMATE_COST {
-            return self.generated.call(req);
-        }
-        let api = self.api.clone();
-        let max = self.max_decoding_message_size;
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(EstimateCostWire(api), req).await)
         })
     }
 }

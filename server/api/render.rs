@@ -1,7 +1,7 @@
 //! RenderService.
 
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
-use super::wire::{self, WireCodec};
+use super::wire::{self, WireCodec, WireRoute};
 use super::{Api, caller};
 use crate::app::jobs::JobFilter;
 use crate::app::jobs::Watched;
@@ -17,8 +17,6 @@ use bytes::Bytes;
 use futures::Stream;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use std::task::{Context, Poll};
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -176,26 +174,23 @@ const WATCH_JOB: &str = "/aiprod.v1.RenderService/WatchJob";
 
 /// RenderService: the generated routes, except WatchJob, whose messages are encoded once per
 /// commit (`wire::WireCodec`) rather than once per stream.
-#[derive(Clone)]
-pub struct RenderRoutes {
-    generated: RenderServiceServer<Api>,
-    api: Api,
-    max_decoding_message_size: usize,
-}
+pub type RenderRoutes = WireRoute<RenderServiceServer<Api>>;
 
-impl RenderRoutes {
-    pub fn new(api: Api, max_decoding_message_size: usize) -> Self {
-        RenderRoutes {
-            generated: RenderServiceServer::new(api.clone())
-                .max_decoding_message_size(max_decoding_message_size),
-            api,
-            max_decoding_message_size,
-        }
-    }
-}
-
-impl NamedService for RenderRoutes {
-    const NAME: &'static str = <RenderServiceServer<Api> as NamedService>::NAME;
+pub fn render_routes(api: Api, max_decoding_message_size: usize) -> RenderRoutes {
+    WireRoute::new(
+        RenderServiceServer::new(api.clone()).max_decoding_message_size(max_decoding_message_size),
+        WATCH_JOB,
+        |api, max, req| {
+            Box::pin(async move {
+                // Events are a few hundred bytes at most (the buffer grows if one is larger).
+                let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
+                    .apply_max_message_size_config(Some(max), None);
+                grpc.server_streaming(WatchJobWire(api), req).await
+            })
+        },
+        api,
+        max_decoding_message_size,
+    )
 }
 
 struct WatchJobWire(Api);
@@ -208,33 +203,5 @@ impl tonic::server::ServerStreamingService<WatchJobRequest> for WatchJobWire {
     fn call(&mut self, req: Request<WatchJobRequest>) -> Self::Future {
         let api = self.0.clone();
         Box::pin(async move { api.watch_job_wire(req).await })
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for RenderRoutes
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != WATCH_JOB {
-            return self.generated.call(req);
-        }
-        let api = self.api.clone();
-        let max = self.max_decoding_message_size;
-        Box::pin(async move {
-            // Events are a few hundred bytes at most (the buffer grows if one is larger).
-            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.server_streaming(WatchJobWire(api), req).await)
-        })
     }
 }

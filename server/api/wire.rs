@@ -2,10 +2,16 @@
 //! protobuf bytes (requests are decoded with prost as usual). WatchJob uses it so that a commit
 //! watched by many streams is converted and encoded once, not once per stream.
 
+use super::Api;
 use bytes::{BufMut, Bytes};
+use futures::future::BoxFuture;
+use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::task::{Context, Poll};
 use tonic::Status;
+use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::NamedService;
 use tonic_prost::ProstDecoder;
 
 /// Decodes `Req` with prost; encodes messages that are already protobuf bytes.
@@ -81,4 +87,67 @@ impl<Req: prost::Message + Default> Decoder for RequestDecoder<Req> {
 /// A message's protobuf encoding.
 pub fn encode(message: &impl prost::Message) -> Bytes {
     Bytes::from(message.encode_to_vec())
+}
+
+/// Answers one method's calls with already-encoded messages (the method's path, the API, the
+/// maximum request size).
+pub type Serve = fn(Api, usize, http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
+
+/// A generated service with one method served by `serve` (through [`WireCodec`]); every other
+/// method goes to the generated service.
+#[derive(Clone)]
+pub struct WireRoute<G> {
+    generated: G,
+    path: &'static str,
+    serve: Serve,
+    api: Api,
+    max_decoding_message_size: usize,
+}
+
+impl<G> WireRoute<G> {
+    pub fn new(
+        generated: G,
+        path: &'static str,
+        serve: Serve,
+        api: Api,
+        max_decoding_message_size: usize,
+    ) -> Self {
+        WireRoute {
+            generated,
+            path,
+            serve,
+            api,
+            max_decoding_message_size,
+        }
+    }
+}
+
+impl<G: NamedService> NamedService for WireRoute<G> {
+    const NAME: &'static str = G::NAME;
+}
+
+impl<G> tower::Service<http::Request<Body>> for WireRoute<G>
+where
+    G: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
+        >,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != self.path {
+            return self.generated.call(req);
+        }
+        let answer = (self.serve)(self.api.clone(), self.max_decoding_message_size, req);
+        Box::pin(async move { Ok(answer.await) })
+    }
 }

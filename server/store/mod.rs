@@ -543,18 +543,7 @@ mod tests {
 
     #[test]
     fn unfinished_sql_lists_every_state_not_terminal() {
-        let states = [
-            JobState::Queued,
-            JobState::Planning,
-            JobState::AwaitingApproval,
-            JobState::Rendering,
-            JobState::QualityCheck,
-            JobState::AwaitingFinalApproval,
-            JobState::Delivered,
-            JobState::Cancelled,
-            JobState::Failed,
-        ];
-        for state in states {
+        for state in JobState::ALL {
             let listed = UNFINISHED_SQL.contains(&format!("'{}'", state.as_str()));
             assert_eq!(listed, !state.is_terminal(), "{state:?}");
         }
