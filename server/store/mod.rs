@@ -542,6 +542,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_read_older_than_a_write_is_not_cached() {
+        let cache: RowCache<u32> = RowCache::new(16);
+        // A reader loads version 1; meanwhile a writer commits version 2.
+        let seen = cache.before_read();
+        cache.wrote("job", Some(2));
+        cache.fill(seen, "job", || 1);
+        assert_eq!(cache.get("job").as_deref(), Some(&2));
+        // A read with no write since is kept; a forgotten row is gone.
+        let seen = cache.before_read();
+        cache.fill(seen, "other", || 7);
+        assert_eq!(cache.get("other").as_deref(), Some(&7));
+        cache.wrote("job", None);
+        assert!(cache.get("job").is_none());
+        let seen = cache.before_read();
+        cache.clear();
+        cache.fill(seen, "job", || 1);
+        assert!(cache.get("job").is_none() && cache.get("other").is_none());
+    }
+
+    #[test]
     fn unfinished_sql_lists_every_state_not_terminal() {
         for state in JobState::ALL {
             let listed = UNFINISHED_SQL.contains(&format!("'{}'", state.as_str()));
