@@ -162,7 +162,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let api = Api { app: app.clone() };
+    let api = Api::new(app.clone());
     let max = app.config().max_message_bytes;
     let layers = tower::ServiceBuilder::new()
         // Count every call, shed ones included, by method and final status.

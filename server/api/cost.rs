@@ -30,7 +30,7 @@ pub fn cost_routes(api: Api, max_decoding_message_size: usize) -> CostRoutes {
     WireRoute::new(
         CostEstimatorServiceServer::new(api.clone())
             .max_decoding_message_size(max_decoding_message_size),
-        ESTIMATE_COST,
+        &[ESTIMATE_COST],
         |api, max, req| {
             Box::pin(async move {
                 let mut grpc =

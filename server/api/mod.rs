@@ -22,6 +22,17 @@ use tonic::{Request, Status};
 #[derive(Clone)]
 pub struct Api {
     pub app: Arc<App>,
+    /// GetJob's answers by job (`render::JobWire`).
+    pub job_wire: Arc<render::JobWireCache>,
+}
+
+impl Api {
+    pub fn new(app: Arc<App>) -> Api {
+        Api {
+            app,
+            job_wire: Arc::new(render::JobWireCache::new(4096)),
+        }
+    }
 }
 
 /// The tenant that the auth layer authenticated for this call.

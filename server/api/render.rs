@@ -6,7 +6,7 @@ use super::{Api, caller};
 use crate::app::jobs::JobFilter;
 use crate::app::jobs::Watched;
 use crate::app::jobs::parse_page_token;
-use crate::domain::job::Event;
+use crate::domain::job::{Event, Job};
 use crate::domain::spec;
 use crate::domain::validate::Violations;
 use crate::error::Error;
@@ -17,6 +17,8 @@ use bytes::Bytes;
 use futures::Stream;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -36,6 +38,8 @@ impl RenderService for Api {
         }))
     }
 
+    // Served by `render_routes` from `JobWire` (`get_job_wire`); the generated route's answer is
+    // the same message, built on every call.
     async fn get_job(
         &self,
         req: Request<GetJobRequest>,
@@ -171,17 +175,76 @@ impl Api {
 }
 
 const WATCH_JOB: &str = "/aiprod.v1.RenderService/WatchJob";
+const GET_JOB: &str = "/aiprod.v1.RenderService/GetJob";
+
+/// GetJob's answer for a job as the store shares it, reused while the store shares the same job
+/// (`Arc` identity: a commit makes a new one) for up to `JOB_WIRE_TTL` (download links are
+/// presigned for minutes; a reused answer is at most this much older).
+pub struct JobWire {
+    job: Arc<Job>,
+    made: Instant,
+    bytes: Bytes,
+}
+
+pub type JobWireCache = quick_cache::sync::Cache<String, Arc<JobWire>>;
+
+const JOB_WIRE_TTL: Duration = Duration::from_secs(1);
+
+impl Api {
+    async fn get_job_wire(&self, req: Request<GetJobRequest>) -> Result<Response<Bytes>, Status> {
+        let who = caller(&req)?;
+        require_id("job_id", &req.get_ref().job_id)?;
+        // The tenant's own job or NOT_FOUND, before any answer is looked up.
+        let job = self.app.job_shared(&who, &req.get_ref().job_id).await?;
+        if let Some(w) = self.job_wire.get(job.id.as_str())
+            && Arc::ptr_eq(&w.job, &job)
+            && w.made.elapsed() < JOB_WIRE_TTL
+        {
+            return Ok(Response::new(w.bytes.clone()));
+        }
+        let links = self.app.download_links(&job).await;
+        let bytes = wire::encode(&GetJobResponse {
+            job: Some(job_pb_with(&job, &links)),
+        });
+        self.job_wire.insert(
+            job.id.clone(),
+            Arc::new(JobWire {
+                job,
+                made: Instant::now(),
+                bytes: bytes.clone(),
+            }),
+        );
+        Ok(Response::new(bytes))
+    }
+}
+
+struct GetJobWire(Api);
+
+impl tonic::server::UnaryService<GetJobRequest> for GetJobWire {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, req: Request<GetJobRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.get_job_wire(req).await })
+    }
+}
 
 /// RenderService: the generated routes, except WatchJob, whose messages are encoded once per
-/// commit (`wire::WireCodec`) rather than once per stream.
+/// commit (`wire::WireCodec`) rather than once per stream, and GetJob, answered from `JobWire`.
 pub type RenderRoutes = WireRoute<RenderServiceServer<Api>>;
 
 pub fn render_routes(api: Api, max_decoding_message_size: usize) -> RenderRoutes {
     WireRoute::new(
         RenderServiceServer::new(api.clone()).max_decoding_message_size(max_decoding_message_size),
-        WATCH_JOB,
+        &[WATCH_JOB, GET_JOB],
         |api, max, req| {
             Box::pin(async move {
+                if req.uri().path() == GET_JOB {
+                    let mut grpc = tonic::server::Grpc::new(WireCodec::<GetJobRequest>::new(8192))
+                        .apply_max_message_size_config(Some(max), None);
+                    return grpc.unary(GetJobWire(api), req).await;
+                }
                 // Events are a few hundred bytes at most (the buffer grows if one is larger).
                 let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
                     .apply_max_message_size_config(Some(max), None);

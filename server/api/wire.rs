@@ -89,16 +89,16 @@ pub fn encode(message: &impl prost::Message) -> Bytes {
     Bytes::from(message.encode_to_vec())
 }
 
-/// Answers one method's calls with already-encoded messages (the method's path, the API, the
-/// maximum request size).
+/// Answers the calls of the routed methods with already-encoded messages (the API, the maximum
+/// request size, the call; its path names the method).
 pub type Serve = fn(Api, usize, http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
 
-/// A generated service with one method served by `serve` (through [`WireCodec`]); every other
-/// method goes to the generated service.
+/// A generated service with some methods (`paths`) served by `serve` (through [`WireCodec`]);
+/// every other method goes to the generated service.
 #[derive(Clone)]
 pub struct WireRoute<G> {
     generated: G,
-    path: &'static str,
+    paths: &'static [&'static str],
     serve: Serve,
     api: Api,
     max_decoding_message_size: usize,
@@ -107,14 +107,14 @@ pub struct WireRoute<G> {
 impl<G> WireRoute<G> {
     pub fn new(
         generated: G,
-        path: &'static str,
+        paths: &'static [&'static str],
         serve: Serve,
         api: Api,
         max_decoding_message_size: usize,
     ) -> Self {
         WireRoute {
             generated,
-            path,
+            paths,
             serve,
             api,
             max_decoding_message_size,
@@ -144,7 +144,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != self.path {
+        if !self.paths.contains(&req.uri().path()) {
             return self.generated.call(req);
         }
         let answer = (self.serve)(self.api.clone(), self.max_decoding_message_size, req);

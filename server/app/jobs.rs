@@ -188,6 +188,15 @@ impl App {
         }
     }
 
+    /// The caller's job as the store shares it (the same `Arc` while it does not change, where
+    /// the store keeps its jobs: see `Store::job_shared`).
+    pub async fn job_shared(&self, caller: &Caller, job_id: &str) -> Result<Arc<Job>> {
+        self.store
+            .job_shared(&caller.tenant_id, job_id)
+            .await?
+            .ok_or_else(|| Error::not_found("job"))
+    }
+
     pub async fn job(&self, caller: &Caller, job_id: &str) -> Result<Job> {
         self.store
             .job(&caller.tenant_id, job_id)

@@ -147,6 +147,11 @@ pub trait Store: Send + Sync + 'static {
     /// A job of a tenant (`None` for a missing job and for another tenant's job alike).
     async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>>;
     /// A job by id alone, for the pipeline.
+    /// `job`, shared: the same `Arc` for as long as the job does not change, where the store
+    /// keeps its jobs (a reader may key what it derives from a job on that identity).
+    async fn job_shared(&self, tenant_id: &str, id: &str) -> Result<Option<Arc<Job>>> {
+        Ok(self.job(tenant_id, id).await?.map(Arc::new))
+    }
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>>;
     /// (jobs not yet terminal, jobs ever created) of a tenant.
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)>;

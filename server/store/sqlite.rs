@@ -37,7 +37,8 @@ pub struct SqliteStore {
 }
 
 struct CachedJob {
-    job: Job,
+    /// Shared with readers as is (`Store::job_shared`): a new commit makes a new `Arc`.
+    job: Arc<Job>,
     lease_token: i64,
 }
 
@@ -198,7 +199,7 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 
-    async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
+    async fn job_arc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Arc<Job>>> {
         let cached = match self.jobs.get(id) {
             Some(c) => c,
             None => {
@@ -212,7 +213,7 @@ impl SqliteStore {
                 let Some((doc, lease_token)) = row else {
                     return Ok(None);
                 };
-                let job: Job = from_json(&doc)?;
+                let job = Arc::new(from_json::<Job>(&doc)?);
                 self.jobs.fill(seen, id, || CachedJob {
                     job: job.clone(),
                     lease_token,
@@ -225,7 +226,11 @@ impl SqliteStore {
             .then(|| cached.job.clone()))
     }
 
-    /// Inserts a commit's events in one statement.
+    async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
+        Ok(self.job_arc(id, tenant_id).await?.map(|j| Job::clone(&j)))
+    }
+
+    /// Takes the lease of `job_id` (or of the runnable job waiting longest).
     async fn claim_where(
         &self,
         owner: &str,
@@ -458,7 +463,7 @@ impl Store for SqliteStore {
         self.jobs.wrote(
             &job.id,
             Some(CachedJob {
-                job: job.clone(),
+                job: Arc::new(job.clone()),
                 lease_token: 0,
             }),
         );
@@ -484,6 +489,10 @@ impl Store for SqliteStore {
 
     async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<Job>> {
         self.job_doc(id, Some(tenant_id)).await
+    }
+
+    async fn job_shared(&self, tenant_id: &str, id: &str) -> Result<Option<Arc<Job>>> {
+        self.job_arc(id, Some(tenant_id)).await
     }
 
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
@@ -604,7 +613,10 @@ impl Store for SqliteStore {
     ) -> Result<Job> {
         let mut writer = self.writer.lock().await;
         // Under the writer lock the cached copy is the committed row.
-        let cached = self.jobs.get(id).map(|c| (c.job.clone(), c.lease_token));
+        let cached = self
+            .jobs
+            .get(id)
+            .map(|c| (Job::clone(&c.job), c.lease_token));
         let Committed {
             job,
             lease_token,
@@ -617,7 +629,7 @@ impl Store for SqliteStore {
         self.jobs.wrote(
             id,
             Some(CachedJob {
-                job: job.clone(),
+                job: Arc::new(job.clone()),
                 lease_token,
             }),
         );
