@@ -79,7 +79,8 @@ fn db_err(e: sqlx::Error) -> Error {
             match code.as_ref() {
                 // Connection exceptions; admin/crash shutdown, cannot connect now; too many connections.
                 c if c.starts_with("08") => retry("unreachable"),
-                "57P01" | "57P02" | "57P03" | "53300" => retry("unavailable"),
+                // 25P03: the session was ended for idling in a transaction (a paused process).
+                "57P01" | "57P02" | "57P03" | "53300" | "25P03" => retry("unavailable"),
                 // Serialisation failure, deadlock: the transaction may simply run again.
                 "40001" | "40P01" => retry("busy"),
                 _ if d.is_unique_violation() => Error::Aborted("the record already exists".into()),
@@ -708,7 +709,10 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?;
+        // Answered without writing: end the transaction (and the tenant's row lock) now, not
+        // when the connection is next used.
         if let Some(doc) = existing {
+            tx.rollback().await.map_err(db_err)?;
             return Ok(Created::Existing(doc.0));
         }
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
@@ -717,7 +721,10 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?
             .unwrap_or_default();
-        check_limits(&job.tenant_id, active, total, limits)?;
+        if let Err(e) = check_limits(&job.tenant_id, active, total, limits) {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(e);
+        }
         let pending = std::mem::take(&mut job.pending_events);
         job.last_seq = 0;
         let created_ms = job.created_ms;
@@ -924,17 +931,30 @@ impl Store for PgStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
+        // Nothing to write: end the transaction now. A dropped one is rolled back only when its
+        // connection is next used, and until then it idles in a transaction (and is ended by
+        // `idle_in_transaction_session_timeout` if that takes a while).
         let Some(row) = row else {
+            tx.rollback().await.map_err(db_err)?;
             return Err(Error::not_found("job"));
         };
         if let Some(fence) = fence
             && get::<i64>(&row, "lease_token")? != fence.token
         {
+            tx.rollback().await.map_err(db_err)?;
             return Err(Error::LeaseLost);
         }
         let mut job = get::<Json<Job>>(&row, "doc")?.0;
         let before = job.state;
-        let Some(Commit { events, ledger }) = apply_change(&mut job, tenant_id, change)? else {
+        let commit = match apply_change(&mut job, tenant_id, change) {
+            Ok(commit) => commit,
+            Err(e) => {
+                tx.rollback().await.map_err(db_err)?;
+                return Err(e);
+            }
+        };
+        let Some(Commit { events, ledger }) = commit else {
+            tx.rollback().await.map_err(db_err)?;
             return Ok(job);
         };
         // The ledger's line count is in the document: number the lines before writing it.
