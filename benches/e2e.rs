@@ -8,8 +8,6 @@ use crate::common::*;
 use aiprod_sdk::pb;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -172,116 +170,12 @@ pub async fn e2e(
 }
 
 // ---------------------------------------------------------------------------------------------
-// A throwaway PostgreSQL cluster (the minimal part of tests/postgres.rs)
+// A throwaway PostgreSQL cluster: the integration tests' own.
 
-pub struct PgCluster {
-    url: String,
-    bin: PathBuf,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
-    as_postgres: bool,
-}
-
-fn pg_bin() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("AIPROD_PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("initdb").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found.pop()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-impl PgCluster {
-    fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if self.as_postgres {
-            // initdb refuses to run as root: run the cluster as the `postgres` user.
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn start(bin: PathBuf) -> anyhow::Result<PgCluster> {
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        let as_postgres = is_root();
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()?;
-            anyhow::ensure!(status.success(), "chown of the cluster directory failed");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let cluster = PgCluster {
-            url: format!("postgres://aiprod@127.0.0.1:{port}/postgres"),
-            bin,
-            data: data.clone(),
-            _dir: dir,
-            as_postgres,
-        };
-        let out = cluster
-            .command("initdb")
-            .args(["-A", "trust", "-U", "aiprod", "--no-sync", "-D"])
-            .arg(&data)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
-        );
-        let log = data.join("server.log");
-        let out = cluster
-            .command("pg_ctl")
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &opts, "start"])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Ok(cluster)
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D"])
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
+#[allow(dead_code)] // the tests' outage helpers (stop, restart) are not used here
+#[path = "../tests/support/pg_cluster.rs"]
+mod pg_cluster;
+use pg_cluster::PgCluster;
 
 /// End to end on PostgreSQL with 1, then 3 replicas sharing one database (the load spread over
 /// them); on a 2-core machine every replica shares the servers' core, so this shows the cost of
@@ -292,11 +186,11 @@ pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<Vec<E2e>> {
         return skip("AIPROD_BENCH_POSTGRES=0".into());
     }
     let required = s.postgres == "1";
-    let Some(bin) = pg_bin() else {
+    let Some(bin) = pg_cluster::find_bin() else {
         anyhow::ensure!(!required, "PostgreSQL binaries (initdb, pg_ctl) not found");
         return skip("PostgreSQL binaries (initdb, pg_ctl) not found; set AIPROD_PG_BIN".into());
     };
-    let cluster = match tokio::task::spawn_blocking(move || PgCluster::start(bin)).await? {
+    let cluster = match tokio::task::spawn_blocking(move || PgCluster::try_start(bin)).await? {
         Ok(c) => c,
         Err(e) if !required => return skip(format!("could not start PostgreSQL: {e}")),
         Err(e) => return Err(e),
