@@ -517,6 +517,9 @@ impl<T> RowCache<T> {
     }
 }
 
+/// The states a job is driven in (`runnable`), as SQL.
+const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
+
 /// The states of a job not yet over, as SQL (an index seek each, unlike `NOT IN` terminal ones).
 const UNFINISHED_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'AWAITING_APPROVAL', 'RENDERING', 'QUALITY_CHECK', 'AWAITING_FINAL_APPROVAL')";
 
@@ -567,10 +570,15 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_sql_lists_every_state_not_terminal() {
+    fn state_lists_in_sql_match_the_rules() {
         for state in JobState::ALL {
-            let listed = UNFINISHED_SQL.contains(&format!("'{}'", state.as_str()));
-            assert_eq!(listed, !state.is_terminal(), "{state:?}");
+            let quoted = format!("'{}'", state.as_str());
+            assert_eq!(
+                UNFINISHED_SQL.contains(&quoted),
+                !state.is_terminal(),
+                "{state:?}"
+            );
+            assert_eq!(RUNNABLE_SQL.contains(&quoted), runnable(state), "{state:?}");
         }
     }
 }

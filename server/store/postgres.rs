@@ -6,9 +6,9 @@
 //! connection feeds them to this replica's watchers and claim loop, reconnecting after a loss.
 
 use super::{
-    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, RowCache, Store,
-    apply_change, bad_column, check_limits, job_page_sql, lease_ttl_ms, number_events,
-    record_transition,
+    Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, RUNNABLE_SQL,
+    RowCache, Store, apply_change, bad_column, check_limits, job_page_sql, lease_ttl_ms,
+    number_events, record_transition,
 };
 use crate::domain::job::{Event, Job, LedgerEntry};
 use crate::domain::manifest::Markers;
@@ -109,7 +109,6 @@ fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(
 const TENANT_COLUMNS: &str =
     "id, name, base_tier, monthly_budget, trial_tier, trial_end_at, job_quota, created_at";
 const KEY_COLUMNS: &str = "id, tenant_id, name, mode, prefix, secret_hash, created_at, expires_at, revoked_at, last_used_at";
-const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
 
 fn tier(s: String) -> Result<Tier> {
     Tier::parse(&s).ok_or_else(|| bad_column("tier", &s))
@@ -1162,9 +1161,8 @@ const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WH
 
 /// The stripe of `commit_locks` a job's commits take (a stable hash of its id).
 fn stripe_of(id: &str, stripes: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % stripes as u64) as usize
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    (h.finish() % stripes as u64) as usize
 }

@@ -9,7 +9,8 @@
 //! `check_limits`, `month_effect`, `active_delta`, `spend_by_month`); this file only speaks SQL.
 
 use super::{
-    Commit, JobChange, JobLimits, Lease, apply_change, check_limits, lease_ttl_ms, number_events,
+    Commit, JobChange, JobLimits, Lease, RUNNABLE_SQL, apply_change, check_limits, lease_ttl_ms,
+    number_events,
 };
 use crate::domain::JobState;
 use crate::domain::job::{Event, Job, LedgerEntry};
@@ -63,8 +64,6 @@ pub(super) enum Inserted {
 pub(super) struct Writer {
     conn: Connection,
 }
-
-const RUNNABLE_SQL: &str = "state IN ('QUEUED', 'PLANNING', 'RENDERING', 'QUALITY_CHECK')";
 
 impl Writer {
     /// Opens the writer connection on a database sqlx has created and migrated.
