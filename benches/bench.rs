@@ -198,19 +198,19 @@ fn markdown(
         "\n**1. Unary**: closed-loop callers over {} connections, {} interleaved repetitions of (bare tonic `Health/Check` server, AIPROD `EstimateCost` brand_campaign 60 s, AIPROD `GetJob`), {} s each after {} s of warm-up; each server in its own process. Median (min–max).\n",
         s.connections, s.reps, s.seconds, s.warmup
     );
-    o.push_str("| callers | target | calls/s | ratio to bare | p50 ms | p99 ms | server CPU µs/call | load avg |\n");
-    o.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    o.push_str("| callers | target | calls/s | ratio to bare | p50 ms | p99 ms | server CPU µs/call | CPU ratio (bare / target) | load generator CPU % | load avg |\n");
+    o.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in unary {
         for (t, name) in unary::TARGETS.iter().enumerate() {
-            let ratio = if t == 0 {
-                "1".into()
+            let (ratio, cpu_ratio) = if t == 0 {
+                ("1".into(), "1".into())
             } else {
-                r.ratio(t).show(3)
+                (r.ratio(t).show(3), r.cpu_ratio(t).show(3))
             };
             let errors = r.errors(t);
             let _ = writeln!(
                 o,
-                "| {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.callers,
                 name,
                 if errors > 0 {
@@ -223,6 +223,8 @@ fn markdown(
                 r.p50(t).show(2),
                 r.p99(t).show(2),
                 r.cpu(t).show(1),
+                cpu_ratio,
+                r.loadgen(t).show(0),
                 r.load(t).show(2),
             );
         }

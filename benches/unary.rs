@@ -4,17 +4,13 @@
 //! repetitions, with the server's CPU per call (from /proc/<pid>/stat) and the load average.
 
 use crate::common::*;
-use aiprod_sdk::pb::cost_estimator_service_client::CostEstimatorServiceClient;
-use aiprod_sdk::pb::render_service_client::RenderServiceClient;
-use aiprod_sdk::{AuthChannel, pb};
+use aiprod_sdk::pb;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::time::{Duration, Instant};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 /// One measurement of one target.
 #[derive(Clone, Debug)]
@@ -24,6 +20,8 @@ pub struct Sample {
     pub p99_ms: f64,
     /// Server CPU per call, warm-up included (µs).
     pub cpu_us: f64,
+    /// The load generator's own CPU over the run, in % of a core (100: it is the bottleneck).
+    pub loadgen_pct: f64,
     pub load: f64,
     pub errors: u64,
 }
@@ -32,7 +30,8 @@ impl Sample {
     fn json(&self) -> Value {
         json!({
             "rps": round2(self.rps), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
-            "server_cpu_us_per_call": round2(self.cpu_us), "loadavg": self.load, "errors": self.errors,
+            "server_cpu_us_per_call": round2(self.cpu_us),
+            "loadgen_cpu_pct": round2(self.loadgen_pct), "loadavg": self.load, "errors": self.errors,
         })
     }
 }
@@ -63,6 +62,23 @@ impl Row {
     pub fn cpu(&self, t: usize) -> Spread {
         spread(&self.samples[t].iter().map(|s| s.cpu_us).collect::<Vec<_>>())
     }
+    pub fn loadgen(&self, t: usize) -> Spread {
+        spread(
+            &self.samples[t]
+                .iter()
+                .map(|s| s.loadgen_pct)
+                .collect::<Vec<_>>(),
+        )
+    }
+    /// Server CPU per call of the baseline over target `t`'s, repetition by repetition (1: as lean).
+    pub fn cpu_ratio(&self, t: usize) -> Spread {
+        let r: Vec<f64> = self.samples[t]
+            .iter()
+            .zip(&self.samples[0])
+            .map(|(o, b)| ratio(b.cpu_us, o.cpu_us))
+            .collect();
+        spread(&r)
+    }
     pub fn load(&self, t: usize) -> Spread {
         spread(&self.samples[t].iter().map(|s| s.load).collect::<Vec<_>>())
     }
@@ -87,6 +103,7 @@ impl Row {
                 "p50_ms": self.p50(t).json(false),
                 "p99_ms": self.p99(t).json(false),
                 "server_cpu_us_per_call": self.cpu(t).json(false),
+                "loadgen_cpu_pct": self.loadgen(t).json(false),
                 "loadavg": self.load(t).json(false),
                 "errors": self.errors(t),
                 "runs": self.samples[t].iter().map(Sample::json).collect::<Vec<_>>(),
@@ -98,6 +115,7 @@ impl Row {
             "estimate_cost": target(1),
             "get_job": target(2),
             "ratio_rps": { "estimate_cost": self.ratio(1).json(true), "get_job": self.ratio(2).json(true) },
+            "ratio_server_cpu": { "estimate_cost": self.cpu_ratio(1).json(true), "get_job": self.cpu_ratio(2).json(true) },
         })
     }
 }
@@ -112,6 +130,8 @@ where
     Fut: Future<Output = bool> + Send + 'static,
 {
     let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
+    let own0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let started = Instant::now();
     let measure_from = Instant::now() + s.warmup();
     let end = measure_from + s.window();
     let tasks: Vec<_> = (0..callers)
@@ -153,7 +173,9 @@ where
         }
     }
     let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    let own = cpu_seconds(std::process::id()).unwrap_or(0.0) - own0;
     Sample {
+        loadgen_pct: 100.0 * own / started.elapsed().as_secs_f64(),
         rps: ok as f64 / s.seconds,
         p50_ms: ms(&hist, 0.5),
         p99_ms: ms(&hist, 0.99),
@@ -163,19 +185,103 @@ where
     }
 }
 
-/// Adds the same credential and deadline as the SDK does, so every target does the same client work.
+/// One unary method called with the SDK's credential and deadline, its answer taken as bytes
+/// (checked to be a non-empty message, not decoded): the load generator then does the same small
+/// work per call for every target and stays off the critical path, so the ratios are the servers'
+/// (a typed client decoding `EstimateCostResponse` saturated the load generator's core first).
 #[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+struct RawCall<Req> {
+    grpc: tonic::client::Grpc<Channel>,
+    path: http::uri::PathAndQuery,
+    request: Req,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
 
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+impl<Req: prost::Message + Clone + Send + 'static> RawCall<Req> {
+    async fn call(mut self) -> bool {
+        if self.grpc.ready().await.is_err() {
+            return false;
+        }
+        let mut req = tonic::Request::new(self.request);
+        req.metadata_mut()
+            .insert("authorization", self.authorization);
         req.set_timeout(aiprod_sdk::DEFAULT_TIMEOUT);
-        Ok(req)
+        self.grpc
+            .unary(req, self.path, RawCodec(std::marker::PhantomData))
+            .await
+            .is_ok_and(|answer| !answer.get_ref().is_empty())
     }
 }
 
-type HealthChannel = HealthClient<InterceptedService<Channel, Bearer>>;
+/// Encodes requests with prost; answers are their bytes.
+struct RawCodec<Req>(std::marker::PhantomData<fn(Req)>);
+
+impl<Req: prost::Message + Send + 'static> tonic::codec::Codec for RawCodec<Req> {
+    type Encode = Req;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec<Req>;
+    type Decoder = RawCodec<Req>;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec(std::marker::PhantomData)
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec(std::marker::PhantomData)
+    }
+}
+
+impl<Req: prost::Message> tonic::codec::Encoder for RawCodec<Req> {
+    type Item = Req;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Req,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(dst)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl<Req> tonic::codec::Decoder for RawCodec<Req> {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// `n` connections with the SDK's channel settings, each a raw caller of `path` with `request`.
+async fn raw_calls<Req: Clone>(
+    endpoint: &str,
+    n: usize,
+    path: &'static str,
+    request: Req,
+    secret: &str,
+) -> anyhow::Result<Vec<RawCall<Req>>> {
+    let authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {secret}").parse()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let channel = Endpoint::from_shared(endpoint.to_string())?
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        out.push(RawCall {
+            grpc: tonic::client::Grpc::new(channel),
+            path: http::uri::PathAndQuery::from_static(path),
+            request: request.clone(),
+            authorization: authorization.clone(),
+        });
+    }
+    Ok(out)
+}
 
 pub async fn run(
     s: &Settings,
@@ -184,29 +290,16 @@ pub async fn run(
     secret: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let bare = ServerProc::bare(s, dir).await?;
-    let bearer = Bearer(format!("Bearer {secret}").parse()?);
-    let mut base_conns: Vec<HealthChannel> = Vec::new();
-    for _ in 0..s.connections {
-        // The SDK's channel settings.
-        let channel = Endpoint::from_shared(bare.endpoint.clone())?
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        base_conns.push(HealthClient::new(InterceptedService::new(
-            channel,
-            bearer.clone(),
-        )));
-    }
-    let health = |mut c: HealthChannel| async move {
-        c.check(HealthCheckRequest {
+    let base_conns = raw_calls(
+        &bare.endpoint,
+        s.connections,
+        "/grpc.health.v1.Health/Check",
+        HealthCheckRequest {
             service: String::new(),
-        })
-        .await
-        .is_ok()
-    };
+        },
+        secret,
+    )
+    .await?;
     let conns = clients(&server.endpoint, secret, s.connections).await?;
     // A delivered job to read (nothing runs behind the measurement).
     let (job_id, state, _, _) = job_until(
@@ -221,23 +314,29 @@ pub async fn run(
         state == pb::JobState::Delivered as i32,
         "the GetJob target job ended in state {state}"
     );
-    let est_conns: Vec<CostEstimatorServiceClient<AuthChannel>> =
-        conns.iter().map(|c| c.costs().raw()).collect();
-    let get_conns: Vec<RenderServiceClient<AuthChannel>> =
-        conns.iter().map(|c| c.render().raw()).collect();
-    let request = pb::EstimateCostRequest {
-        preset_id: "brand_campaign".into(),
-        duration_s: Some(60),
-        ..Default::default()
-    };
-    let estimate = move |mut c: CostEstimatorServiceClient<AuthChannel>| {
-        let request = request.clone();
-        async move { c.estimate_cost(request).await.is_ok() }
-    };
-    let get = move |mut c: RenderServiceClient<AuthChannel>| {
-        let job_id = job_id.clone();
-        async move { c.get_job(pb::GetJobRequest { job_id }).await.is_ok() }
-    };
+    let est_conns = raw_calls(
+        &server.endpoint,
+        s.connections,
+        "/aiprod.v1.CostEstimatorService/EstimateCost",
+        pb::EstimateCostRequest {
+            preset_id: "brand_campaign".into(),
+            duration_s: Some(60),
+            ..Default::default()
+        },
+        secret,
+    )
+    .await?;
+    let get_conns = raw_calls(
+        &server.endpoint,
+        s.connections,
+        "/aiprod.v1.RenderService/GetJob",
+        pb::GetJobRequest { job_id },
+        secret,
+    )
+    .await?;
+    let health = RawCall::call;
+    let estimate = RawCall::call;
+    let get = RawCall::call;
     let mut out = Vec::new();
     for &callers in &s.callers {
         let mut row = Row {
@@ -250,8 +349,8 @@ pub async fn run(
                 s.reps
             );
             row.samples[0].push(drive(&base_conns, callers, s, bare.pid, health).await);
-            row.samples[1].push(drive(&est_conns, callers, s, server.pid, estimate.clone()).await);
-            row.samples[2].push(drive(&get_conns, callers, s, server.pid, get.clone()).await);
+            row.samples[1].push(drive(&est_conns, callers, s, server.pid, estimate).await);
+            row.samples[2].push(drive(&get_conns, callers, s, server.pid, get).await);
         }
         out.push(row);
     }

@@ -29,7 +29,6 @@ pub mod bytestream {
 }
 
 use api::Api;
-use api::auth::AuthLayer;
 use app::App;
 use backends::Backends;
 use bytestream::byte_stream_server::ByteStreamServer;
@@ -164,22 +163,12 @@ pub async fn serve(
 
     let api = Api::new(app.clone());
     let max = app.config().max_message_bytes;
-    let layers = tower::ServiceBuilder::new()
-        // Count every call, shed ones included, by method and final status.
-        .layer(api::metrics::MetricsLayer)
-        // Bad input at the transport level (content-type, grpc-timeout, size, message count, bodies
-        // that do not decode) is answered here, as the gRPC spec and grpc-go/grpc-java do.
-        .layer(api::transport::TransportLayer {
-            max_message_bytes: max,
-        })
-        // Shed load first: a saturated server answers RESOURCE_EXHAUSTED at once instead of queueing.
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            app.config().concurrency_limit,
-        ))
-        // Authenticate before routing, so no aiprod.v1 RPC can be reached without a credential.
-        .layer(AuthLayer { app: app.clone() })
-        .into_inner();
+    // Metrics, transport checks, load shedding and authentication: one layer (`api::gate`).
+    let fast_lane = [api::cost::FAST_LANE, api::render::FAST_LANE].concat();
+    let gate = api::gate::GateLayer::new(
+        app.clone(),
+        api::wire::FastLane::new(api.clone(), max, fast_lane),
+    );
 
     let stopping = app.shutdown.clone();
     let health_on_stop = health.clone();
@@ -209,13 +198,13 @@ pub async fn serve(
         // A span per call only where debug logging is on: at the default level it cost more than
         // the rest of a cached call (the per-method metrics layer counts and times every call).
         .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
-        .layer(layers)
+        .layer(gate)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(PresetServiceServer::new(api.clone()).max_decoding_message_size(max))
-        .add_service(api::cost::cost_routes(api.clone(), max))
-        .add_service(api::render::render_routes(api.clone(), max))
+        .add_service(CostEstimatorServiceServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(RenderServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AdminServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ByteStreamServer::new(api).max_decoding_message_size(max))

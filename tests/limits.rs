@@ -646,3 +646,45 @@ async fn onboard_beta_creates_a_platinum_trial_with_quota_and_budget() {
         (Some(500), Some(3_000_000_000))
     );
 }
+
+#[tokio::test]
+async fn calls_past_the_concurrency_limit_are_shed_at_once() {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let mut config = test_config(&dir, 2);
+    config.concurrency_limit = 1;
+    let server = TestServer::start_with(config, dir).await;
+    let (_, _, client) = server.tenant("burst", pb::Tier::Platinum).await;
+    // 40 calls at once on one connection: the first holds the only slot while it reads the
+    // database (its key is not cached yet); calls arriving meanwhile are shed, not queued.
+    let calls = (0..40).map(|_| {
+        let client = client.clone();
+        async move {
+            client
+                .render()
+                .list_jobs(pb::ListJobsRequest::default())
+                .await
+        }
+    });
+    let (mut ok, mut shed) = (0, 0);
+    for answer in futures::future::join_all(calls).await {
+        match answer {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.retry_after().is_some(), "RetryInfo: {e:?}");
+                assert_eq!(
+                    e.details().quota_failure().unwrap().violations[0].subject,
+                    "server/concurrency_limit"
+                );
+                shed += 1;
+            }
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "{ok} answered, {shed} shed");
+    // The slots come back: a call after the burst is answered.
+    client
+        .render()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("answered once the burst is over");
+}

@@ -1,11 +1,10 @@
 //! CostEstimatorService.
 
 use super::convert::{cost_report_pb, estimate_input, estimate_pb, require_id, usage_pb};
-use super::wire::{self, WireCodec, WireRoute};
+use super::wire::{self, WireCodec};
 use super::{Api, caller};
 use crate::app::estimate::Priced;
 use crate::pb::cost_estimator_service_server::CostEstimatorService;
-use crate::pb::cost_estimator_service_server::CostEstimatorServiceServer;
 use crate::pb::*;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -22,27 +21,15 @@ impl Api {
 
 const ESTIMATE_COST: &str = "/aiprod.v1.CostEstimatorService/EstimateCost";
 
-/// CostEstimatorService: the generated routes, except EstimateCost, whose answer is encoded once
-/// per cached estimate (`wire::WireCodec`) rather than converted and encoded on every call.
-pub type CostRoutes = WireRoute<CostEstimatorServiceServer<Api>>;
-
-pub fn cost_routes(api: Api, max_decoding_message_size: usize) -> CostRoutes {
-    WireRoute::new(
-        CostEstimatorServiceServer::new(api.clone())
-            .max_decoding_message_size(max_decoding_message_size),
-        &[ESTIMATE_COST],
-        |api, max, req| {
-            Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
-                        .apply_max_message_size_config(Some(max), None);
-                grpc.unary(EstimateCostWire(api), req).await
-            })
-        },
-        api,
-        max_decoding_message_size,
-    )
-}
+/// EstimateCost in the fast lane (`wire::FastLane`): its answer is encoded once per cached
+/// estimate (`wire::WireCodec`) rather than converted and encoded on every call.
+pub const FAST_LANE: &[(&str, wire::Serve)] = &[(ESTIMATE_COST, |api, max, req| {
+    Box::pin(async move {
+        let mut grpc = tonic::server::Grpc::new(WireCodec::<EstimateCostRequest>::new(8192))
+            .apply_max_message_size_config(Some(max), None);
+        grpc.unary(EstimateCostWire(api), req).await
+    })
+})];
 
 struct EstimateCostWire(Api);
 

@@ -1,29 +1,13 @@
-//! gRPC request metrics as a tower layer: a count by method and status code, and the handling
-//! time by method. The status is read from the trailers when the response body ends (or from the
+//! gRPC request metrics (recorded by the `gate` layer): a count by method and status code, and
+//! the handling time by method. The status is read from the trailers when the response body ends (or from the
 //! headers of a trailers-only error), so streams are counted when they finish.
 
-use futures::future::BoxFuture;
 use http_body::{Body, Frame};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
-
-#[derive(Clone, Copy, Default)]
-pub struct MetricsLayer;
-
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
-    fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Metrics<S> {
-    inner: S,
-}
 
 /// A bounded label: our own methods by name, anything else as "other".
 fn method_label(path: &str) -> &str {
@@ -111,12 +95,37 @@ fn method_metrics(path: &str) -> &'static MethodMetrics {
     m
 }
 
-struct Recorder {
+/// One call's metrics, from its start to its final status.
+pub struct Recorder {
     method: &'static MethodMetrics,
     start: Instant,
 }
 
 impl Recorder {
+    pub fn start(path: &str) -> Recorder {
+        Recorder {
+            method: method_metrics(path),
+            start: Instant::now(),
+        }
+    }
+
+    /// The response, whose body records the call when it ends; a trailers-only response (an
+    /// error before any message) carries its status in the headers and is recorded now.
+    pub fn finish<RB>(self, response: http::Response<RB>) -> http::Response<MetricsBody<RB>> {
+        let recorder = match response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(code) => {
+                self.record(code);
+                None
+            }
+            None => Some(self),
+        };
+        response.map(|inner| MetricsBody { inner, recorder })
+    }
+
     fn record(self, code: &str) {
         let m = self.method;
         let i = code_index(code);
@@ -126,46 +135,6 @@ impl Recorder {
             })
             .increment(1);
         m.handling.record(self.start.elapsed().as_secs_f64());
-    }
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for Metrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send,
-    S::Future: Send + 'static,
-    RB: Body + Send + Unpin + 'static,
-{
-    type Response = http::Response<MetricsBody<RB>>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let recorder = Recorder {
-            method: method_metrics(req.uri().path()),
-            start: Instant::now(),
-        };
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await?;
-            // A trailers-only response (an error before any message) carries the status in its headers.
-            let early = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let recorder = match early {
-                Some(code) => {
-                    recorder.record(&code);
-                    None
-                }
-                None => Some(recorder),
-            };
-            Ok(response.map(|inner| MetricsBody { inner, recorder }))
-        })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bytestream;
 pub mod convert;
 pub mod cost;
+pub mod gate;
 pub mod icc;
 pub mod metrics;
 pub mod preset;

@@ -1,7 +1,7 @@
 //! RenderService.
 
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
-use super::wire::{self, WireCodec, WireRoute};
+use super::wire::{self, WireCodec};
 use super::{Api, caller};
 use crate::app::jobs::JobFilter;
 use crate::app::jobs::Watched;
@@ -11,7 +11,6 @@ use crate::domain::spec;
 use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::pb::render_service_server::RenderService;
-use crate::pb::render_service_server::RenderServiceServer;
 use crate::pb::*;
 use bytes::Bytes;
 use futures::Stream;
@@ -38,7 +37,7 @@ impl RenderService for Api {
         }))
     }
 
-    // Served by `render_routes` from `JobWire` (`get_job_wire`); the generated route's answer is
+    // Served in the fast lane (`FAST_LANE`) from `JobWire` (`get_job_wire`); the generated route's answer is
     // the same message, built on every call.
     async fn get_job(
         &self,
@@ -230,31 +229,26 @@ impl tonic::server::UnaryService<GetJobRequest> for GetJobWire {
     }
 }
 
-/// RenderService: the generated routes, except WatchJob, whose messages are encoded once per
-/// commit (`wire::WireCodec`) rather than once per stream, and GetJob, answered from `JobWire`.
-pub type RenderRoutes = WireRoute<RenderServiceServer<Api>>;
-
-pub fn render_routes(api: Api, max_decoding_message_size: usize) -> RenderRoutes {
-    WireRoute::new(
-        RenderServiceServer::new(api.clone()).max_decoding_message_size(max_decoding_message_size),
-        &[WATCH_JOB, GET_JOB],
-        |api, max, req| {
-            Box::pin(async move {
-                if req.uri().path() == GET_JOB {
-                    let mut grpc = tonic::server::Grpc::new(WireCodec::<GetJobRequest>::new(8192))
-                        .apply_max_message_size_config(Some(max), None);
-                    return grpc.unary(GetJobWire(api), req).await;
-                }
-                // Events are a few hundred bytes at most (the buffer grows if one is larger).
-                let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
-                    .apply_max_message_size_config(Some(max), None);
-                grpc.server_streaming(WatchJobWire(api), req).await
-            })
-        },
-        api,
-        max_decoding_message_size,
-    )
-}
+/// RenderService methods in the fast lane (`wire::FastLane`): WatchJob, whose messages are
+/// encoded once per commit (`wire::WireCodec`) rather than once per stream, and GetJob, answered
+/// from `JobWire`.
+pub const FAST_LANE: &[(&str, wire::Serve)] = &[
+    (GET_JOB, |api, max, req| {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<GetJobRequest>::new(8192))
+                .apply_max_message_size_config(Some(max), None);
+            grpc.unary(GetJobWire(api), req).await
+        })
+    }),
+    (WATCH_JOB, |api, max, req| {
+        Box::pin(async move {
+            // Events are a few hundred bytes at most (the buffer grows if one is larger).
+            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
+                .apply_max_message_size_config(Some(max), None);
+            grpc.server_streaming(WatchJobWire(api), req).await
+        })
+    }),
+];
 
 struct WatchJobWire(Api);
 

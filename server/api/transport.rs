@@ -1,4 +1,4 @@
-//! Bad input at the transport level, answered in one place before any handler runs, as the gRPC
+//! Bad input at the transport level, answered in one place (the `gate` layer) before any handler runs, as the gRPC
 //! specification and the major implementations (grpc-go, grpc-java) do, without leaking internals:
 //!
 //! | input | answer |
@@ -15,7 +15,6 @@
 
 use crate::error::Error;
 use bytes::{Buf, Bytes};
-use futures::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -23,28 +22,6 @@ use std::time::Duration;
 use tonic::{Code, Status};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The layer: `max_message_bytes` is the largest request message accepted.
-#[derive(Clone, Copy)]
-pub struct TransportLayer {
-    pub max_message_bytes: usize,
-}
-
-impl<S> tower::Layer<S> for TransportLayer {
-    type Service = Transport<S>;
-    fn layer(&self, inner: S) -> Transport<S> {
-        Transport {
-            inner,
-            max: self.max_message_bytes,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Transport<S> {
-    inner: S,
-    max: usize,
-}
 
 /// Whether a `content-type` is one this server speaks (protobuf over gRPC).
 fn grpc_content_type(value: Option<&http::HeaderValue>) -> bool {
@@ -71,63 +48,43 @@ fn single_request(path: &str) -> bool {
     !(path.starts_with("/grpc.reflection.") || path == "/google.bytestream.ByteStream/Write")
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Transport<S>
-where
-    S: tower::Service<http::Request<CheckedBody<B>>, Response = http::Response<RB>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    RB: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+/// The header checks: an error is the whole response (HTTP 415 for a foreign content-type, a
+/// gRPC status otherwise).
+pub fn check_headers<RB: Default>(headers: &http::HeaderMap) -> Result<(), http::Response<RB>> {
+    let content_type = headers.get(http::header::CONTENT_TYPE);
+    if !grpc_content_type(content_type) {
+        let got = content_type
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let status = Status::internal(format!(
+            "content-type must be application/grpc (got {})",
+            crate::domain::validate::echo(&got)
+        ));
+        let mut response = status.into_http::<RB>();
+        *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Err(response);
     }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let max = self.max;
-        Box::pin(async move {
-            if !grpc_content_type(req.headers().get(http::header::CONTENT_TYPE)) {
-                let got = req
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                let status = Status::internal(format!(
-                    "content-type must be application/grpc (got {})",
-                    crate::domain::validate::echo(&got)
-                ));
-                let mut response = status.into_http::<RB>();
-                *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-                return Ok(response);
-            }
-            if let Some(t) = req.headers().get("grpc-timeout")
-                && !valid_timeout(t)
-            {
-                let status = Status::from(Error::invalid(
-                    "grpc-timeout",
-                    "must be 1–8 digits followed by one of H, M, S, m, u, n (e.g. 30S)",
-                ));
-                return Ok(status.into_http());
-            }
-            let single = single_request(req.uri().path());
-            let req = req.map(|body| CheckedBody::new(body, max, single));
-            let response = inner.call(req).await?;
-            Ok(rewrite_decoder_errors(response))
-        })
+    if let Some(t) = headers.get("grpc-timeout")
+        && !valid_timeout(t)
+    {
+        let status = Status::from(Error::invalid(
+            "grpc-timeout",
+            "must be 1–8 digits followed by one of H, M, S, m, u, n (e.g. 30S)",
+        ));
+        return Err(status.into_http());
     }
+    Ok(())
+}
+
+/// The request with its body's framing checked as it streams (`max`: the largest message).
+pub fn checked<B>(req: http::Request<B>, max: usize) -> http::Request<CheckedBody<B>> {
+    let single = single_request(req.uri().path());
+    req.map(|body| CheckedBody::new(body, max, single))
 }
 
 /// tonic answers a request that does not decode with INTERNAL and the decoder's own text; it is
 /// the caller's input, not our bug: INVALID_ARGUMENT with a plain message, nothing internal.
-fn rewrite_decoder_errors<RB: Default>(response: http::Response<RB>) -> http::Response<RB> {
+pub fn rewrite_decoder_errors<RB: Default>(response: http::Response<RB>) -> http::Response<RB> {
     let headers = response.headers();
     let code = headers
         .get("grpc-status")

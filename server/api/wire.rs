@@ -1,17 +1,15 @@
 //! Responses encoded once and sent as they are: a codec whose messages out are already-encoded
-//! protobuf bytes (requests are decoded with prost as usual). WatchJob uses it so that a commit
-//! watched by many streams is converted and encoded once, not once per stream.
+//! protobuf bytes (requests are decoded with prost as usual), and the fast lane that serves the
+//! methods using it. WatchJob uses it so that a commit watched by many streams is converted and
+//! encoded once, not once per stream; GetJob and EstimateCost to send a cached answer as it is.
 
 use super::Api;
 use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
-use std::convert::Infallible;
 use std::marker::PhantomData;
-use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::NamedService;
 use tonic_prost::ProstDecoder;
 
 /// Decodes `Req` with prost; encodes messages that are already protobuf bytes.
@@ -89,65 +87,47 @@ pub fn encode(message: &impl prost::Message) -> Bytes {
     Bytes::from(message.encode_to_vec())
 }
 
-/// Answers the calls of the routed methods with already-encoded messages (the API, the maximum
-/// request size, the call; its path names the method).
+/// Answers one method's calls with already-encoded messages (the API, the maximum request size,
+/// the call).
 pub type Serve = fn(Api, usize, http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
 
-/// A generated service with some methods (`paths`) served by `serve` (through [`WireCodec`]);
-/// every other method goes to the generated service.
+/// The methods answered before routing, by path: the `gate` layer hands their calls straight to
+/// their `Serve` (through [`WireCodec`]), skipping the router and the generated service, which
+/// still exist for every other method (and answer these the same way, if reached).
 #[derive(Clone)]
-pub struct WireRoute<G> {
-    generated: G,
-    paths: &'static [&'static str],
-    serve: Serve,
+pub struct FastLane {
     api: Api,
     max_decoding_message_size: usize,
+    routes: Vec<(&'static str, Serve)>,
 }
 
-impl<G> WireRoute<G> {
+impl FastLane {
     pub fn new(
-        generated: G,
-        paths: &'static [&'static str],
-        serve: Serve,
         api: Api,
         max_decoding_message_size: usize,
-    ) -> Self {
-        WireRoute {
-            generated,
-            paths,
-            serve,
+        routes: Vec<(&'static str, Serve)>,
+    ) -> FastLane {
+        FastLane {
             api,
             max_decoding_message_size,
+            routes,
         }
     }
-}
 
-impl<G: NamedService> NamedService for WireRoute<G> {
-    const NAME: &'static str = G::NAME;
-}
-
-impl<G> tower::Service<http::Request<Body>> for WireRoute<G>
-where
-    G: tower::Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-            Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
-        >,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// The answer of `path`'s method, if it is in the lane.
+    pub fn route(&self, path: &str) -> Option<Serve> {
+        self.routes
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, serve)| *serve)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if !self.paths.contains(&req.uri().path()) {
-            return self.generated.call(req);
-        }
-        let answer = (self.serve)(self.api.clone(), self.max_decoding_message_size, req);
-        Box::pin(async move { Ok(answer.await) })
+    /// Answers a call routed to `serve`.
+    pub fn serve(
+        &self,
+        serve: Serve,
+        req: http::Request<Body>,
+    ) -> BoxFuture<'static, http::Response<Body>> {
+        serve(self.api.clone(), self.max_decoding_message_size, req)
     }
 }
