@@ -3,6 +3,7 @@
 use super::convert::{create_job_input, event_pb, job_pb, job_pb_with, require_id, state_from};
 use super::wire::{self, WireCodec};
 use super::{Api, caller};
+use crate::app::Caller;
 use crate::app::jobs::JobFilter;
 use crate::app::jobs::Watched;
 use crate::app::jobs::parse_page_token;
@@ -121,12 +122,13 @@ impl RenderService for Api {
 
     type WatchJobStream = BoxStream<'static, Result<WatchJobResponse, Status>>;
 
-    /// Served by `RenderRoutes` (encoded once per commit); this generated route is not reached.
+    /// Served in the fast lane (`FAST_LANE`, framed once per commit); this route is not reached.
     async fn watch_job(
         &self,
         req: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let events = self.watch_events(req).await?;
+        let who = caller(&req)?;
+        let events = self.watch_events(&who, req.get_ref()).await?;
         let stream = events.map(|w| w.map(|w| watch_response(w.event())).map_err(Status::from));
         Ok(Response::new(stream.boxed()))
     }
@@ -145,31 +147,30 @@ fn watch_wire(e: &Event) -> Bytes {
 impl Api {
     async fn watch_events(
         &self,
-        req: Request<WatchJobRequest>,
+        who: &Caller,
+        r: &WatchJobRequest,
     ) -> Result<impl Stream<Item = crate::error::Result<Watched>> + Send + 'static + use<>, Status>
     {
-        let who = caller(&req)?;
-        let r = req.get_ref();
         require_id("job_id", &r.job_id)?;
-        Ok(self
-            .app
-            .watch_job(&who, &r.job_id, r.after_sequence)
-            .await?)
+        Ok(self.app.watch_job(who, &r.job_id, r.after_sequence).await?)
     }
 
-    /// WatchJob with each event's encoding made once and shared by every stream that sends it
-    /// (an event from the hub's batch), or made for this stream (an event read from the database).
-    async fn watch_job_wire(
+    /// WatchJob with each event framed once (`wire::grpc_frame`) and shared by every stream
+    /// that sends it (an event from the hub's batch), or framed for this stream (an event read
+    /// from the database); each stream sends the frames as they are (`wire::FramedBody`).
+    async fn watch_job_framed(
         &self,
-        req: Request<WatchJobRequest>,
-    ) -> Result<Response<BoxStream<'static, Result<Bytes, Status>>>, Status> {
-        let events = self.watch_events(req).await?;
-        let stream = events.map(|w| match w {
-            Ok(Watched::Read(e)) => Ok(watch_wire(&e)),
-            Ok(Watched::Shared(e)) => Ok(e.wire(watch_wire)),
+        req: http::Request<tonic::body::Body>,
+        max: usize,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        let (who, request) = wire::unary_request::<WatchJobRequest>(req, max).await?;
+        let events = self.watch_events(&who, &request).await?;
+        let frames = events.map(|w| match w {
+            Ok(Watched::Read(e)) => Ok(wire::grpc_frame(&watch_wire(&e))),
+            Ok(Watched::Shared(e)) => Ok(e.wire(|e| wire::grpc_frame(&watch_wire(e)))),
             Err(e) => Err(Status::from(e)),
         });
-        Ok(Response::new(stream.boxed()))
+        Ok(wire::FramedBody::response(frames.boxed()))
     }
 }
 
@@ -230,8 +231,8 @@ impl tonic::server::UnaryService<GetJobRequest> for GetJobWire {
 }
 
 /// RenderService methods in the fast lane (`wire::FastLane`): WatchJob, whose messages are
-/// encoded once per commit (`wire::WireCodec`) rather than once per stream, and GetJob, answered
-/// from `JobWire`.
+/// framed once per commit (`wire::FramedBody`) rather than encoded once per stream, and GetJob,
+/// answered from `JobWire`.
 pub const FAST_LANE: &[(&str, wire::Serve)] = &[
     (GET_JOB, |api, max, req| {
         Box::pin(async move {
@@ -242,23 +243,10 @@ pub const FAST_LANE: &[(&str, wire::Serve)] = &[
     }),
     (WATCH_JOB, |api, max, req| {
         Box::pin(async move {
-            // Events are a few hundred bytes at most (the buffer grows if one is larger).
-            let mut grpc = tonic::server::Grpc::new(WireCodec::<WatchJobRequest>::new(512))
-                .apply_max_message_size_config(Some(max), None);
-            grpc.server_streaming(WatchJobWire(api), req).await
+            match api.watch_job_framed(req, max).await {
+                Ok(response) => response,
+                Err(status) => status.into_http(),
+            }
         })
     }),
 ];
-
-struct WatchJobWire(Api);
-
-impl tonic::server::ServerStreamingService<WatchJobRequest> for WatchJobWire {
-    type Response = Bytes;
-    type ResponseStream = BoxStream<'static, Result<Bytes, Status>>;
-    type Future = BoxFuture<'static, Result<Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, req: Request<WatchJobRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.watch_job_wire(req).await })
-    }
-}

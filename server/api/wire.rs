@@ -4,9 +4,13 @@
 //! encoded once, not once per stream; GetJob and EstimateCost to send a cached answer as it is.
 
 use super::Api;
+use crate::app::Caller;
 use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -20,8 +24,7 @@ pub struct WireCodec<Req> {
 
 impl<Req> WireCodec<Req> {
     /// `buffer_size`: the initial size of a call's encoding buffer (tonic allocates it when the
-    /// response starts; 8 KiB by default). Small for a stream of small messages: 10,000 streams
-    /// would otherwise hold (and, on their first message, fault in) 80 MiB of buffers.
+    /// response starts; 8 KiB by default).
     pub fn new(buffer_size: usize) -> Self {
         WireCodec {
             buffer_size,
@@ -129,5 +132,104 @@ impl FastLane {
         req: http::Request<Body>,
     ) -> BoxFuture<'static, http::Response<Body>> {
         serve(self.api.clone(), self.max_decoding_message_size, req)
+    }
+}
+
+/// A message framed for gRPC (uncompressed flag, big-endian length, the message), ready to be
+/// sent as a response body's data.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = bytes::BytesMut::with_capacity(5 + message.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    frame.put_slice(message);
+    frame.freeze()
+}
+
+/// The caller (from the gate) and the one request message of a call, decoded as tonic's
+/// generated services do (same errors, so the gate's rewriting of undecodable requests applies).
+pub async fn unary_request<Req: prost::Message + Default + Send + 'static>(
+    req: http::Request<Body>,
+    max_decoding_message_size: usize,
+) -> Result<(Arc<Caller>, Req), Status> {
+    if let Some(encoding) = req.headers().get("grpc-encoding")
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(Status::unimplemented(
+            "compressed requests are not supported (grpc-encoding must be identity)",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let mut messages = std::pin::pin!(tonic::codec::Streaming::new_request(
+        RequestDecoder::<Req>(ProstDecoder::default()),
+        body,
+        None,
+        Some(max_decoding_message_size),
+    ));
+    let message = messages
+        .try_next()
+        .await?
+        .ok_or_else(|| Status::internal("Missing request message."))?;
+    let who = parts
+        .extensions
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(crate::error::Error::Unauthenticated {
+                reason: "MISSING_API_KEY",
+                message: "missing `authorization: Bearer <api key>` metadata".into(),
+            })
+        })?;
+    Ok((who, message))
+}
+
+/// A server-streaming response body of already-framed messages (`grpc_frame`): each is handed
+/// to the connection as it is — no copy into a per-stream encoding buffer, so a commit watched by
+/// thousands of streams is one allocation, not one per stream — then the status as trailers.
+pub struct FramedBody {
+    frames: BoxStream<'static, Result<Bytes, Status>>,
+    done: bool,
+}
+
+impl FramedBody {
+    /// The response: gRPC headers, then `frames`.
+    pub fn response(frames: BoxStream<'static, Result<Bytes, Status>>) -> http::Response<Body> {
+        let mut response = http::Response::new(Body::new(FramedBody {
+            frames,
+            done: false,
+        }));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
+    }
+}
+
+impl http_body::Body for FramedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let status = match std::task::ready!(self.frames.poll_next_unpin(cx)) {
+            Some(Ok(frame)) => return Poll::Ready(Some(Ok(http_body::Frame::data(frame)))),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        if let Err(unencodable) = status.add_header(&mut trailers) {
+            let _ = unencodable.add_header(&mut trailers);
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
