@@ -1,7 +1,8 @@
-//! Responses encoded once and sent as they are: a codec whose messages out are already-encoded
-//! protobuf bytes (requests are decoded with prost as usual), and the fast lane that serves the
-//! methods using it. WatchJob uses it so that a commit watched by many streams is converted and
-//! encoded once, not once per stream; GetJob and EstimateCost to send a cached answer as it is.
+//! Responses encoded once and sent as they are, and the fast lane that serves them before routing:
+//! GetJob and EstimateCost answer a cached encoding through a codec whose messages out are
+//! already-encoded protobuf bytes (requests are decoded with prost as usual); WatchJob streams
+//! events framed once per commit (`FramedBody`), so a commit watched by many streams is converted,
+//! encoded and framed once, not once per stream.
 
 use super::Api;
 use crate::app::Caller;
