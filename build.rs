@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds the migrations at compile time: a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let mut protos = std::fs::read_dir("proto/aiprod/v1")?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<Vec<PathBuf>, _>>()?;
