@@ -42,8 +42,8 @@ pub struct PgStore {
     /// The lease holder's reads of its jobs (`job_by_id`): this replica's own commits as it made
     /// them. An entry is dropped when this replica claims the job (another may have changed it
     /// meanwhile) and when another replica's commit of it is announced; partner reads (`job`)
-    /// always read the database.
-    jobs: Arc<RowCache<Job>>,
+    /// always read the database. A commit reuses an entry only if the row version matches.
+    jobs: Arc<RowCache<CachedJob>>,
     /// Commits of one job from this process are serialised (they are by the row lock anyway), so
     /// their cache updates land in commit order.
     commit_locks: Box<[tokio::sync::Mutex<()>]>,
@@ -51,7 +51,21 @@ pub struct PgStore {
 
 /// Jobs kept for their lease holders.
 const CACHED_JOBS: usize = 8192;
+
+/// A job's document as of one version of its row: `xmin`, the id of the transaction that wrote
+/// that version (every UPDATE of the row makes a new one, lease claims and renewals included).
+/// Checked under the row lock, an equal version means the document is the one cached, so a commit
+/// skips fetching and parsing it (about 6.7 KB of JSON, TOASTed, per commit).
+struct CachedJob {
+    version: i64,
+    job: Job,
+}
+
+/// The row version of `jobs`, as a comparable number.
+const ROW_VERSION: &str = "xmin::text::bigint";
 const COMMIT_LOCK_STRIPES: usize = 64;
+/// How long `connect` waits for the notification listener's first LISTEN.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for PgStore {
     fn drop(&mut self) {
@@ -221,12 +235,22 @@ impl PgStore {
             .connect_lazy_with(options.clone());
         let work = Arc::new(tokio::sync::Notify::new());
         let jobs = Arc::new(RowCache::new(CACHED_JOBS));
+        let (listening, mut first_listen) = tokio::sync::watch::channel(false);
         let listener = tokio::spawn(listen(
             pool.clone(),
             hub.clone(),
             work.clone(),
             jobs.clone(),
+            listening,
         ));
+        // Serve once this replica hears the others' commits (what it misses before that only
+        // waits for the polling backstops); a database slow to answer LISTEN does not hold it up.
+        if tokio::time::timeout(LISTEN_WAIT, first_listen.wait_for(|l| *l))
+            .await
+            .is_err()
+        {
+            tracing::warn!("not yet listening for other replicas' commits; starting anyway");
+        }
         Ok(PgStore {
             pool,
             leases,
@@ -261,6 +285,18 @@ impl PgStore {
             }
         }
         .map_err(db_err)?;
+        Ok(doc.map(|d| d.0))
+    }
+
+    /// A tenant's job by the request id that created it.
+    async fn job_by_request(&self, tenant_id: &str, request_id: &str) -> Result<Option<Job>> {
+        let doc: Option<Json<Job>> =
+            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
+                .bind(tenant_id)
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
         Ok(doc.map(|d| d.0))
     }
 
@@ -339,9 +375,9 @@ impl PgStore {
         }
         for (month, billable, metered) in super::spend_by_month(ledger) {
             sqlx::query(
-                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, billable, metered)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, sandbox, month_start) DO UPDATE SET
+                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, stripe, billable, metered)
+                 VALUES ($1, $2, $3, $6, $4, $5)
+                 ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
                      billable = tenant_month_spend.billable + excluded.billable,
                      metered = tenant_month_spend.metered + excluded.metered",
             )
@@ -350,6 +386,7 @@ impl PgStore {
             .bind(at(month))
             .bind(billable)
             .bind(metered)
+            .bind(tenant_row_stripe(&job.id))
             .execute(&mut **tx)
             .await
             .map_err(db_err)?;
@@ -367,9 +404,9 @@ impl PgStore {
     ) -> Result<()> {
         let (billed, seconds) = ended.unwrap_or_default();
         sqlx::query(
-            "INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, jobs, certified_jobs, billed, delivered_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (tenant_id, sandbox, month_start) DO UPDATE SET
+            "INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
+             VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
+             ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
                  jobs = tenant_month_usage.jobs + excluded.jobs,
                  certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
                  billed = tenant_month_usage.billed + excluded.billed,
@@ -382,6 +419,7 @@ impl PgStore {
         .bind(i64::from(ended.is_some()))
         .bind(billed)
         .bind(seconds)
+        .bind(tenant_row_stripe(&job.id))
         .execute(&mut **tx)
         .await
         .map_err(db_err)?;
@@ -431,7 +469,8 @@ async fn listen(
     pool: PgPool,
     hub: Arc<EventHub>,
     work: Arc<tokio::sync::Notify>,
-    jobs: Arc<RowCache<Job>>,
+    jobs: Arc<RowCache<CachedJob>>,
+    listening: tokio::sync::watch::Sender<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -450,6 +489,7 @@ async fn listen(
             continue;
         }
         backoff = Duration::from_millis(200);
+        listening.send_replace(true);
         // Whatever was announced while the listener was away: claim loops scan, watchers re-read.
         work.notify_one();
         hub.resync_all();
@@ -463,7 +503,7 @@ async fn listen(
                             && let Ok(seq) = seq.parse::<u64>()
                         {
                             // Another replica's commit (this one's own are cached up to `seq`).
-                            if jobs.get(job).is_none_or(|j| j.last_seq < seq) {
+                            if jobs.get(job).is_none_or(|j| j.job.last_seq < seq) {
                                 jobs.wrote(job, None);
                             }
                             share_remote_commit(&pool, &hub, job, seq).await;
@@ -694,13 +734,12 @@ impl Store for PgStore {
     }
 
     async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
+        // The creates of one tenant meet only at its shared rows (month usage, then job counts),
+        // updated last: the counts row takes the limits atomically (a conditional increment), so
+        // its row lock is held for the end of the transaction, not for all of it. Holding the
+        // tenant's row for the whole create made every create of a tenant wait in one queue (the
+        // end-to-end bench saw a dozen creates waiting on it at any moment).
         let mut tx = self.begin().await?;
-        // Serialise the creates of one tenant, so the limit check sees every job committed before.
-        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(&job.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
         let existing: Option<Json<Job>> =
             sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
                 .bind(&job.tenant_id)
@@ -714,6 +753,7 @@ impl Store for PgStore {
             tx.rollback().await.map_err(db_err)?;
             return Ok(Created::Existing(doc.0));
         }
+        // Refused early without writing (the common case at a limit); the increment below decides.
         let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
             .bind(&job.tenant_id)
             .fetch_optional(&mut *tx)
@@ -728,9 +768,12 @@ impl Store for PgStore {
         job.last_seq = 0;
         let created_ms = job.created_ms;
         let events = number_events(&mut job, pending, created_ms);
-        sqlx::query(
+        // A create of the same request id in flight elsewhere: this insert waits for it, then
+        // does nothing if it committed, and the job it made is the answer.
+        let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant_id, request_id) DO NOTHING",
         )
         .bind(&job.id)
         .bind(&job.tenant_id)
@@ -744,6 +787,17 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return match self.job_by_request(&job.tenant_id, &job.request_id).await? {
+                Some(existing) => Ok(Created::Existing(existing)),
+                // Gone again (never: jobs are not deleted); the caller may retry.
+                None => Err(Error::Unavailable {
+                    message: "a concurrent create of this request id did not settle; retry".into(),
+                    retry_after: Duration::from_millis(100),
+                }),
+            };
+        }
         if !job.spec.labels.is_empty() {
             let (keys, values): (Vec<&str>, Vec<&str>) = job
                 .spec
@@ -766,19 +820,37 @@ impl Store for PgStore {
         // The tenant's shared rows in one order everywhere (spend, month usage, counts), or two
         // transactions could each hold one and wait for the other.
         Self::add_month_usage(&mut tx, &job, 1, None).await?;
-        sqlx::query(COUNT_CREATED)
+        // The limits, atomically: the increment happens only below them (the row is locked and
+        // re-checked against the latest committed counts). Its notifications in the same statement.
+        let counted = sqlx::query(COUNT_CREATED)
             .bind(&job.tenant_id)
-            .execute(&mut *tx)
+            .bind(i64::from(limits.max_active))
+            .bind(limits.job_quota.map_or(i64::MAX, i64::from))
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{}:{}", job.id, job.last_seq))
+            .bind(WORK_CHANNEL)
+            .bind(if super::runnable(job.state) {
+                job.id.as_str()
+            } else {
+                ""
+            })
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
-        notify(
-            &mut tx,
-            EVENTS_CHANNEL,
-            &format!("{}:{}", job.id, job.last_seq),
-        )
-        .await?;
-        if super::runnable(job.state) {
-            notify(&mut tx, WORK_CHANNEL, &job.id).await?;
+        if counted.is_none() {
+            // A concurrent create took the last place: the counts as they are now (locked).
+            let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
+                .bind(&job.tenant_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .unwrap_or_default();
+            tx.rollback().await.map_err(db_err)?;
+            check_limits(&job.tenant_id, active, total, limits)?;
+            return Err(Error::Unavailable {
+                message: "the tenant's job counts changed during the create; retry".into(),
+                retry_after: Duration::from_millis(100),
+            });
         }
         tx.commit().await.map_err(db_err)?;
         self.hub.publish_events(&job.id, job.last_seq, events);
@@ -801,15 +873,25 @@ impl Store for PgStore {
     }
 
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
-        if let Some(job) = self.jobs.get(id) {
-            return Ok(Some(Job::clone(&job)));
+        if let Some(cached) = self.jobs.get(id) {
+            return Ok(Some(cached.job.clone()));
         }
         let seen = self.jobs.before_read();
-        let job = self.job_doc(id, None).await?;
-        if let Some(job) = &job {
-            self.jobs.fill(seen, id, || job.clone());
-        }
-        Ok(job)
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT doc, {ROW_VERSION} AS version FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let job = get::<Json<Job>>(&row, "doc")?.0;
+        let version = get::<i64>(&row, "version")?;
+        self.jobs.fill(seen, id, || CachedJob {
+            version,
+            job: job.clone(),
+        });
+        Ok(Some(job))
     }
 
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)> {
@@ -853,17 +935,19 @@ impl Store for PgStore {
         sandbox: bool,
         month_start_ms: i64,
     ) -> Result<MonthUsage> {
-        let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT jobs, certified_jobs, billed, delivered_seconds FROM tenant_month_usage
-             WHERE tenant_id = $1 AND sandbox = $2 AND month_start = $3",
-        )
-        .bind(tenant_id)
-        .bind(sandbox)
-        .bind(at(month_start_ms))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let (jobs, certified_jobs, billed, delivered_seconds) = row.unwrap_or_default();
+        // The month's stripes added up (SUM(bigint) is numeric: cast back).
+        let (jobs, certified_jobs, billed, delivered_seconds): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT COALESCE(SUM(jobs), 0)::bigint, COALESCE(SUM(certified_jobs), 0)::bigint,
+                     COALESCE(SUM(billed), 0)::bigint, COALESCE(SUM(delivered_seconds), 0)::bigint
+                 FROM tenant_month_usage WHERE tenant_id = $1 AND sandbox = $2 AND month_start = $3",
+            )
+            .bind(tenant_id)
+            .bind(sandbox)
+            .bind(at(month_start_ms))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
         // Unfinished jobs are few (bounded by the tier's concurrency): read their current bills.
         // The states are listed so the (tenant, state) index seeks them: the history (terminal
         // jobs) is never scanned.
@@ -924,12 +1008,19 @@ impl Store for PgStore {
         let _serial = self.commit_locks[stripe_of(id, self.commit_locks.len())]
             .lock()
             .await;
+        let cached = self.jobs.get(id);
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT doc, lease_token FROM jobs WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        // The document only if the row changed since this replica cached it.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT lease_token, {ROW_VERSION} AS version,
+                 CASE WHEN {ROW_VERSION} = $2 THEN NULL ELSE doc END AS doc
+             FROM jobs WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .bind(cached.as_ref().map_or(-1, |c| c.version))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
         // Nothing to write: end the transaction now. A dropped one is rolled back only when its
         // connection is next used, and until then it idles in a transaction (and is ended by
         // `idle_in_transaction_session_timeout` if that takes a while).
@@ -943,7 +1034,16 @@ impl Store for PgStore {
             tx.rollback().await.map_err(db_err)?;
             return Err(Error::LeaseLost);
         }
-        let mut job = get::<Json<Job>>(&row, "doc")?.0;
+        let mut job = match (get::<Option<Json<Job>>>(&row, "doc")?, cached) {
+            (Some(doc), _) => doc.0,
+            (None, Some(cached)) => cached.job.clone(),
+            (None, None) => {
+                tx.rollback().await.map_err(db_err)?;
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "job {id}: a row without its document"
+                )));
+            }
+        };
         let before = job.state;
         let commit = match apply_change(&mut job, tenant_id, change) {
             Ok(commit) => commit,
@@ -968,16 +1068,16 @@ impl Store for PgStore {
         } else {
             format!("{id}:{}", job.last_seq)
         };
-        sqlx::query(
+        let written = sqlx::query(AssertSqlSafe(format!(
             "WITH ev AS (
                  INSERT INTO job_events (job_id, seq, created_at, doc)
                  SELECT $1, * FROM UNNEST($6::bigint[], $7::timestamptz[], $8::jsonb[])
              ), j AS (
                  UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1
-                 RETURNING 1
+                 RETURNING {ROW_VERSION} AS version
              )
-             SELECT pg_notify($9, $10) FROM j WHERE $10 <> ''",
-        )
+             SELECT version, CASE WHEN $10 <> '' THEN pg_notify($9, $10) END FROM j"
+        )))
         .bind(id)
         .bind(job.state.as_str())
         .bind(job.last_seq as i64)
@@ -988,9 +1088,10 @@ impl Store for PgStore {
         .bind(&docs)
         .bind(EVENTS_CHANNEL)
         .bind(&announce)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
+        let version = get::<i64>(&written, "version")?;
         Self::insert_ledger(&mut tx, &job, lines, &ledger).await?;
         // The tenant's counter rows are shared by all its jobs: touch them last, so their row
         // locks are held for the shortest time.
@@ -1010,7 +1111,13 @@ impl Store for PgStore {
             notify(&mut tx, WORK_CHANNEL, id).await?;
         }
         tx.commit().await.map_err(db_err)?;
-        self.jobs.wrote(id, Some(job.clone()));
+        self.jobs.wrote(
+            id,
+            Some(CachedJob {
+                version,
+                job: job.clone(),
+            }),
+        );
         self.hub.publish_events(id, job.last_seq, events);
         record_transition(before, &job);
         Ok(job)
@@ -1153,11 +1260,28 @@ impl Store for PgStore {
 const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tenant_id = $1";
 
 /// Counts a new job (in the create transaction).
-const COUNT_CREATED: &str = "INSERT INTO tenant_job_counts (tenant_id, active, total) VALUES ($1, 1, 1)
-     ON CONFLICT (tenant_id) DO UPDATE SET active = tenant_job_counts.active + 1, total = tenant_job_counts.total + 1";
+/// `$2`/`$3` are the limits (most active, most ever; a first job is within any limit of at least
+/// one, checked before); no row comes back when the increment would pass them. `$4`..`$7`: the
+/// commit's notifications (the second only when `$7` is not empty).
+const COUNT_CREATED: &str = "WITH c AS (
+         INSERT INTO tenant_job_counts AS t (tenant_id, active, total) VALUES ($1, 1, 1)
+         ON CONFLICT (tenant_id) DO UPDATE SET active = t.active + 1, total = t.total + 1
+             WHERE t.active < $2 AND t.total < $3
+         RETURNING t.active
+     )
+     SELECT active, pg_notify($4, $5), CASE WHEN $7 <> '' THEN pg_notify($6, $7) END FROM c";
 
 /// Moves a job in or out of the active count (in the transaction of its transition).
 const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";
+
+/// Stripes of a tenant's monthly spend and usage rows (migration 0007).
+const TENANT_ROW_STRIPES: usize = 8;
+
+/// The stripe of the tenant's monthly rows a job adds to: always the same for a job, so one
+/// transaction locks one row per table, in the fixed order (spend, usage, counts).
+fn tenant_row_stripe(job_id: &str) -> i16 {
+    stripe_of(job_id, TENANT_ROW_STRIPES) as i16
+}
 
 /// The stripe of `commit_locks` a job's commits take (a stable hash of its id).
 fn stripe_of(id: &str, stripes: usize) -> usize {
