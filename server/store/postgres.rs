@@ -739,31 +739,15 @@ impl Store for PgStore {
         // its row lock is held for the end of the transaction, not for all of it. Holding the
         // tenant's row for the whole create made every create of a tenant wait in one queue (the
         // end-to-end bench saw a dozen creates waiting on it at any moment).
+        // Nothing is locked, so the replay and the early refusal need no transaction: a replay
+        // is answered, and a tenant at a limit refused, without writing (the increment below
+        // decides for creates that race).
+        if let Some(existing) = self.job_by_request(&job.tenant_id, &job.request_id).await? {
+            return Ok(Created::Existing(existing));
+        }
+        let (active, total) = self.job_counts(&job.tenant_id).await?;
+        check_limits(&job.tenant_id, active.into(), total.into(), limits)?;
         let mut tx = self.begin().await?;
-        let existing: Option<Json<Job>> =
-            sqlx::query_scalar("SELECT doc FROM jobs WHERE tenant_id = $1 AND request_id = $2")
-                .bind(&job.tenant_id)
-                .bind(&job.request_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        // Answered without writing: end the transaction (and the tenant's row lock) now, not
-        // when the connection is next used.
-        if let Some(doc) = existing {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(Created::Existing(doc.0));
-        }
-        // Refused early without writing (the common case at a limit); the increment below decides.
-        let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
-            .bind(&job.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .unwrap_or_default();
-        if let Err(e) = check_limits(&job.tenant_id, active, total, limits) {
-            tx.rollback().await.map_err(db_err)?;
-            return Err(e);
-        }
         let pending = std::mem::take(&mut job.pending_events);
         job.last_seq = 0;
         let created_ms = job.created_ms;
