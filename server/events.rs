@@ -189,6 +189,15 @@ impl EventHub {
             .map(|tx| tx.borrow().up_to)
     }
 
+    /// Every job with watchers here, with the sequence they know of.
+    pub fn watched(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(id, tx)| (id.clone(), tx.borrow().up_to))
+            .collect()
+    }
+
     /// Tells every watcher to re-read the database once (notifications may have been lost).
     pub fn resync_all(&self) {
         self.resync.send_modify(|n| *n += 1);

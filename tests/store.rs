@@ -44,7 +44,41 @@ async fn postgres_store_conforms() {
     let other = store::connect(&pg.url, Arc::new(EventHub::default()))
         .await
         .unwrap();
-    replicas_share_one_database(store, other).await;
+    replicas_share_one_database(store.clone(), other.clone()).await;
+    an_unannounced_commit_reaches_other_replicas(&pg.url, store, other).await;
+}
+
+/// A replica that commits and dies before announcing: the other replicas' watchers still get
+/// the commit (their sweep finds it), without anyone announcing it.
+async fn an_unannounced_commit_reaches_other_replicas(
+    url: &str,
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    let t = tenant("unannounced", None);
+    a.insert_tenant(&t).await.unwrap();
+    let j = create(&*a, job(&t.id, "unannounced-1", "quick_social", &[])).await;
+    let mut on_b = b.hub().subscribe(&j.id);
+    // The announcement of the create (seq 1) may come or not; then a commit nobody announces, as
+    // a replica that crashed between its commit and its announcement leaves it.
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(
+        "WITH e AS (INSERT INTO job_events (job_id, seq, created_at, doc)
+             SELECT job_id, 2, now(), jsonb_set(doc, '{seq}', '2')
+             FROM job_events WHERE job_id = $1 AND seq = 1)
+         UPDATE jobs SET last_seq = 2 WHERE id = $1",
+    )
+    .bind(&j.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), on_b.wait_for(|c| c.up_to >= 2))
+        .await
+        .expect("replica B's watchers hear of an unannounced commit within a sweep")
+        .unwrap()
+        .up_to;
+    assert_eq!(seen, 2);
+    pool.close().await;
 }
 
 async fn conformance(s: Arc<dyn Store>) {
@@ -940,6 +974,32 @@ async fn replicas_share_one_database(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert_eq!(
         b.job(&t.id, &j.id).await.unwrap().unwrap().status_message,
         "from b, then a"
+    );
+
+    // So are a refusal and a change that writes nothing: B moves the job on unannounced, and A's
+    // answers are those of B's row, not of A's copy.
+    b.update_job(None, &j.id, set("ready")).await.unwrap();
+    let (seen, _) = a
+        .update_job(None, &j.id, |job| Ok(job.status_message.clone()))
+        .await
+        .unwrap();
+    assert_eq!(seen, "ready", "a no-op change sees the current row");
+    b.update_job(None, &j.id, set("ready again")).await.unwrap();
+    let (_, accepted) = a
+        .update_job(None, &j.id, |job| {
+            if job.status_message != "ready again" {
+                return Err(Error::Aborted("a stale copy".into()));
+            }
+            job.status_message = "accepted".into();
+            job.dirty = true;
+            Ok(())
+        })
+        .await
+        .expect("a change refused on a stale copy is decided again on the current row");
+    assert_eq!(accepted.status_message, "accepted");
+    assert_eq!(
+        b.job(&t.id, &j.id).await.unwrap().unwrap().status_message,
+        "accepted"
     );
 }
 

@@ -91,7 +91,7 @@ impl App {
                     )));
                 };
                 let mut manifest = manifest;
-                if let Some(mut shots) = patch.shots {
+                if let Some(mut shots) = patch.shots.clone() {
                     // New shots get fresh ids, above every id the manifest has used.
                     let number = |id: &str| {
                         id.strip_prefix("shot-")
@@ -115,7 +115,7 @@ impl App {
                 if let Some(a) = patch.aspect_ratio {
                     manifest.aspect_ratio = a;
                 }
-                if let Some(a) = patch.audio_style {
+                if let Some(a) = patch.audio_style.clone() {
                     manifest.audio_style = a;
                 }
                 let preset = catalog
@@ -145,7 +145,7 @@ impl App {
                 job.emit(EventKind::ManifestUpdated {
                     revision: manifest.revision,
                     quote: quote.total,
-                    changed_fields: patch.changed_fields,
+                    changed_fields: patch.changed_fields.clone(),
                 });
                 job.manifest = Some(manifest);
                 job.quote = Some(quote);

@@ -268,7 +268,7 @@ impl App {
                 if job.state.is_terminal() {
                     return Ok(());
                 }
-                job.fail(FailureReason::Internal, message)
+                job.fail(FailureReason::Internal, message.clone())
                     .map_err(Error::internal)
             })
             .await;

@@ -81,7 +81,7 @@ impl App {
         &self,
         job_id: &str,
         expected: JobState,
-        change: impl FnOnce(&mut Job) -> Result<()> + Send,
+        change: impl FnMut(&mut Job) -> Result<()> + Send,
     ) -> Result<bool> {
         self.commit_in(job_id, &[expected], change).await
     }
@@ -91,7 +91,7 @@ impl App {
         &self,
         job_id: &str,
         expected: &[JobState],
-        change: impl FnOnce(&mut Job) -> Result<()> + Send,
+        mut change: impl FnMut(&mut Job) -> Result<()> + Send,
     ) -> Result<bool> {
         let fence = self.fence(job_id)?;
         let (applied, _) = self
@@ -177,7 +177,7 @@ impl App {
             if j.state == JobState::Queued {
                 j.move_to(JobState::Planning).map_err(Error::internal)?;
             }
-            let quote = match quote {
+            let quote = match quote.clone() {
                 Ok(q) => q,
                 Err(e) => {
                     return j
@@ -189,7 +189,7 @@ impl App {
             j.quote = Some(quote);
             j.brand_cache_hit = cache_hit;
             let shot_count = manifest.shots.len() as u32;
-            j.manifest = Some(manifest);
+            j.manifest = Some(manifest.clone());
             if planner_cost > Money::ZERO {
                 j.charge(LedgerEntry {
                     kind: LedgerKind::Planner,
@@ -741,7 +741,7 @@ impl App {
         }
         let (reason, message) = job.no_backend_failure(&self.config.catalog, index);
         self.commit_if(&job.id, job.state, |j| {
-            j.fail(reason, message).map_err(Error::internal)
+            j.fail(reason, message.clone()).map_err(Error::internal)
         })
         .await?;
         Ok(())
@@ -805,7 +805,7 @@ impl App {
         });
         if next.is_none() && !self.waiting_for_circuits(j, index) {
             let (reason, message) = j.no_backend_failure(&self.config.catalog, index);
-            j.fail(reason, message).map_err(Error::internal)?;
+            j.fail(reason, message.clone()).map_err(Error::internal)?;
         }
         Ok(())
     }
@@ -956,7 +956,7 @@ impl App {
             if j.state == JobState::Rendering {
                 j.move_to(JobState::QualityCheck).map_err(Error::internal)?;
             }
-            for (index, result, passed, better) in checks {
+            for (index, result, passed, better) in checks.iter().cloned() {
                 let s = &mut j.shots[index];
                 if s.quality_checked || s.needs_render {
                     continue;
@@ -996,8 +996,8 @@ impl App {
         let hold_for_review = job.holds_for_final_review();
         let video = self.assemble(&job).await?;
         self.commit_if(&job.id, JobState::QualityCheck, |j| {
-            let video = match video {
-                Ok(v) => v,
+            let video = match &video {
+                Ok(v) => v.clone(),
                 Err(why) => {
                     return j
                         .fail(

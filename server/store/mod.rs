@@ -179,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Job>>;
     /// Applies `change` to a job in one write transaction and commits the job with the events and
-    /// ledger lines it produced. `tenant_id` scopes the lookup (None for the pipeline); `fence`, when
+    /// ledger lines it produced. `change` may run more than once (PostgreSQL applies it again to a
+    /// row that changed meanwhile); only the run that is committed counts. `tenant_id` scopes the lookup (None for the pipeline); `fence`, when
     /// given, makes the write conditional on still holding that lease (`Error::LeaseLost` if not).
     /// `NotFound` for a missing job; an error from `change` writes nothing.
     async fn update_job_dyn(
@@ -235,7 +236,7 @@ impl dyn Store {
         &self,
         tenant_id: Option<&str>,
         id: &str,
-        change: impl FnOnce(&mut Job) -> Result<T> + Send,
+        change: impl FnMut(&mut Job) -> Result<T> + Send,
     ) -> Result<(T, Job)> {
         typed_update(self, tenant_id, id, None, change).await
     }
@@ -244,7 +245,7 @@ impl dyn Store {
     pub async fn update_job_fenced<T: Send>(
         &self,
         fence: &Lease,
-        change: impl FnOnce(&mut Job) -> Result<T> + Send,
+        change: impl FnMut(&mut Job) -> Result<T> + Send,
     ) -> Result<(T, Job)> {
         typed_update(self, None, &fence.job_id, Some(fence), change).await
     }
@@ -255,16 +256,12 @@ async fn typed_update<T: Send>(
     tenant_id: Option<&str>,
     id: &str,
     fence: Option<&Lease>,
-    change: impl FnOnce(&mut Job) -> Result<T> + Send,
+    mut change: impl FnMut(&mut Job) -> Result<T> + Send,
 ) -> Result<(T, Job)> {
-    let mut change = Some(change);
     let mut out = None;
     let job = store
         .update_job_dyn(tenant_id, id, fence, &mut |job: &mut Job| {
-            let f = change
-                .take()
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("job change applied twice")))?;
-            out = Some(f(job)?);
+            out = Some(change(job)?);
             Ok(())
         })
         .await?;
@@ -496,8 +493,6 @@ impl<T> RowCache<T> {
         }
     }
 
-    /// Records a committed write (after the commit, under the writer lock): `value` is the row
-    /// now, or `None` to forget it.
     /// Forgets every row (a store that may have missed writes).
     pub(crate) fn clear(&self) {
         let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
@@ -505,6 +500,8 @@ impl<T> RowCache<T> {
         self.writes.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Records a committed write (after the commit, under the writer lock): `value` is the row
+    /// now, or `None` to forget it.
     pub(crate) fn wrote(&self, id: &str, value: Option<T>) {
         let _fill = self.fill.lock().unwrap_or_else(|p| p.into_inner());
         match value {

@@ -1,9 +1,10 @@
 //! The scale-out store: several replicas on one PostgreSQL. Documents are `jsonb`, instants
 //! `timestamptz`, flags `boolean`, money integer micro-USD (`bigint`; sums cast back to bigint).
 //! Row locks (`FOR UPDATE`) order the writers of one job or tenant; leases are claimed with
-//! `FOR UPDATE SKIP LOCKED` and expire on the database's clock. Commits announce themselves with
-//! `NOTIFY` (sent by PostgreSQL only when the transaction commits); a listener on a dedicated
-//! connection feeds them to this replica's watchers and claim loop, reconnecting after a loss.
+//! `FOR UPDATE SKIP LOCKED` and expire on the database's clock. Commits are announced to the other
+//! replicas with `NOTIFY`, sent after the commit in batches (see `announce`); a listener on a
+//! dedicated connection feeds them to this replica's watchers and claim loop, reconnecting after a
+//! loss, and a sweep once a second catches what an announcement lost on the way would have told.
 
 use super::{
     Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, RUNNABLE_SQL,
@@ -39,6 +40,10 @@ pub struct PgStore {
     hub: Arc<EventHub>,
     work: Arc<tokio::sync::Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// Announcements of this replica's commits, sent by `announce` after they commit.
+    announcements: tokio::sync::mpsc::UnboundedSender<Announcement>,
+    announcer: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
     /// The lease holder's reads of its jobs (`job_by_id`): this replica's own commits as it made
     /// them. An entry is dropped when this replica claims the job (another may have changed it
     /// meanwhile) and when another replica's commit of it is announced; partner reads (`job`)
@@ -61,6 +66,17 @@ struct CachedJob {
     job: Job,
 }
 
+/// How many times a commit reads the job again after finding its row changed before giving up
+/// (`UNAVAILABLE`): each round means another writer committed the job in between.
+const COMMIT_ATTEMPTS: usize = 8;
+
+/// Whether a job copy is known to be the row's current version.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    Yes,
+    No,
+}
+
 /// The row version of `jobs`, as a comparable number.
 const ROW_VERSION: &str = "xmin::text::bigint";
 const COMMIT_LOCK_STRIPES: usize = 64;
@@ -70,6 +86,8 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcer.abort();
+        self.sweeper.abort();
     }
 }
 
@@ -184,6 +202,19 @@ fn lease_from(row: &PgRow) -> Result<Lease> {
     })
 }
 
+/// `LeaseLost` unless the row is still under `fence`'s lease.
+fn check_fence(row: &PgRow, fence: Option<&Lease>) -> Result<()> {
+    match fence {
+        Some(f) if get::<i64>(row, "lease_token")? != f.token => Err(Error::LeaseLost),
+        _ => Ok(()),
+    }
+}
+
+/// A deadlock or a serialisation failure: the transaction wrote nothing and may run again.
+fn retryable_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01")))
+}
+
 async fn notify(
     tx: &mut Transaction<'static, Postgres>,
     channel: &str,
@@ -251,17 +282,29 @@ impl PgStore {
         {
             tracing::warn!("not yet listening for other replicas' commits; starting anyway");
         }
+        let (announcements, queued) = tokio::sync::mpsc::unbounded_channel();
+        let announcer = tokio::spawn(announce(pool.clone(), queued));
+        let sweeper = tokio::spawn(sweep(pool.clone(), hub.clone()));
         Ok(PgStore {
             pool,
             leases,
             hub,
             work,
             listener,
+            announcements,
+            announcer,
+            sweeper,
             jobs,
             commit_locks: (0..COMMIT_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
+    }
+
+    /// Queues an announcement of a committed change (see `announce`).
+    fn announce(&self, announcement: Announcement) {
+        // Only fails once the announcer is gone, with the store.
+        let _ = self.announcements.send(announcement);
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
@@ -326,12 +369,9 @@ impl PgStore {
     }
 
     /// Numbers a commit's ledger lines: the job's count before them (from its document, or
-    /// counted for documents written before it was kept), then records the new count.
-    async fn ledger_lines(
-        tx: &mut Transaction<'static, Postgres>,
-        job: &mut Job,
-        ledger: &[LedgerEntry],
-    ) -> Result<i64> {
+    /// counted for documents written before it was kept), then records the new count. The count
+    /// needs no lock: the commit only takes effect on the row version it was read with.
+    async fn ledger_lines(&self, job: &mut Job, ledger: &[LedgerEntry]) -> Result<i64> {
         if ledger.is_empty() {
             return Ok(0);
         }
@@ -339,7 +379,7 @@ impl PgStore {
             Some(n) => i64::from(n),
             None => sqlx::query_scalar("SELECT COUNT(*) FROM ledger WHERE job_id = $1")
                 .bind(&job.id)
-                .fetch_one(&mut **tx)
+                .fetch_one(&self.pool)
                 .await
                 .map_err(db_err)?,
         };
@@ -347,51 +387,108 @@ impl PgStore {
         Ok(lines)
     }
 
-    async fn insert_ledger(
-        tx: &mut Transaction<'static, Postgres>,
+    /// A job's row as it is now: (version, document). `NotFound` if there is none, `LeaseLost`
+    /// if `fence` no longer holds it.
+    async fn versioned_job(&self, id: &str, fence: Option<&Lease>) -> Result<(i64, Job)> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT lease_token, {ROW_VERSION} AS version, doc FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::not_found("job"))?;
+        check_fence(&row, fence)?;
+        Ok((get(&row, "version")?, get::<Json<Job>>(&row, "doc")?.0))
+    }
+
+    /// The job's row if it is no longer at `version` (None if it still is). `LeaseLost` if `fence`
+    /// no longer holds it. The document travels only when the versions differ.
+    async fn newer_version(
+        &self,
+        id: &str,
+        version: i64,
+        fence: Option<&Lease>,
+    ) -> Result<Option<(i64, Job)>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT lease_token, {ROW_VERSION} AS version,
+                 CASE WHEN {ROW_VERSION} = $2 THEN NULL ELSE doc END AS doc
+             FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::not_found("job"))?;
+        check_fence(&row, fence)?;
+        Ok(match get::<Option<Json<Job>>>(&row, "doc")? {
+            Some(doc) => Some((get(&row, "version")?, doc.0)),
+            None => None,
+        })
+    }
+
+    /// Writes a commit in one statement (one transaction): the job's document, its events and
+    /// ledger lines, and the tenant's counters.
+    /// It takes effect only if the row is still at `version` and, with a fence, still under that
+    /// lease; the new version, or None if it did not.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_commit(
+        &self,
         job: &Job,
-        lines: i64,
+        before: JobState,
+        version: i64,
+        fence: Option<&Lease>,
+        events: &[Event],
         ledger: &[LedgerEntry],
-    ) -> Result<()> {
-        if ledger.is_empty() {
-            return Ok(());
-        }
-        for (i, entry) in ledger.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&job.id)
-            .bind(lines + i as i64 + 1)
-            .bind(&job.tenant_id)
-            .bind(job.sandbox)
-            .bind(entry.amount.micros())
-            .bind(entry.succeeded)
-            .bind(at(entry.at_ms))
-            .bind(Json(entry))
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        }
-        for (month, billable, metered) in super::spend_by_month(ledger) {
-            sqlx::query(
-                "INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, stripe, billable, metered)
-                 VALUES ($1, $2, $3, $6, $4, $5)
-                 ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
-                     billable = tenant_month_spend.billable + excluded.billable,
-                     metered = tenant_month_spend.metered + excluded.metered",
-            )
-            .bind(&job.tenant_id)
-            .bind(job.sandbox)
-            .bind(at(month))
-            .bind(billable)
-            .bind(metered)
-            .bind(tenant_row_stripe(&job.id))
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        }
-        Ok(())
+        lines: i64,
+    ) -> std::result::Result<Option<i64>, sqlx::Error> {
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
+        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
+        let line_nos: Vec<i64> = (1..=ledger.len() as i64).map(|i| lines + i).collect();
+        let amounts: Vec<i64> = ledger.iter().map(|e| e.amount.micros()).collect();
+        let succeeded: Vec<bool> = ledger.iter().map(|e| e.succeeded).collect();
+        let charged_at: Vec<DateTime<Utc>> = ledger.iter().map(|e| at(e.at_ms)).collect();
+        let entries: Vec<Json<&LedgerEntry>> = ledger.iter().map(Json).collect();
+        let spend = super::spend_by_month(ledger);
+        let months: Vec<DateTime<Utc>> = spend.iter().map(|m| at(m.0)).collect();
+        let billable: Vec<i64> = spend.iter().map(|m| m.1).collect();
+        let metered: Vec<i64> = spend.iter().map(|m| m.2).collect();
+        let ended = super::month_effect(before, job);
+        let (billed, seconds) = ended.unwrap_or_default();
+        let row = sqlx::query(AssertSqlSafe(
+            COMMIT_SQL.replace("{ROW_VERSION}", ROW_VERSION),
+        ))
+        .bind(&job.id)
+        .bind(job.state.as_str())
+        .bind(job.last_seq as i64)
+        .bind(at(job.updated_ms))
+        .bind(Json(job))
+        .bind(version)
+        .bind(fence.map(|f| f.token))
+        .bind(&seqs)
+        .bind(&times)
+        .bind(&docs)
+        .bind(&job.tenant_id)
+        .bind(job.sandbox)
+        .bind(&line_nos)
+        .bind(&amounts)
+        .bind(&succeeded)
+        .bind(&charged_at)
+        .bind(&entries)
+        .bind(tenant_row_stripe(&job.id))
+        .bind(&months)
+        .bind(&billable)
+        .bind(&metered)
+        .bind(ended.is_some())
+        .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
+        .bind(billed)
+        .bind(seconds)
+        .bind(super::active_delta(before, job.state))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get::<i64, _>("version")).transpose()
     }
 
     /// Adds to the usage row of the job's creation month: `jobs` new jobs, and an ended job's
@@ -444,7 +541,7 @@ impl PgStore {
         let sql = format!(
             "UPDATE jobs SET lease_owner = $1, lease_token = lease_token + 1,
                  lease_expires_at = now() + $2 * interval '1 millisecond'
-             WHERE id = ({pick}) RETURNING id, lease_token"
+             WHERE id = ({pick}) RETURNING id, lease_token, {ROW_VERSION} AS version, doc"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(owner)
@@ -454,9 +551,13 @@ impl PgStore {
             .await
             .map_err(db_err)?;
         let lease = row.as_ref().map(lease_from).transpose()?;
-        if let Some(lease) = &lease {
-            // Others may have changed the job since this replica last held it.
-            self.jobs.wrote(&lease.job_id, None);
+        if let (Some(lease), Some(row)) = (&lease, &row) {
+            // Others may have changed the job since this replica last held it: its holder starts
+            // from the row as claimed (which saves the read that would follow).
+            let job = get::<Json<Job>>(row, "doc")?.0;
+            let version = get::<i64>(row, "version")?;
+            self.jobs
+                .wrote(&lease.job_id, Some(CachedJob { version, job }));
         }
         Ok(lease)
     }
@@ -526,6 +627,113 @@ async fn listen(
     }
 }
 
+/// A committed change the other replicas hear of: a job committed up to a sequence (its watchers
+/// elsewhere read the new events), or a job became runnable without a driver (their claim loops
+/// look for work). `Flush` answers once everything queued before it is sent.
+enum Announcement {
+    Committed(String, u64),
+    Runnable(String),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Most announcements sent in one statement.
+const ANNOUNCE_BATCH: usize = 512;
+
+/// Sends this replica's announcements as NOTIFYs, after their commits and in batches: whatever
+/// queued while a batch was on its way goes in the next one, in one statement, with a job's
+/// commits coalesced into its latest sequence. A NOTIFY in the committing transaction would
+/// serialise every commit in the cluster on PostgreSQL's notification queue lock (the end-to-end
+/// bench saw commits waiting on it more than on anything else). An announcement lost to a crash
+/// or an outage is covered by the sweep (`sweep`) and the claim loops' polling.
+async fn announce(pool: PgPool, mut queued: tokio::sync::mpsc::UnboundedReceiver<Announcement>) {
+    let mut batch = Vec::with_capacity(ANNOUNCE_BATCH);
+    while queued.recv_many(&mut batch, ANNOUNCE_BATCH).await > 0 {
+        let mut latest: std::collections::HashMap<String, u64> = Default::default();
+        let mut runnable = std::collections::BTreeSet::new();
+        let mut flushed = Vec::new();
+        for a in batch.drain(..) {
+            match a {
+                Announcement::Committed(job, seq) => {
+                    let at = latest.entry(job).or_default();
+                    *at = (*at).max(seq);
+                }
+                Announcement::Runnable(job) => {
+                    runnable.insert(job);
+                }
+                Announcement::Flush(done) => flushed.push(done),
+            }
+        }
+        let (channels, payloads): (Vec<&str>, Vec<String>) = latest
+            .into_iter()
+            .map(|(job, seq)| (EVENTS_CHANNEL, format!("{job}:{seq}")))
+            .chain(runnable.into_iter().map(|job| (WORK_CHANNEL, job)))
+            .unzip();
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=3 {
+            if payloads.is_empty() {
+                break;
+            }
+            match sqlx::query(
+                "SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS n(c, p)",
+            )
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&pool)
+            .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "announcing commits to the other replicas failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                }
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// How often `sweep` compares the jobs watched here with the database.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The backstop of announcements: once a second, one query for every job watched in this process
+/// (not one per stream); a job committed further than its watchers know (its announcement was
+/// lost with a crashed replica or a dropped connection) is shared with them as an announcement
+/// would have been.
+async fn sweep(pool: PgPool, hub: Arc<EventHub>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let watched = hub.watched();
+        for chunk in watched.chunks(1000) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            let rows: Vec<(String, i64)> =
+                match sqlx::query_as("SELECT id, last_seq FROM jobs WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&pool)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sweeping watched jobs failed");
+                        break;
+                    }
+                };
+            let known: std::collections::HashMap<&str, u64> =
+                chunk.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+            for (id, seq) in rows {
+                let seq = seq.max(0) as u64;
+                if known.get(id.as_str()).is_some_and(|k| *k < seq) {
+                    share_remote_commit(&pool, &hub, &id, seq).await;
+                }
+            }
+        }
+    }
+}
+
 /// Another replica committed a job up to `seq`: if watchers here are behind, read the new events
 /// once and hand them to all of them (instead of one read per watcher).
 async fn share_remote_commit(pool: &PgPool, hub: &EventHub, job_id: &str, seq: u64) {
@@ -580,6 +788,11 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.listener.abort();
+        self.sweeper.abort();
+        // What this replica committed last is announced before the pool closes.
+        let (flushed, done) = tokio::sync::oneshot::channel();
+        self.announce(Announcement::Flush(flushed));
+        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
         self.leases.close().await;
         self.pool.close().await;
     }
@@ -810,14 +1023,6 @@ impl Store for PgStore {
             .bind(&job.tenant_id)
             .bind(i64::from(limits.max_active))
             .bind(limits.job_quota.map_or(i64::MAX, i64::from))
-            .bind(EVENTS_CHANNEL)
-            .bind(format!("{}:{}", job.id, job.last_seq))
-            .bind(WORK_CHANNEL)
-            .bind(if super::runnable(job.state) {
-                job.id.as_str()
-            } else {
-                ""
-            })
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -837,6 +1042,10 @@ impl Store for PgStore {
             });
         }
         tx.commit().await.map_err(db_err)?;
+        self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
+        if super::runnable(job.state) {
+            self.announce(Announcement::Runnable(job.id.clone()));
+        }
         self.hub.publish_events(&job.id, job.last_seq, events);
         Ok(Created::New(job))
     }
@@ -989,122 +1198,82 @@ impl Store for PgStore {
         fence: Option<&Lease>,
         change: JobChange<'_>,
     ) -> Result<Job> {
+        // One job's commits from this process queue here, so their cache updates land in commit
+        // order and they rarely meet in the database.
         let _serial = self.commit_locks[stripe_of(id, self.commit_locks.len())]
             .lock()
             .await;
-        let cached = self.jobs.get(id);
-        let mut tx = self.begin().await?;
-        // The document only if the row changed since this replica cached it.
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT lease_token, {ROW_VERSION} AS version,
-                 CASE WHEN {ROW_VERSION} = $2 THEN NULL ELSE doc END AS doc
-             FROM jobs WHERE id = $1 FOR UPDATE"
-        )))
-        .bind(id)
-        .bind(cached.as_ref().map_or(-1, |c| c.version))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        // Nothing to write: end the transaction now. A dropped one is rolled back only when its
-        // connection is next used, and until then it idles in a transaction (and is ended by
-        // `idle_in_transaction_session_timeout` if that takes a while).
-        let Some(row) = row else {
-            tx.rollback().await.map_err(db_err)?;
-            return Err(Error::not_found("job"));
-        };
-        if let Some(fence) = fence
-            && get::<i64>(&row, "lease_token")? != fence.token
-        {
-            tx.rollback().await.map_err(db_err)?;
-            return Err(Error::LeaseLost);
-        }
-        let mut job = match (get::<Option<Json<Job>>>(&row, "doc")?, cached) {
-            (Some(doc), _) => doc.0,
-            (None, Some(cached)) => cached.job.clone(),
-            (None, None) => {
-                tx.rollback().await.map_err(db_err)?;
-                return Err(Error::Internal(anyhow::anyhow!(
-                    "job {id}: a row without its document"
-                )));
-            }
-        };
-        let before = job.state;
-        let commit = match apply_change(&mut job, tenant_id, change) {
-            Ok(commit) => commit,
-            Err(e) => {
-                tx.rollback().await.map_err(db_err)?;
-                return Err(e);
-            }
-        };
-        let Some(Commit { events, ledger }) = commit else {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(job);
-        };
-        // The ledger's line count is in the document: number the lines before writing it.
-        let lines = Self::ledger_lines(&mut tx, &mut job, &ledger).await?;
-        // The job's own rows in one statement: its events, its document and the announcement
-        // (NOTIFY is delivered at commit).
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
-        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
-        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
-        let announce = if events.is_empty() {
-            String::new()
-        } else {
-            format!("{id}:{}", job.last_seq)
-        };
-        let written = sqlx::query(AssertSqlSafe(format!(
-            "WITH ev AS (
-                 INSERT INTO job_events (job_id, seq, created_at, doc)
-                 SELECT $1, * FROM UNNEST($6::bigint[], $7::timestamptz[], $8::jsonb[])
-             ), j AS (
-                 UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5 WHERE id = $1
-                 RETURNING {ROW_VERSION} AS version
-             )
-             SELECT version, CASE WHEN $10 <> '' THEN pg_notify($9, $10) END FROM j"
-        )))
-        .bind(id)
-        .bind(job.state.as_str())
-        .bind(job.last_seq as i64)
-        .bind(at(job.updated_ms))
-        .bind(Json(&job))
-        .bind(&seqs)
-        .bind(&times)
-        .bind(&docs)
-        .bind(EVENTS_CHANNEL)
-        .bind(&announce)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let version = get::<i64>(&written, "version")?;
-        Self::insert_ledger(&mut tx, &job, lines, &ledger).await?;
-        // The tenant's counter rows are shared by all its jobs: touch them last, so their row
-        // locks are held for the shortest time.
-        if let Some(ended) = super::month_effect(before, &job) {
-            Self::add_month_usage(&mut tx, &job, 0, Some(ended)).await?;
-        }
-        let delta = super::active_delta(before, job.state);
-        if delta != 0 {
-            sqlx::query(COUNT_ACTIVE)
-                .bind(&job.tenant_id)
-                .bind(delta)
-                .execute(&mut *tx)
+        // Optimistic: the change is applied to the copy this replica last wrote or read, and the
+        // write is one statement that takes effect only if the row is still that version (and the
+        // lease still this one). A commit is then one round trip and one short transaction; when
+        // the row moved on (another replica's commit, a lease renewal), the job is read again and
+        // the change applied again.
+        let mut base = self
+            .jobs
+            .get(id)
+            .map(|c| (c.version, c.job.clone(), Verified::No));
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (version, mut job, verified) = match base.take() {
+                Some(b) => b,
+                None => {
+                    let (version, job) = self.versioned_job(id, fence).await?;
+                    (version, job, Verified::Yes)
+                }
+            };
+            let before = job.state;
+            let commit = match apply_change(&mut job, tenant_id, change) {
+                Ok(Some(commit)) => commit,
+                // Refused, or nothing to write: decided on a cached copy, which must be current
+                // (and the lease still held) for the answer to stand.
+                outcome => {
+                    if verified == Verified::No
+                        && let Some(newer) = self.newer_version(id, version, fence).await?
+                    {
+                        base = Some((newer.0, newer.1, Verified::Yes));
+                        continue;
+                    }
+                    return outcome.map(|_| job);
+                }
+            };
+            let Commit { events, ledger } = commit;
+            let lines = self.ledger_lines(&mut job, &ledger).await?;
+            match self
+                .write_commit(&job, before, version, fence, &events, &ledger, lines)
                 .await
-                .map_err(db_err)?;
+            {
+                Ok(Some(new_version)) => {
+                    if !events.is_empty() {
+                        self.announce(Announcement::Committed(id.to_string(), job.last_seq));
+                    }
+                    // A partner's action made the job runnable: any replica may drive it.
+                    if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
+                        self.announce(Announcement::Runnable(id.to_string()));
+                    }
+                    self.jobs.wrote(
+                        id,
+                        Some(CachedJob {
+                            version: new_version,
+                            job: job.clone(),
+                        }),
+                    );
+                    self.hub.publish_events(id, job.last_seq, events);
+                    record_transition(before, &job);
+                    return Ok(job);
+                }
+                // The row moved on, the lease was lost or the job is gone: read it again.
+                Ok(None) => {}
+                // Met another transaction in a deadlock or a serialisation conflict: nothing was
+                // written; run again.
+                Err(e) if retryable_conflict(&e) => {}
+                Err(e) => return Err(db_err(e)),
+            }
+            self.jobs.wrote(id, None);
+            metrics::counter!("store_commit_conflicts_total").increment(1);
         }
-        if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
-            notify(&mut tx, WORK_CHANNEL, id).await?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        self.jobs.wrote(
-            id,
-            Some(CachedJob {
-                version,
-                job: job.clone(),
-            }),
-        );
-        self.hub.publish_events(id, job.last_seq, events);
-        record_transition(before, &job);
-        Ok(job)
+        Err(Error::Unavailable {
+            message: format!("job {id} kept changing during the commit; retry"),
+            retry_after: Duration::from_millis(100),
+        })
     }
 
     async fn events_after(&self, job_id: &str, after: u64, limit: u32) -> Result<Vec<Event>> {
@@ -1247,16 +1416,56 @@ const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tena
 /// `$2`/`$3` are the limits (most active, most ever; a first job is within any limit of at least
 /// one, checked before); no row comes back when the increment would pass them. `$4`..`$7`: the
 /// commit's notifications (the second only when `$7` is not empty).
-const COUNT_CREATED: &str = "WITH c AS (
-         INSERT INTO tenant_job_counts AS t (tenant_id, active, total) VALUES ($1, 1, 1)
-         ON CONFLICT (tenant_id) DO UPDATE SET active = t.active + 1, total = t.total + 1
-             WHERE t.active < $2 AND t.total < $3
-         RETURNING t.active
-     )
-     SELECT active, pg_notify($4, $5), CASE WHEN $7 <> '' THEN pg_notify($6, $7) END FROM c";
+const COUNT_CREATED: &str =
+    "INSERT INTO tenant_job_counts AS t (tenant_id, active, total) VALUES ($1, 1, 1)
+     ON CONFLICT (tenant_id) DO UPDATE SET active = t.active + 1, total = t.total + 1
+         WHERE t.active < $2 AND t.total < $3
+     RETURNING t.active";
 
 /// Moves a job in or out of the active count (in the transaction of its transition).
-const COUNT_ACTIVE: &str = "UPDATE tenant_job_counts SET active = active + $2 WHERE tenant_id = $1";
+/// A job's commit (see `PgStore::write_commit`): `j` writes the row only at the expected version
+/// and lease; everything else joins `j`, so it happens only if the row was written. The tenant's
+/// shared rows are taken in one order everywhere (spend, month usage, counts), or two transactions
+/// could each hold one and wait for the other: here the select list runs them in that order (each
+/// sub-select runs its statement the first time it is read).
+const COMMIT_SQL: &str = "WITH j AS (
+         UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5
+         WHERE id = $1 AND {ROW_VERSION} = $6 AND ($7::bigint IS NULL OR lease_token = $7)
+         RETURNING {ROW_VERSION} AS version
+     ), ev AS (
+         INSERT INTO job_events (job_id, seq, created_at, doc)
+         SELECT $1, e.* FROM j, UNNEST($8::bigint[], $9::timestamptz[], $10::jsonb[]) AS e
+     ), led AS (
+         INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
+         SELECT $1, l.line_no, $11, $12, l.amount, l.succeeded, l.created_at, l.doc
+         FROM j, UNNEST($13::bigint[], $14::bigint[], $15::boolean[], $16::timestamptz[], $17::jsonb[])
+             AS l(line_no, amount, succeeded, created_at, doc)
+     ), spend AS (
+         INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, stripe, billable, metered)
+         SELECT $11, $12, s.month_start, $18, s.billable, s.metered
+         FROM j, UNNEST($19::timestamptz[], $20::bigint[], $21::bigint[]) AS s(month_start, billable, metered)
+         ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
+             billable = tenant_month_spend.billable + excluded.billable,
+             metered = tenant_month_spend.metered + excluded.metered
+         RETURNING 1
+     ), usage AS (
+         INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
+         SELECT $11, $12, $23, $18, 0, 1, $24, $25 FROM j WHERE $22
+         ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
+             certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
+             billed = tenant_month_usage.billed + excluded.billed,
+             delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds
+         RETURNING 1
+     ), counts AS (
+         UPDATE tenant_job_counts SET active = active + $26
+         WHERE tenant_id = $11 AND $26 <> 0 AND EXISTS (SELECT 1 FROM j)
+         RETURNING 1
+     )
+     SELECT j.version,
+         (SELECT count(*) FROM spend) AS spend_rows,
+         (SELECT count(*) FROM usage) AS usage_rows,
+         (SELECT count(*) FROM counts) AS count_rows
+     FROM j";
 
 /// Stripes of a tenant's monthly spend and usage rows (migration 0007).
 const TENANT_ROW_STRIPES: usize = 8;
