@@ -307,10 +307,6 @@ impl PgStore {
         let _ = self.announcements.send(announcement);
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(db_err)
-    }
-
     async fn job_doc(&self, id: &str, tenant_id: Option<&str>) -> Result<Option<Job>> {
         let doc: Option<Json<Job>> = match tenant_id {
             Some(t) => {
@@ -341,31 +337,6 @@ impl PgStore {
                 .await
                 .map_err(db_err)?;
         Ok(doc.map(|d| d.0))
-    }
-
-    async fn insert_events(
-        tx: &mut Transaction<'static, Postgres>,
-        events: &[Event],
-    ) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        // One statement for all of a commit's events.
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
-        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
-        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
-        sqlx::query(
-            "INSERT INTO job_events (job_id, seq, created_at, doc)
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::timestamptz[], $4::jsonb[])",
-        )
-        .bind(&events[0].job_id)
-        .bind(&seqs)
-        .bind(&times)
-        .bind(&docs)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
     }
 
     /// Numbers a commit's ledger lines: the job's count before them (from its document, or
@@ -489,38 +460,6 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| r.try_get::<i64, _>("version")).transpose()
-    }
-
-    /// Adds to the usage row of the job's creation month: `jobs` new jobs, and an ended job's
-    /// (bill, delivered seconds).
-    async fn add_month_usage(
-        tx: &mut Transaction<'static, Postgres>,
-        job: &Job,
-        jobs: i64,
-        ended: Option<(i64, i64)>,
-    ) -> Result<()> {
-        let (billed, seconds) = ended.unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
-             VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
-             ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
-                 jobs = tenant_month_usage.jobs + excluded.jobs,
-                 certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
-                 billed = tenant_month_usage.billed + excluded.billed,
-                 delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds",
-        )
-        .bind(&job.tenant_id)
-        .bind(job.sandbox)
-        .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
-        .bind(jobs)
-        .bind(i64::from(ended.is_some()))
-        .bind(billed)
-        .bind(seconds)
-        .bind(tenant_row_stripe(&job.id))
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
     }
 
     async fn claim_where(
@@ -947,45 +886,60 @@ impl Store for PgStore {
     }
 
     async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
-        // The creates of one tenant meet only at its shared rows (month usage, then job counts),
-        // updated last: the counts row takes the limits atomically (a conditional increment), so
-        // its row lock is held for the end of the transaction, not for all of it. Holding the
-        // tenant's row for the whole create made every create of a tenant wait in one queue (the
-        // end-to-end bench saw a dozen creates waiting on it at any moment).
-        // Nothing is locked, so the replay and the early refusal need no transaction: a replay
-        // is answered, and a tenant at a limit refused, without writing (the increment below
-        // decides for creates that race).
-        if let Some(existing) = self.job_by_request(&job.tenant_id, &job.request_id).await? {
-            return Ok(Created::Existing(existing));
-        }
-        let (active, total) = self.job_counts(&job.tenant_id).await?;
-        check_limits(&job.tenant_id, active.into(), total.into(), limits)?;
-        let mut tx = self.begin().await?;
+        // One statement (`CREATE_SQL`): the job, its labels and events, then the tenant's shared
+        // rows (month usage, then the counts, which take the limits with a conditional increment).
+        // The tenant's rows are locked only while the statement runs, not across round trips; a
+        // tenant's creates meet nowhere else. A create of the same request id in flight elsewhere
+        // makes the insert wait for it and then do nothing: that job is the answer.
         let pending = std::mem::take(&mut job.pending_events);
         job.last_seq = 0;
         let created_ms = job.created_ms;
         let events = number_events(&mut job, pending, created_ms);
-        // A create of the same request id in flight elsewhere: this insert waits for it, then
-        // does nothing if it committed, and the job it made is the answer.
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (tenant_id, request_id) DO NOTHING",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.request_id)
-        .bind(job.state.as_str())
-        .bind(&job.spec.preset_id)
-        .bind(job.last_seq as i64)
-        .bind(at(job.created_ms))
-        .bind(at(job.updated_ms))
-        .bind(Json(&job))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await.map_err(db_err)?;
+        let (keys, values): (Vec<&str>, Vec<&str>) = job
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .unzip();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
+        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
+        let created = sqlx::query(CREATE_SQL)
+            .bind(&job.id)
+            .bind(&job.tenant_id)
+            .bind(&job.request_id)
+            .bind(job.state.as_str())
+            .bind(&job.spec.preset_id)
+            .bind(job.last_seq as i64)
+            .bind(at(job.created_ms))
+            .bind(at(job.updated_ms))
+            .bind(Json(&job))
+            .bind(&keys)
+            .bind(&values)
+            .bind(&seqs)
+            .bind(&times)
+            .bind(&docs)
+            .bind(job.sandbox)
+            .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
+            .bind(tenant_row_stripe(&job.id))
+            .bind(i64::from(limits.max_active))
+            .bind(limits.job_quota.map_or(i64::MAX, i64::from))
+            .fetch_one(&self.pool)
+            .await;
+        let inserted = match created {
+            Ok(row) => get::<i64>(&row, "inserted")? > 0,
+            // Past a limit: nothing was written. The counts as they are now name the limit.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("AP001") => {
+                let (active, total) = self.job_counts(&job.tenant_id).await?;
+                check_limits(&job.tenant_id, active.into(), total.into(), limits)?;
+                return Err(Error::Unavailable {
+                    message: "the tenant's job counts changed during the create; retry".into(),
+                    retry_after: Duration::from_millis(100),
+                });
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        if !inserted {
             return match self.job_by_request(&job.tenant_id, &job.request_id).await? {
                 Some(existing) => Ok(Created::Existing(existing)),
                 // Gone again (never: jobs are not deleted); the caller may retry.
@@ -995,53 +949,6 @@ impl Store for PgStore {
                 }),
             };
         }
-        if !job.spec.labels.is_empty() {
-            let (keys, values): (Vec<&str>, Vec<&str>) = job
-                .spec
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .unzip();
-            sqlx::query(
-                "INSERT INTO job_labels (job_id, label_key, label_value)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::text[])",
-            )
-            .bind(&job.id)
-            .bind(&keys)
-            .bind(&values)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        Self::insert_events(&mut tx, &events).await?;
-        // The tenant's shared rows in one order everywhere (spend, month usage, counts), or two
-        // transactions could each hold one and wait for the other.
-        Self::add_month_usage(&mut tx, &job, 1, None).await?;
-        // The limits, atomically: the increment happens only below them (the row is locked and
-        // re-checked against the latest committed counts). Its notifications in the same statement.
-        let counted = sqlx::query(COUNT_CREATED)
-            .bind(&job.tenant_id)
-            .bind(i64::from(limits.max_active))
-            .bind(limits.job_quota.map_or(i64::MAX, i64::from))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if counted.is_none() {
-            // A concurrent create took the last place: the counts as they are now (locked).
-            let (active, total): (i64, i64) = sqlx::query_as(JOB_COUNTS)
-                .bind(&job.tenant_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .unwrap_or_default();
-            tx.rollback().await.map_err(db_err)?;
-            check_limits(&job.tenant_id, active, total, limits)?;
-            return Err(Error::Unavailable {
-                message: "the tenant's job counts changed during the create; retry".into(),
-                retry_after: Duration::from_millis(100),
-            });
-        }
-        tx.commit().await.map_err(db_err)?;
         self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
         if super::runnable(job.state) {
             self.announce(Announcement::Runnable(job.id.clone()));
@@ -1412,15 +1319,40 @@ impl Store for PgStore {
 /// (jobs not yet terminal, jobs ever created) of one tenant, from its maintained counters.
 const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tenant_id = $1";
 
-/// Counts a new job (in the create transaction).
-/// `$2`/`$3` are the limits (most active, most ever; a first job is within any limit of at least
-/// one, checked before); no row comes back when the increment would pass them. `$4`..`$7`: the
-/// commit's notifications (the second only when `$7` is not empty).
-const COUNT_CREATED: &str =
-    "INSERT INTO tenant_job_counts AS t (tenant_id, active, total) VALUES ($1, 1, 1)
-     ON CONFLICT (tenant_id) DO UPDATE SET active = t.active + 1, total = t.total + 1
-         WHERE t.active < $2 AND t.total < $3
-     RETURNING t.active";
+/// A job's create (see `PgStore::create_job`): everything joins `ins`, so a replayed request id
+/// writes nothing. The select list takes the tenant's rows in the order used everywhere (month
+/// usage, then counts); `$18`/`$19` are the limits (most active, most ever), and an increment that
+/// would pass them leaves `counted` empty, which ends the statement (`aiprod_refuse`, migration
+/// 0008) and so undoes the insert.
+const CREATE_SQL: &str = "WITH ins AS (
+         INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant_id, request_id) DO NOTHING
+         RETURNING id
+     ), labels AS (
+         INSERT INTO job_labels (job_id, label_key, label_value)
+         SELECT $1, l.k, l.v FROM ins, UNNEST($10::text[], $11::text[]) AS l(k, v)
+     ), ev AS (
+         INSERT INTO job_events (job_id, seq, created_at, doc)
+         SELECT $1, e.* FROM ins, UNNEST($12::bigint[], $13::timestamptz[], $14::jsonb[]) AS e
+     ), usage AS (
+         INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
+         SELECT $2, $15, $16, $17, 1, 0, 0, 0 FROM ins
+         ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
+             jobs = tenant_month_usage.jobs + excluded.jobs
+         RETURNING 1
+     ), counted AS (
+         INSERT INTO tenant_job_counts AS t (tenant_id, active, total)
+         SELECT $2, 1, 1 FROM ins
+         ON CONFLICT (tenant_id) DO UPDATE SET active = t.active + 1, total = t.total + 1
+             WHERE t.active < $18 AND t.total < $19
+         RETURNING 1
+     )
+     SELECT i.n AS inserted,
+         (SELECT count(*) FROM usage) AS usage_rows,
+         CASE WHEN i.n > 0 AND (SELECT count(*) FROM counted) = 0
+             THEN aiprod_refuse('past the job limits') ELSE 0 END AS refused
+     FROM (SELECT count(*) AS n FROM ins) AS i";
 
 /// Moves a job in or out of the active count (in the transaction of its transition).
 /// A job's commit (see `PgStore::write_commit`): `j` writes the row only at the expected version
