@@ -85,6 +85,7 @@ impl App {
         }
         self.store.update_tenant(&t).await?;
         self.auth_cache.clear();
+        self.forget_budget(&t.id);
         Ok(t)
     }
 

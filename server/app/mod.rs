@@ -52,6 +52,9 @@ pub struct App {
     pub auth_cache: auth::AuthCache,
     /// Estimates already computed (pricing is pure given its inputs).
     pub estimates: estimate::EstimateCache,
+    /// Tenants' monthly budgets as read within the last second, for the pipeline's budget alerts
+    /// (read at every charge; cleared by tenant updates in this process, like the key cache).
+    budgets: quick_cache::sync::Cache<String, (std::time::Instant, Option<crate::domain::Money>)>,
     /// Encodes, measures and assembles video (CPU-bound: run in `spawn_blocking`).
     pub media: Arc<dyn Media>,
     /// Clips, cuts and posters.
@@ -103,6 +106,7 @@ impl App {
             rate_limiter: limits::RateLimiter::default(),
             auth_cache: auth::AuthCache::default(),
             estimates: estimate::EstimateCache::default(),
+            budgets: quick_cache::sync::Cache::new(4096),
             media: parts.media,
             artifacts: parts.artifacts,
             media_permits: parts.media_permits,

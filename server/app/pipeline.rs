@@ -43,6 +43,9 @@ pub(super) enum Step {
 /// Render attempts of one shot before the job fails (fallbacks and retry rounds included).
 const MAX_ATTEMPTS_PER_SHOT: u32 = 9;
 
+/// How long a tenant's monthly budget read for the budget alerts is used (as the key cache).
+const BUDGET_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl App {
     pub(super) async fn step(self: &Arc<Self>, job_id: &str) -> Result<Step> {
         let Some(job) = self.store.job_by_id(job_id).await? else {
@@ -239,14 +242,30 @@ impl App {
         })
     }
 
+    /// A tenant's monthly budget, as read within the last second (see `App::budgets`).
+    async fn monthly_budget(&self, tenant_id: &str) -> Result<Option<Money>> {
+        if let Some((read, budget)) = self.budgets.get(tenant_id)
+            && read.elapsed() < BUDGET_FRESH
+        {
+            return Ok(budget);
+        }
+        let read = std::time::Instant::now();
+        let budget = self
+            .store
+            .tenant(tenant_id)
+            .await?
+            .and_then(|t| t.monthly_budget);
+        self.budgets.insert(tenant_id.to_string(), (read, budget));
+        Ok(budget)
+    }
+
+    pub(super) fn forget_budget(&self, tenant_id: &str) {
+        self.budgets.remove(tenant_id);
+    }
+
     /// The tenant's month-to-date spend and monthly budget, if it has one (for budget alerts).
     async fn monthly_budget_position(&self, job: &Job) -> Result<Option<(Money, Money)>> {
-        let Some(budget) = self
-            .store
-            .tenant(&job.tenant_id)
-            .await?
-            .and_then(|t| t.monthly_budget)
-        else {
+        let Some(budget) = self.monthly_budget(&job.tenant_id).await? else {
             return Ok(None);
         };
         let (spent, _) = self

@@ -949,10 +949,10 @@ impl Store for PgStore {
                 }),
             };
         }
+        // Not announced as runnable: the replica that creates a job drives it (`App::drive`), and
+        // if that claim fails, the other replicas' claim loops find the job at their next poll.
+        // Announcing it woke every claim loop of the cluster for a claim that almost always failed.
         self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
-        if super::runnable(job.state) {
-            self.announce(Announcement::Runnable(job.id.clone()));
-        }
         self.hub.publish_events(&job.id, job.last_seq, events);
         Ok(Created::New(job))
     }
