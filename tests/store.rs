@@ -730,7 +730,11 @@ async fn leases(s: &dyn Store, acme: &Tenant) {
     );
 
     // Given back, the job goes to the next claimant with a larger token; the old token is fenced off.
-    s.release("replica-a", &lease).await.unwrap();
+    assert_eq!(
+        s.release("replica-a", &lease).await.unwrap(),
+        Some(JobState::Planning),
+        "a release answers the state the job was given back in"
+    );
     let taken = s
         .claim("replica-b", &j.id, LONG)
         .await
@@ -752,7 +756,7 @@ async fn leases(s: &dyn Store, acme: &Tenant) {
         JobState::Planning
     );
     // Releasing with a stale token does not free the new holder's lease.
-    s.release("replica-a", &lease).await.unwrap();
+    assert_eq!(s.release("replica-a", &lease).await.unwrap(), None);
     assert!(s.claim("replica-c", &j.id, LONG).await.unwrap().is_none());
 
     // An expired lease is rescued by anyone.

@@ -169,10 +169,15 @@ impl App {
                     return;
                 }
                 Ended::Idle => {
-                    if let Err(e) = self.store.release(&self.owner, &lease).await {
+                    let released = self.store.release(&self.owner, &lease).await;
+                    if let Err(e) = &released {
                         tracing::warn!(job_id = %lease.job_id, error = %e, "could not give a lease back; it expires");
                     }
                     self.undrive(&lease);
+                    // An ended job never runs again: nothing to take back.
+                    if matches!(released, Ok(Some(state)) if state.is_terminal()) {
+                        return;
+                    }
                     // A partner action may have made the job runnable while this driver finished
                     // (its own claim failed while this lease was held): take it again.
                     match self

@@ -207,8 +207,9 @@ pub trait Store: Send + Sync + 'static {
     /// lease the previous process left; on PostgreSQL does nothing (other replicas hold leases;
     /// a dead replica's expire).
     async fn recover_leases(&self) -> Result<()>;
-    /// Gives a lease back (the job waits for the partner, is over, or the replica stops).
-    async fn release(&self, owner: &str, lease: &Lease) -> Result<()>;
+    /// Gives a lease back (the job waits for the partner, is over, or the replica stops): the
+    /// job's state as it was given back, or None if the lease was no longer held.
+    async fn release(&self, owner: &str, lease: &Lease) -> Result<Option<JobState>>;
 
     // ---- brand markers ----
     async fn brand_markers(

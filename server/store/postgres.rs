@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,20 +215,6 @@ fn retryable_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001" | "40P01")))
 }
 
-async fn notify(
-    tx: &mut Transaction<'static, Postgres>,
-    channel: &str,
-    payload: &str,
-) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-    Ok(())
-}
-
 impl PgStore {
     /// Connects and migrates, then starts the notification listener.
     pub async fn connect(
@@ -267,12 +253,16 @@ impl PgStore {
         let work = Arc::new(tokio::sync::Notify::new());
         let jobs = Arc::new(RowCache::new(CACHED_JOBS));
         let (listening, mut first_listen) = tokio::sync::watch::channel(false);
+        // This replica's mark on its announcements: its own listener hears them too, and skips
+        // them (its watchers and cache already have its commits).
+        let origin: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         let listener = tokio::spawn(listen(
             pool.clone(),
             hub.clone(),
             work.clone(),
             jobs.clone(),
             listening,
+            origin.clone(),
         ));
         // Serve once this replica hears the others' commits (what it misses before that only
         // waits for the polling backstops); a database slow to answer LISTEN does not hold it up.
@@ -283,7 +273,7 @@ impl PgStore {
             tracing::warn!("not yet listening for other replicas' commits; starting anyway");
         }
         let (announcements, queued) = tokio::sync::mpsc::unbounded_channel();
-        let announcer = tokio::spawn(announce(pool.clone(), queued));
+        let announcer = tokio::spawn(announce(pool.clone(), queued, origin));
         let sweeper = tokio::spawn(sweep(pool.clone(), hub.clone()));
         Ok(PgStore {
             pool,
@@ -511,6 +501,7 @@ async fn listen(
     work: Arc<tokio::sync::Notify>,
     jobs: Arc<RowCache<CachedJob>>,
     listening: tokio::sync::watch::Sender<bool>,
+    origin: Arc<str>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -539,8 +530,13 @@ async fn listen(
             match listener.try_recv().await {
                 Ok(Some(n)) => match n.channel() {
                     EVENTS_CHANNEL => {
-                        if let Some((job, seq)) = n.payload().rsplit_once(':')
-                            && let Ok(seq) = seq.parse::<u64>()
+                        // `<job>:<seq>:<origin>` (`<job>:<seq>` from a replica before the mark).
+                        let mut parts = n.payload().splitn(3, ':');
+                        if let (Some(job), Some(Ok(seq)), from) = (
+                            parts.next(),
+                            parts.next().map(str::parse::<u64>),
+                            parts.next(),
+                        ) && from != Some(&*origin)
                         {
                             // Another replica's commit (this one's own are cached up to `seq`).
                             if jobs.get(job).is_none_or(|j| j.job.last_seq < seq) {
@@ -549,7 +545,13 @@ async fn listen(
                             share_remote_commit(&pool, &hub, job, seq).await;
                         }
                     }
-                    _ => work.notify_one(),
+                    // `<job>:<origin>`, or `<job>` from a release: this replica's own partner
+                    // actions already claimed their jobs here.
+                    _ => {
+                        if n.payload().rsplit_once(':').map(|(_, from)| from) != Some(&*origin) {
+                            work.notify_one();
+                        }
+                    }
                 },
                 // The connection was lost: a fresh LISTEN on a new connection, then scan.
                 Ok(None) => {
@@ -584,7 +586,11 @@ const ANNOUNCE_BATCH: usize = 512;
 /// serialise every commit in the cluster on PostgreSQL's notification queue lock (the end-to-end
 /// bench saw commits waiting on it more than on anything else). An announcement lost to a crash
 /// or an outage is covered by the sweep (`sweep`) and the claim loops' polling.
-async fn announce(pool: PgPool, mut queued: tokio::sync::mpsc::UnboundedReceiver<Announcement>) {
+async fn announce(
+    pool: PgPool,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Announcement>,
+    origin: Arc<str>,
+) {
     let mut batch = Vec::with_capacity(ANNOUNCE_BATCH);
     while queued.recv_many(&mut batch, ANNOUNCE_BATCH).await > 0 {
         let mut latest: std::collections::HashMap<String, u64> = Default::default();
@@ -604,8 +610,12 @@ async fn announce(pool: PgPool, mut queued: tokio::sync::mpsc::UnboundedReceiver
         }
         let (channels, payloads): (Vec<&str>, Vec<String>) = latest
             .into_iter()
-            .map(|(job, seq)| (EVENTS_CHANNEL, format!("{job}:{seq}")))
-            .chain(runnable.into_iter().map(|job| (WORK_CHANNEL, job)))
+            .map(|(job, seq)| (EVENTS_CHANNEL, format!("{job}:{seq}:{origin}")))
+            .chain(
+                runnable
+                    .into_iter()
+                    .map(|job| (WORK_CHANNEL, format!("{job}:{origin}"))),
+            )
             .unzip();
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=3 {
@@ -952,8 +962,8 @@ impl Store for PgStore {
         // Not announced as runnable: the replica that creates a job drives it (`App::drive`), and
         // if that claim fails, the other replicas' claim loops find the job at their next poll.
         // Announcing it woke every claim loop of the cluster for a claim that almost always failed.
-        self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
         self.hub.publish_events(&job.id, job.last_seq, events);
+        self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
         Ok(Created::New(job))
     }
 
@@ -1149,13 +1159,6 @@ impl Store for PgStore {
                 .await
             {
                 Ok(Some(new_version)) => {
-                    if !events.is_empty() {
-                        self.announce(Announcement::Committed(id.to_string(), job.last_seq));
-                    }
-                    // A partner's action made the job runnable: any replica may drive it.
-                    if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
-                        self.announce(Announcement::Runnable(id.to_string()));
-                    }
                     self.jobs.wrote(
                         id,
                         Some(CachedJob {
@@ -1163,7 +1166,17 @@ impl Store for PgStore {
                             job: job.clone(),
                         }),
                     );
+                    // Watchers here first: this replica's own announcement, when it comes back
+                    // to its listener, then finds them up to date (no read).
+                    let announce = !events.is_empty();
                     self.hub.publish_events(id, job.last_seq, events);
+                    if announce {
+                        self.announce(Announcement::Committed(id.to_string(), job.last_seq));
+                    }
+                    // A partner's action made the job runnable: any replica may drive it.
+                    if fence.is_none() && super::runnable(job.state) && !super::runnable(before) {
+                        self.announce(Announcement::Runnable(id.to_string()));
+                    }
                     record_transition(before, &job);
                     return Ok(job);
                 }
@@ -1231,27 +1244,26 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
-        let mut tx = self.leases.begin().await.map_err(db_err)?;
-        let released: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = '-infinity'
-             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 RETURNING state",
-        )
+    async fn release(&self, owner: &str, lease: &Lease) -> Result<Option<JobState>> {
+        // Released while runnable (this replica is stopping): another replica may take it now,
+        // so that announcement is sent with the release (it is rare).
+        let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "WITH r AS (
+                 UPDATE jobs SET lease_owner = NULL, lease_expires_at = '-infinity'
+                 WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 RETURNING state
+             )
+             SELECT state FROM r, LATERAL (SELECT CASE WHEN {RUNNABLE_SQL} THEN pg_notify($4, $1) END) n"
+        )))
         .bind(&lease.job_id)
         .bind(owner)
         .bind(lease.token)
-        .fetch_optional(&mut *tx)
+        .bind(WORK_CHANNEL)
+        .fetch_optional(&self.leases)
         .await
         .map_err(db_err)?;
-        // Released while runnable (this replica is stopping): another replica may take it now.
-        if released
-            .as_deref()
-            .and_then(JobState::parse)
-            .is_some_and(super::runnable)
-        {
-            notify(&mut tx, WORK_CHANNEL, &lease.job_id).await?;
-        }
-        tx.commit().await.map_err(db_err)
+        state
+            .map(|s| JobState::parse(&s).ok_or_else(|| bad_column("job state", &s)))
+            .transpose()
     }
 
     async fn brand_markers(

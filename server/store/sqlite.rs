@@ -696,7 +696,7 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn release(&self, owner: &str, lease: &Lease) -> Result<()> {
+    async fn release(&self, owner: &str, lease: &Lease) -> Result<Option<JobState>> {
         self.writer.lock().await.release(owner, lease)
     }
 

@@ -287,15 +287,21 @@ impl Writer {
     }
 
     /// Gives a lease back (a no-op when it is no longer this owner's).
-    pub fn release(&mut self, owner: &str, lease: &Lease) -> Result<()> {
-        self.conn
+    pub fn release(&mut self, owner: &str, lease: &Lease) -> Result<Option<JobState>> {
+        let state: Option<String> = self
+            .conn
             .prepare_cached(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires_ms = 0
-                 WHERE id = ?1 AND lease_owner = ?2 AND lease_token = ?3",
+                 WHERE id = ?1 AND lease_owner = ?2 AND lease_token = ?3 RETURNING state",
             )
-            .and_then(|mut s| s.execute(params![lease.job_id, owner, lease.token]))
+            .and_then(|mut s| {
+                s.query_row(params![lease.job_id, owner, lease.token], |r| r.get(0))
+                    .optional()
+            })
             .map_err(write_err)?;
-        Ok(())
+        state
+            .map(|s| JobState::parse(&s).ok_or_else(|| super::bad_column("job state", &s)))
+            .transpose()
     }
 }
 
