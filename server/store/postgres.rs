@@ -418,37 +418,41 @@ impl PgStore {
         let metered: Vec<i64> = spend.iter().map(|m| m.2).collect();
         let ended = super::month_effect(before, job);
         let (billed, seconds) = ended.unwrap_or_default();
-        let row = sqlx::query(AssertSqlSafe(
-            COMMIT_SQL.replace("{ROW_VERSION}", ROW_VERSION),
-        ))
-        .bind(&job.id)
-        .bind(job.state.as_str())
-        .bind(job.last_seq as i64)
-        .bind(at(job.updated_ms))
-        .bind(Json(job))
-        .bind(version)
-        .bind(fence.map(|f| f.token))
-        .bind(&seqs)
-        .bind(&times)
-        .bind(&docs)
-        .bind(&job.tenant_id)
-        .bind(job.sandbox)
-        .bind(&line_nos)
-        .bind(&amounts)
-        .bind(&succeeded)
-        .bind(&charged_at)
-        .bind(&entries)
-        .bind(tenant_row_stripe(&job.id))
-        .bind(&months)
-        .bind(&billable)
-        .bind(&metered)
-        .bind(ended.is_some())
-        .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
-        .bind(billed)
-        .bind(seconds)
-        .bind(super::active_delta(before, job.state))
-        .fetch_optional(&self.pool)
-        .await?;
+        let active_delta = super::active_delta(before, job.state);
+        let sql = commit_sql(
+            !events.is_empty(),
+            !ledger.is_empty(),
+            ended.is_some(),
+            active_delta != 0,
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&job.id)
+            .bind(job.state.as_str())
+            .bind(job.last_seq as i64)
+            .bind(at(job.updated_ms))
+            .bind(Json(job))
+            .bind(version)
+            .bind(fence.map(|f| f.token))
+            .bind(&seqs)
+            .bind(&times)
+            .bind(&docs)
+            .bind(&job.tenant_id)
+            .bind(job.sandbox)
+            .bind(&line_nos)
+            .bind(&amounts)
+            .bind(&succeeded)
+            .bind(&charged_at)
+            .bind(&entries)
+            .bind(tenant_row_stripe(&job.id))
+            .bind(&months)
+            .bind(&billable)
+            .bind(&metered)
+            .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
+            .bind(billed)
+            .bind(seconds)
+            .bind(active_delta)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| r.try_get::<i64, _>("version")).transpose()
     }
 
@@ -464,7 +468,7 @@ impl PgStore {
             ),
             None => format!(
                 "SELECT id FROM jobs WHERE {RUNNABLE_SQL} AND lease_expires_at < now()
-                 ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+                 ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
             ),
         };
         let sql = format!(
@@ -1366,50 +1370,94 @@ const CREATE_SQL: &str = "WITH ins AS (
              THEN aiprod_refuse('past the job limits') ELSE 0 END AS refused
      FROM (SELECT count(*) AS n FROM ins) AS i";
 
-/// Moves a job in or out of the active count (in the transaction of its transition).
-/// A job's commit (see `PgStore::write_commit`): `j` writes the row only at the expected version
-/// and lease; everything else joins `j`, so it happens only if the row was written. The tenant's
-/// shared rows are taken in one order everywhere (spend, month usage, counts), or two transactions
-/// could each hold one and wait for the other: here the select list runs them in that order (each
-/// sub-select runs its statement the first time it is read).
-const COMMIT_SQL: &str = "WITH j AS (
-         UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5
-         WHERE id = $1 AND {ROW_VERSION} = $6 AND ($7::bigint IS NULL OR lease_token = $7)
-         RETURNING {ROW_VERSION} AS version
-     ), ev AS (
-         INSERT INTO job_events (job_id, seq, created_at, doc)
-         SELECT $1, e.* FROM j, UNNEST($8::bigint[], $9::timestamptz[], $10::jsonb[]) AS e
-     ), led AS (
-         INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
-         SELECT $1, l.line_no, $11, $12, l.amount, l.succeeded, l.created_at, l.doc
-         FROM j, UNNEST($13::bigint[], $14::bigint[], $15::boolean[], $16::timestamptz[], $17::jsonb[])
-             AS l(line_no, amount, succeeded, created_at, doc)
-     ), spend AS (
-         INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, stripe, billable, metered)
-         SELECT $11, $12, s.month_start, $18, s.billable, s.metered
-         FROM j, UNNEST($19::timestamptz[], $20::bigint[], $21::bigint[]) AS s(month_start, billable, metered)
-         ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
-             billable = tenant_month_spend.billable + excluded.billable,
-             metered = tenant_month_spend.metered + excluded.metered
-         RETURNING 1
-     ), usage AS (
-         INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
-         SELECT $11, $12, $23, $18, 0, 1, $24, $25 FROM j WHERE $22
-         ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
-             certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
-             billed = tenant_month_usage.billed + excluded.billed,
-             delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds
-         RETURNING 1
-     ), counts AS (
-         UPDATE tenant_job_counts SET active = active + $26
-         WHERE tenant_id = $11 AND $26 <> 0 AND EXISTS (SELECT 1 FROM j)
-         RETURNING 1
-     )
-     SELECT j.version,
-         (SELECT count(*) FROM spend) AS spend_rows,
-         (SELECT count(*) FROM usage) AS usage_rows,
-         (SELECT count(*) FROM counts) AS count_rows
-     FROM j";
+/// A job's commit (see `PgStore::write_commit`), with only the parts it needs (every part opens
+/// its tables and indexes, whether or not it has rows to write): `j` writes the row only at the
+/// expected version and lease; everything else joins `j`, so it happens only if the row was
+/// written. The tenant's shared rows are taken in one order everywhere (spend, month usage,
+/// counts), or two transactions could each hold one and wait for the other: the select list runs
+/// them in that order (each sub-select runs its statement the first time it is read). The
+/// parameters are numbered alike in every variant.
+fn commit_sql(events: bool, ledger: bool, ended: bool, counts: bool) -> &'static str {
+    static VARIANTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let variants = VARIANTS.get_or_init(|| {
+        (0..16)
+            .map(|bits| {
+                build_commit_sql(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, bits & 8 != 0)
+            })
+            .collect()
+    });
+    let bits = usize::from(events)
+        | usize::from(ledger) << 1
+        | usize::from(ended) << 2
+        | usize::from(counts) << 3;
+    &variants[bits]
+}
+
+fn build_commit_sql(events: bool, ledger: bool, ended: bool, counts: bool) -> String {
+    let mut sql = format!(
+        "WITH j AS (
+             UPDATE jobs SET state = $2, last_seq = $3, updated_at = $4, doc = $5
+             WHERE id = $1 AND {ROW_VERSION} = $6 AND ($7::bigint IS NULL OR lease_token = $7)
+             RETURNING {ROW_VERSION} AS version
+         )"
+    );
+    let mut select = String::from("SELECT j.version");
+    if events {
+        sql.push_str(
+            ", ev AS (
+                 INSERT INTO job_events (job_id, seq, created_at, doc)
+                 SELECT $1, e.* FROM j, UNNEST($8::bigint[], $9::timestamptz[], $10::jsonb[]) AS e
+             )",
+        );
+    }
+    if ledger {
+        sql.push_str(
+            ", led AS (
+                 INSERT INTO ledger (job_id, line_no, tenant_id, sandbox, amount, succeeded, created_at, doc)
+                 SELECT $1, l.line_no, $11, $12, l.amount, l.succeeded, l.created_at, l.doc
+                 FROM j, UNNEST($13::bigint[], $14::bigint[], $15::boolean[], $16::timestamptz[], $17::jsonb[])
+                     AS l(line_no, amount, succeeded, created_at, doc)
+             ), spend AS (
+                 INSERT INTO tenant_month_spend (tenant_id, sandbox, month_start, stripe, billable, metered)
+                 SELECT $11, $12, s.month_start, $18, s.billable, s.metered
+                 FROM j, UNNEST($19::timestamptz[], $20::bigint[], $21::bigint[]) AS s(month_start, billable, metered)
+                 ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
+                     billable = tenant_month_spend.billable + excluded.billable,
+                     metered = tenant_month_spend.metered + excluded.metered
+                 RETURNING 1
+             )",
+        );
+        select.push_str(", (SELECT count(*) FROM spend) AS spend_rows");
+    }
+    if ended {
+        sql.push_str(
+            ", usage AS (
+                 INSERT INTO tenant_month_usage (tenant_id, sandbox, month_start, stripe, jobs, certified_jobs, billed, delivered_seconds)
+                 SELECT $11, $12, $22, $18, 0, 1, $23, $24 FROM j
+                 ON CONFLICT (tenant_id, sandbox, month_start, stripe) DO UPDATE SET
+                     certified_jobs = tenant_month_usage.certified_jobs + excluded.certified_jobs,
+                     billed = tenant_month_usage.billed + excluded.billed,
+                     delivered_seconds = tenant_month_usage.delivered_seconds + excluded.delivered_seconds
+                 RETURNING 1
+             )",
+        );
+        select.push_str(", (SELECT count(*) FROM usage) AS usage_rows");
+    }
+    if counts {
+        sql.push_str(
+            ", counts AS (
+                 UPDATE tenant_job_counts SET active = active + $25
+                 WHERE tenant_id = $11 AND EXISTS (SELECT 1 FROM j)
+                 RETURNING 1
+             )",
+        );
+        select.push_str(", (SELECT count(*) FROM counts) AS count_rows");
+    }
+    sql.push('\n');
+    sql.push_str(&select);
+    sql.push_str(" FROM j");
+    sql
+}
 
 /// Stripes of a tenant's monthly spend and usage rows (migration 0007).
 const TENANT_ROW_STRIPES: usize = 8;
