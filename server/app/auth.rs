@@ -20,6 +20,9 @@ pub struct Caller {
     pub sandbox: bool,
     /// The tenant's tier in force for this call (a trial's while it runs).
     pub tier: Tier,
+    /// The tenant as read when the key was verified: at most the key cache's TTL old, and
+    /// re-read at once after a change made through this process (which clears the cache).
+    pub tenant: Arc<Tenant>,
 }
 
 fn malformed() -> Error {
@@ -129,11 +132,13 @@ impl App {
             .tenant(&key.tenant_id)
             .await?
             .ok_or_else(invalid)?;
+        let tenant = Arc::new(tenant);
         let caller = Arc::new(Caller {
             tenant_id: key.tenant_id.clone(),
             key_id: key.id.clone(),
             sandbox: key.mode == KeyMode::Test,
             tier: tenant.tier_at(now_ms()),
+            tenant: tenant.clone(),
         });
         let entry = Arc::new(Verified {
             fetched: Instant::now(),
@@ -219,7 +224,7 @@ pub struct Verified {
     expires_ms: Option<i64>,
     /// When the key's use was last recorded (`NEVER` if not yet).
     last_used_ms: AtomicI64,
-    tenant: Tenant,
+    tenant: Arc<Tenant>,
 }
 
 enum Lookup {
