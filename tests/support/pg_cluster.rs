@@ -98,7 +98,7 @@ impl PgCluster {
 
     fn pg_start(&self, port: &str) -> anyhow::Result<()> {
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c shared_preload_libraries=pg_stat_statements"
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
         );
         let log = self.data.join("server.log");
         let out = self
