@@ -339,6 +339,11 @@ async fn jobs(s: &dyn Store, acme: &Tenant, globex: &Tenant) {
         first.id
     );
     assert_eq!(s.job(&globex.id, &first.id).await.unwrap(), None);
+    assert_eq!(
+        s.job_progress(&acme.id, &first.id).await.unwrap(),
+        Some((JobState::Queued, 1))
+    );
+    assert_eq!(s.job_progress(&globex.id, &first.id).await.unwrap(), None);
     assert_eq!(s.job_by_id(&first.id).await.unwrap().unwrap().id, first.id);
     assert_eq!(s.job_by_id("job_missing").await.unwrap(), None);
 

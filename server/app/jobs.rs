@@ -259,23 +259,27 @@ impl App {
         job_id: &str,
         after: u64,
     ) -> Result<impl futures::Stream<Item = Result<Watched>> + Send + 'static + use<>> {
-        let job = self.job(caller, job_id).await?;
-        if after > job.last_seq {
+        let (state, last_seq) = self
+            .store
+            .job_progress(&caller.tenant_id, job_id)
+            .await?
+            .ok_or_else(|| Error::not_found("job"))?;
+        if after > last_seq {
             return Err(Error::invalid(
                 "after_sequence",
-                format!("is beyond the job's last sequence {}", job.last_seq),
+                format!("is beyond the job's last sequence {last_seq}"),
             ));
         }
         // Subscribe before the replay, so nothing committed meanwhile is missed.
         let hub = self.store.hub();
         let watcher = Watcher {
-            commits: hub.subscribe(&job.id),
+            commits: hub.subscribe(job_id),
             resync: hub.subscribe_resync(),
             store: self.store.clone(),
             shutdown: self.shutdown.clone(),
             // A finished job's stream ends once the replay is done.
-            finished_at: job.state.is_terminal().then_some(job.last_seq),
-            job_id: job.id,
+            finished_at: state.is_terminal().then_some(last_seq),
+            job_id: job_id.to_string(),
             last: after,
             pending: VecDeque::new(),
             reading: true,

@@ -152,6 +152,14 @@ pub trait Store: Send + Sync + 'static {
     async fn job_shared(&self, tenant_id: &str, id: &str) -> Result<Option<Arc<Job>>> {
         Ok(self.job(tenant_id, id).await?.map(Arc::new))
     }
+    /// A tenant's job's state and last event sequence, without its document (what a watch needs
+    /// to start).
+    async fn job_progress(&self, tenant_id: &str, id: &str) -> Result<Option<(JobState, u64)>> {
+        Ok(self
+            .job_shared(tenant_id, id)
+            .await?
+            .map(|j| (j.state, j.last_seq)))
+    }
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>>;
     /// (jobs not yet terminal, jobs ever created) of a tenant.
     async fn job_counts(&self, tenant_id: &str) -> Result<(u32, u32)>;

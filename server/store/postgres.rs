@@ -986,6 +986,21 @@ impl Store for PgStore {
         self.job_doc(id, Some(tenant_id)).await
     }
 
+    async fn job_progress(&self, tenant_id: &str, id: &str) -> Result<Option<(JobState, u64)>> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT state, last_seq FROM jobs WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.map(|(state, seq)| {
+            let state = JobState::parse(&state).ok_or_else(|| bad_column("job state", &state))?;
+            Ok((state, seq.max(0) as u64))
+        })
+        .transpose()
+    }
+
     async fn job_by_id(&self, id: &str) -> Result<Option<Job>> {
         if let Some(cached) = self.jobs.get(id) {
             return Ok(Some(cached.job.clone()));
