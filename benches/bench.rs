@@ -286,7 +286,7 @@ fn markdown(
     }
     let _ = writeln!(
         o,
-        "\n**4. End to end**: quick_social jobs, zero-latency sandbox renders at 160x90, {} concurrent (CreateJob, then WatchJob to DELIVERED), {} s after {} s of warm-up. With pinning, the servers share core 0 and PostgreSQL runs on core 1 beside the load generator (which takes about 5 % of it); letting PostgreSQL float over both cores measured slower (129 against 165 jobs/s), its backends then queueing behind the server on core 0.\n",
+        "\n**4. End to end**: quick_social jobs, zero-latency sandbox renders at 160x90, {} concurrent (CreateJob, then WatchJob to DELIVERED), {} s after {} s of warm-up. With pinning, the servers share core 0 and PostgreSQL runs on core 1 beside the load generator (which takes about 5 % of it); letting PostgreSQL float over both cores measured slower, its backends then queueing behind the server on core 0.\n",
         s.job_concurrency,
         s.e2e_seconds,
         s.e2e_warmup()

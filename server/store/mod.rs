@@ -188,9 +188,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Job>>;
     /// Applies `change` to a job in one write transaction and commits the job with the events and
     /// ledger lines it produced. `change` may run more than once (PostgreSQL applies it again to a
-    /// row that changed meanwhile); only the run that is committed counts. `tenant_id` scopes the lookup (None for the pipeline); `fence`, when
-    /// given, makes the write conditional on still holding that lease (`Error::LeaseLost` if not).
-    /// `NotFound` for a missing job; an error from `change` writes nothing.
+    /// row that changed meanwhile); only the run that is committed counts. `tenant_id` scopes the
+    /// lookup (None for the pipeline); `fence`, when given, makes the write conditional on still
+    /// holding that lease (`Error::LeaseLost` if not). `NotFound` for a missing job; an error from
+    /// `change` writes nothing.
     async fn update_job_dyn(
         &self,
         tenant_id: Option<&str>,

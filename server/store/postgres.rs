@@ -1,10 +1,12 @@
 //! The scale-out store: several replicas on one PostgreSQL. Documents are `jsonb`, instants
 //! `timestamptz`, flags `boolean`, money integer micro-USD (`bigint`; sums cast back to bigint).
-//! Row locks (`FOR UPDATE`) order the writers of one job or tenant; leases are claimed with
-//! `FOR UPDATE SKIP LOCKED` and expire on the database's clock. Commits are announced to the other
-//! replicas with `NOTIFY`, sent after the commit in batches (see `announce`); a listener on a
-//! dedicated connection feeds them to this replica's watchers and claim loop, reconnecting after a
-//! loss, and a sweep once a second catches what an announcement lost on the way would have told.
+//! A job's commit is one statement that writes only at the row version it was computed from
+//! (optimistic; the change is applied again to a row that moved on); row locks order the writers
+//! of a tenant's shared rows; leases are claimed with `FOR UPDATE SKIP LOCKED` and expire on the
+//! database's clock. Commits are announced to the other replicas with `NOTIFY`, sent after the
+//! commit in batches (see `announce`); a listener on a dedicated connection feeds them to this
+//! replica's watchers and claim loop, reconnecting after a loss, and a sweep once a second catches
+//! what an announcement lost on the way would have told.
 
 use super::{
     Commit, Created, HeldJob, JobChange, JobFilter, JobLimits, Lease, MonthUsage, RUNNABLE_SQL,
