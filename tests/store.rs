@@ -48,6 +48,67 @@ async fn postgres_store_conforms() {
     an_unannounced_commit_reaches_other_replicas(&pg.url, store, other).await;
 }
 
+/// A create that claims the new job for its creator: on PostgreSQL the lease comes with the
+/// create (one statement); a store that cannot leaves the claim to the caller.
+async fn created_and_claimed(s: &dyn Store, acme: &Tenant) {
+    let (created, lease) = s
+        .create_and_claim(
+            job(&acme.id, "claimed-at-create", "quick_social", &[]),
+            NO_LIMITS,
+            "replica-z",
+            LONG,
+        )
+        .await
+        .unwrap();
+    let Created::New(j) = created else {
+        panic!("a new request id made no new job")
+    };
+    let Some(lease) = lease else {
+        assert_eq!(
+            s.backend_name(),
+            "sqlite",
+            "PostgreSQL claims with the create"
+        );
+        return;
+    };
+    assert_eq!(lease.job_id, j.id);
+    assert!(
+        s.claim("replica-y", &j.id, LONG).await.unwrap().is_none(),
+        "the creator holds the new job"
+    );
+    assert!(
+        s.renew("replica-z", LONG)
+            .await
+            .unwrap()
+            .iter()
+            .any(|h| h.job_id == j.id && h.token == lease.token)
+    );
+    // Its driver commits under that lease; ended, the job is given back.
+    let (_, ended) = s
+        .update_job_fenced(&lease, |job| {
+            job.cancel("claimed at create").unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(ended.state, JobState::Cancelled);
+    assert_eq!(
+        s.release("replica-z", &lease).await.unwrap(),
+        Some(JobState::Cancelled)
+    );
+    // A replayed request id is answered with the job, and claims nothing.
+    let (again, none) = s
+        .create_and_claim(
+            job(&acme.id, "claimed-at-create", "quick_social", &[]),
+            NO_LIMITS,
+            "replica-z",
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Created::Existing(e) if e.id == j.id) && none.is_none());
+}
+
 /// A replica that commits and dies before announcing: the other replicas' watchers still get
 /// the commit (their sweep finds it), without anyone announcing it.
 async fn an_unannounced_commit_reaches_other_replicas(
@@ -700,6 +761,7 @@ async fn concurrent_creates_keep_limits_and_request_ids(s: Arc<dyn Store>) {
 }
 
 async fn leases(s: &dyn Store, acme: &Tenant) {
+    created_and_claimed(s, acme).await;
     // Jobs left runnable by the earlier sections are claimable too: work on a fresh job by id.
     let j = create(s, job(&acme.id, "lease-1", "quick_social", &[])).await;
     let lease = s

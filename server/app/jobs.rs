@@ -169,16 +169,27 @@ impl App {
             max_active: tier_spec.concurrent_jobs,
             job_quota: tenant.job_quota,
         };
-        match self.store.create_job(job, limits).await? {
-            Created::New(job) => {
+        // The replica that creates a job drives it: claimed with the create where the store can.
+        let created = if self.shutdown.is_cancelled() {
+            (self.store.create_job(job, limits).await?, None)
+        } else {
+            self.store
+                .create_and_claim(job, limits, &self.owner, self.lease_ttl())
+                .await?
+        };
+        match created {
+            (Created::New(job), lease) => {
                 metrics::counter!("jobs_created_total", "preset" => job.spec.preset_id.clone())
                     .increment(1);
                 tracing::info!(job_id = %job.id, preset = %job.spec.preset_id, "job created");
-                self.drive(job.id.clone());
+                match lease {
+                    Some(lease) => self.start_driver(lease),
+                    None => self.drive(job.id.clone()),
+                }
                 Ok(job)
             }
-            Created::Existing(existing) if existing.fingerprint == fingerprint => Ok(existing),
-            Created::Existing(_) => Err(Error::invalid(
+            (Created::Existing(existing), _) if existing.fingerprint == fingerprint => Ok(existing),
+            (Created::Existing(_), _) => Err(Error::invalid(
                 "request_id",
                 "was already used for a different request; use a new request_id for a new job",
             )),

@@ -39,7 +39,7 @@ enum Ended {
 }
 
 impl App {
-    fn lease_ttl(&self) -> Duration {
+    pub(super) fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.config.cluster.lease_ttl_ms)
     }
 
@@ -128,7 +128,7 @@ impl App {
         }
     }
 
-    fn start_driver(self: &Arc<Self>, lease: Lease) {
+    pub(super) fn start_driver(self: &Arc<Self>, lease: Lease) {
         if self.shutdown.is_cancelled() {
             return;
         }

@@ -142,6 +142,18 @@ pub trait Store: Send + Sync + 'static {
     // ---- jobs ----
     /// Inserts a job with its first events, or returns the tenant's job with the same request id.
     async fn create_job(&self, job: Job, limits: JobLimits) -> Result<Created>;
+    /// [`Store::create_job`], also claiming a new runnable job for `owner` for `ttl` where the
+    /// store can do it with the create itself (PostgreSQL: in the create's statement, which saves
+    /// the claim's round trip); the lease if it did. Others create only, and the caller claims.
+    async fn create_and_claim(
+        &self,
+        job: Job,
+        limits: JobLimits,
+        _owner: &str,
+        _ttl: Duration,
+    ) -> Result<(Created, Option<Lease>)> {
+        Ok((self.create_job(job, limits).await?, None))
+    }
     /// Whether a tenant already used a request id.
     async fn request_exists(&self, tenant_id: &str, request_id: &str) -> Result<bool>;
     /// A job of a tenant (`None` for a missing job and for another tenant's job alike).

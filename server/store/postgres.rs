@@ -458,6 +458,107 @@ impl PgStore {
         row.map(|r| r.try_get::<i64, _>("version")).transpose()
     }
 
+    /// A create (see `Store::create_job`), claimed for `driver` (owner, lease TTL) when given.
+    async fn create(
+        &self,
+        mut job: Job,
+        limits: JobLimits,
+        driver: Option<(&str, Duration)>,
+    ) -> Result<(Created, Option<Lease>)> {
+        // One statement (`CREATE_SQL`): the job, its labels and events, then the tenant's shared
+        // rows (month usage, then the counts, which take the limits with a conditional increment).
+        // The tenant's rows are locked only while the statement runs, not across round trips; a
+        // tenant's creates meet nowhere else. A create of the same request id in flight elsewhere
+        // makes the insert wait for it and then do nothing: that job is the answer.
+        let pending = std::mem::take(&mut job.pending_events);
+        job.last_seq = 0;
+        let created_ms = job.created_ms;
+        let events = number_events(&mut job, pending, created_ms);
+        let (keys, values): (Vec<&str>, Vec<&str>) = job
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .unzip();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
+        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
+        let created = sqlx::query(CREATE_SQL)
+            .bind(&job.id)
+            .bind(&job.tenant_id)
+            .bind(&job.request_id)
+            .bind(job.state.as_str())
+            .bind(&job.spec.preset_id)
+            .bind(job.last_seq as i64)
+            .bind(at(job.created_ms))
+            .bind(at(job.updated_ms))
+            .bind(Json(&job))
+            .bind(&keys)
+            .bind(&values)
+            .bind(&seqs)
+            .bind(&times)
+            .bind(&docs)
+            .bind(job.sandbox)
+            .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
+            .bind(tenant_row_stripe(&job.id))
+            .bind(i64::from(limits.max_active))
+            .bind(limits.job_quota.map_or(i64::MAX, i64::from))
+            .bind(driver.map(|(owner, _)| owner))
+            .bind(driver.map_or(0.0, |(_, ttl)| lease_ttl_ms(ttl) as f64))
+            .fetch_one(&self.pool)
+            .await;
+        let (inserted, version, token) = match created {
+            Ok(row) => (
+                get::<i64>(&row, "inserted")? > 0,
+                get::<Option<i64>>(&row, "version")?,
+                get::<Option<i64>>(&row, "token")?,
+            ),
+            // Past a limit: nothing was written. The counts as they are now name the limit.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("AP001") => {
+                let (active, total) = self.job_counts(&job.tenant_id).await?;
+                check_limits(&job.tenant_id, active.into(), total.into(), limits)?;
+                return Err(Error::Unavailable {
+                    message: "the tenant's job counts changed during the create; retry".into(),
+                    retry_after: Duration::from_millis(100),
+                });
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        if !inserted {
+            return match self.job_by_request(&job.tenant_id, &job.request_id).await? {
+                Some(existing) => Ok((Created::Existing(existing), None)),
+                // Gone again (never: jobs are not deleted); the caller may retry.
+                None => Err(Error::Unavailable {
+                    message: "a concurrent create of this request id did not settle; retry".into(),
+                    retry_after: Duration::from_millis(100),
+                }),
+            };
+        }
+        // Not announced as runnable: the replica that creates a job drives it (`App::drive`), and
+        // if that claim fails, the other replicas' claim loops find the job at their next poll.
+        // Announcing it woke every claim loop of the cluster for a claim that almost always failed.
+        // Claimed with its create: its driver starts from the row as written.
+        let lease = match (driver, version, token) {
+            (Some(_), Some(version), Some(token)) => {
+                self.jobs.wrote(
+                    &job.id,
+                    Some(CachedJob {
+                        version,
+                        job: job.clone(),
+                    }),
+                );
+                Some(Lease {
+                    job_id: job.id.clone(),
+                    token,
+                })
+            }
+            _ => None,
+        };
+        self.hub.publish_events(&job.id, job.last_seq, events);
+        self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
+        Ok((Created::New(job), lease))
+    }
+
     async fn claim_where(
         &self,
         owner: &str,
@@ -901,76 +1002,19 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_job(&self, mut job: Job, limits: JobLimits) -> Result<Created> {
-        // One statement (`CREATE_SQL`): the job, its labels and events, then the tenant's shared
-        // rows (month usage, then the counts, which take the limits with a conditional increment).
-        // The tenant's rows are locked only while the statement runs, not across round trips; a
-        // tenant's creates meet nowhere else. A create of the same request id in flight elsewhere
-        // makes the insert wait for it and then do nothing: that job is the answer.
-        let pending = std::mem::take(&mut job.pending_events);
-        job.last_seq = 0;
-        let created_ms = job.created_ms;
-        let events = number_events(&mut job, pending, created_ms);
-        let (keys, values): (Vec<&str>, Vec<&str>) = job
-            .spec
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .unzip();
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
-        let times: Vec<DateTime<Utc>> = events.iter().map(|e| at(e.at_ms)).collect();
-        let docs: Vec<Json<&Event>> = events.iter().map(Json).collect();
-        let created = sqlx::query(CREATE_SQL)
-            .bind(&job.id)
-            .bind(&job.tenant_id)
-            .bind(&job.request_id)
-            .bind(job.state.as_str())
-            .bind(&job.spec.preset_id)
-            .bind(job.last_seq as i64)
-            .bind(at(job.created_ms))
-            .bind(at(job.updated_ms))
-            .bind(Json(&job))
-            .bind(&keys)
-            .bind(&values)
-            .bind(&seqs)
-            .bind(&times)
-            .bind(&docs)
-            .bind(job.sandbox)
-            .bind(at(crate::domain::calendar::month_start_ms(job.created_ms)))
-            .bind(tenant_row_stripe(&job.id))
-            .bind(i64::from(limits.max_active))
-            .bind(limits.job_quota.map_or(i64::MAX, i64::from))
-            .fetch_one(&self.pool)
-            .await;
-        let inserted = match created {
-            Ok(row) => get::<i64>(&row, "inserted")? > 0,
-            // Past a limit: nothing was written. The counts as they are now name the limit.
-            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("AP001") => {
-                let (active, total) = self.job_counts(&job.tenant_id).await?;
-                check_limits(&job.tenant_id, active.into(), total.into(), limits)?;
-                return Err(Error::Unavailable {
-                    message: "the tenant's job counts changed during the create; retry".into(),
-                    retry_after: Duration::from_millis(100),
-                });
-            }
-            Err(e) => return Err(db_err(e)),
-        };
-        if !inserted {
-            return match self.job_by_request(&job.tenant_id, &job.request_id).await? {
-                Some(existing) => Ok(Created::Existing(existing)),
-                // Gone again (never: jobs are not deleted); the caller may retry.
-                None => Err(Error::Unavailable {
-                    message: "a concurrent create of this request id did not settle; retry".into(),
-                    retry_after: Duration::from_millis(100),
-                }),
-            };
-        }
-        // Not announced as runnable: the replica that creates a job drives it (`App::drive`), and
-        // if that claim fails, the other replicas' claim loops find the job at their next poll.
-        // Announcing it woke every claim loop of the cluster for a claim that almost always failed.
-        self.hub.publish_events(&job.id, job.last_seq, events);
-        self.announce(Announcement::Committed(job.id.clone(), job.last_seq));
-        Ok(Created::New(job))
+    async fn create_job(&self, job: Job, limits: JobLimits) -> Result<Created> {
+        Ok(self.create(job, limits, None).await?.0)
+    }
+
+    async fn create_and_claim(
+        &self,
+        job: Job,
+        limits: JobLimits,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(Created, Option<Lease>)> {
+        let driver = super::runnable(job.state).then_some((owner, ttl));
+        self.create(job, limits, driver).await
     }
 
     async fn request_exists(&self, tenant_id: &str, request_id: &str) -> Result<bool> {
@@ -1358,10 +1402,14 @@ const JOB_COUNTS: &str = "SELECT active, total FROM tenant_job_counts WHERE tena
 /// would pass them leaves `counted` empty, which ends the statement (`aiprod_refuse`, migration
 /// 0008) and so undoes the insert.
 const CREATE_SQL: &str = "WITH ins AS (
-         INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         INSERT INTO jobs (id, tenant_id, request_id, state, preset_id, last_seq, created_at, updated_at, doc,
+             lease_owner, lease_token, lease_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+             $20::text, CASE WHEN $20::text IS NULL THEN 0 ELSE 1 END,
+             CASE WHEN $20::text IS NULL THEN '-infinity'::timestamptz
+                 ELSE now() + $21::float8 * interval '1 millisecond' END)
          ON CONFLICT (tenant_id, request_id) DO NOTHING
-         RETURNING id
+         RETURNING id, xmin::text::bigint AS version, lease_token
      ), labels AS (
          INSERT INTO job_labels (job_id, label_key, label_value)
          SELECT $1, l.k, l.v FROM ins, UNNEST($10::text[], $11::text[]) AS l(k, v)
@@ -1381,11 +1429,11 @@ const CREATE_SQL: &str = "WITH ins AS (
              WHERE t.active < $18 AND t.total < $19
          RETURNING 1
      )
-     SELECT i.n AS inserted,
+     SELECT i.n AS inserted, i.version, i.token,
          (SELECT count(*) FROM usage) AS usage_rows,
          CASE WHEN i.n > 0 AND (SELECT count(*) FROM counted) = 0
              THEN aiprod_refuse('past the job limits') ELSE 0 END AS refused
-     FROM (SELECT count(*) AS n FROM ins) AS i";
+     FROM (SELECT count(*) AS n, max(version) AS version, max(lease_token) AS token FROM ins) AS i";
 
 /// A job's commit (see `PgStore::write_commit`), with only the parts it needs (every part opens
 /// its tables and indexes, whether or not it has rows to write): `j` writes the row only at the
