@@ -25,7 +25,9 @@
 //! ("10000", "1000"), `AIPROD_BENCH_STREAMS_PER_CONNECTION` (100), `AIPROD_BENCH_OPEN_BATCH`
 //! (200), `AIPROD_BENCH_FANOUT_LATENCY_MS` (20), `AIPROD_BENCH_IDLE_SECONDS` (4, 2),
 //! `AIPROD_BENCH_HISTORY` ("0,10000,100000", "0,10000"), `AIPROD_BENCH_JOB_CONCURRENCY` (32),
-//! `AIPROD_BENCH_E2E_SECONDS` (6, 3; after 3 s of warm-up), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
+//! `AIPROD_BENCH_E2E_SECONDS` (5, 2; after 3 s of warm-up), `AIPROD_BENCH_POSTGRES` (`auto`, `0`; or `1`),
+//! `AIPROD_BENCH_PG_REPLICAS` ("1,3"), `AIPROD_BENCH_PG_HOLD` (seconds to keep the cluster after each PostgreSQL
+//! row, its URL printed, to inspect it with `psql`; with `AIPROD_PG_OPTS` for server options),
 //! `AIPROD_BENCH_MEDIA` (1, 0), `AIPROD_BENCH_SECTIONS` (the sections to run, comma-separated
 //! among `unary,fanout,history,e2e,media`; default all), `AIPROD_BENCH_PIN` (`0` disables pinning), `AIPROD_BENCH_BIN`
 //! (the server binary; default the `aiprod` built with this bench), `AIPROD_PG_BIN`.

@@ -38,6 +38,8 @@ pub struct Settings {
     pub job_concurrency: usize,
     pub e2e_seconds: f64,
     pub postgres: String,
+    /// `AIPROD_BENCH_PG_REPLICAS`: the replica counts of the PostgreSQL end-to-end rows.
+    pub pg_replicas: Vec<usize>,
     pub media: bool,
     pub json_path: PathBuf,
     pub markdown_path: PathBuf,
@@ -123,6 +125,7 @@ impl Settings {
             .max(0.5),
             postgres: std::env::var("AIPROD_BENCH_POSTGRES")
                 .unwrap_or_else(|_| q("auto", "0").into()),
+            pg_replicas: env_counts("AIPROD_BENCH_PG_REPLICAS", "1,3", false),
             media: env_or("AIPROD_BENCH_MEDIA", if quick { 0_u8 } else { 1 }) == 1,
             json_path: json_path.unwrap_or_else(|| target.join("bench-results.json")),
             markdown_path: markdown_path.unwrap_or_else(|| target.join("bench-results.md")),
@@ -174,6 +177,7 @@ impl Settings {
             "e2e_seconds": self.e2e_seconds,
             "e2e_warmup_seconds": self.e2e_warmup(),
             "postgres": self.postgres,
+            "postgres_replicas": self.pg_replicas,
             "media": self.media,
             "server_binary": self.bin.display().to_string(),
             "pinning": self.pin.json(),

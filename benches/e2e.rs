@@ -196,7 +196,7 @@ pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<Vec<E2e>> {
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    for replicas in [1_usize, 3] {
+    for &replicas in &s.pg_replicas {
         let dir = tempfile::tempdir()?;
         let mut servers = Vec::new();
         for r in 0..replicas {
@@ -216,6 +216,10 @@ pub async fn e2e_postgres(s: &Settings) -> anyhow::Result<Vec<E2e>> {
             server.stop().await?;
         }
         out.push(result?);
+        if let Ok(hold) = std::env::var("AIPROD_BENCH_PG_HOLD") {
+            eprintln!("HOLD {}", cluster.url);
+            tokio::time::sleep(Duration::from_secs(hold.parse().unwrap_or(300))).await;
+        }
     }
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
     Ok(out)

@@ -125,7 +125,7 @@ async fn an_unannounced_commit_reaches_other_replicas(
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     sqlx::query(
         "WITH e AS (INSERT INTO job_events (job_id, seq, created_at, doc)
-             SELECT job_id, 2, now(), jsonb_set(doc, '{seq}', '2')
+             SELECT job_id, 2, now(), jsonb_set(doc::jsonb, '{seq}', '2')::text
              FROM job_events WHERE job_id = $1 AND seq = 1)
          UPDATE jobs SET last_seq = 2 WHERE id = $1",
     )

@@ -97,8 +97,11 @@ impl PgCluster {
     }
 
     fn pg_start(&self, port: &str) -> anyhow::Result<()> {
+        // `AIPROD_PG_OPTS` adds server options (e.g. `-c shared_preload_libraries=pg_stat_statements`
+        // to profile a bench's statements).
+        let extra = std::env::var("AIPROD_PG_OPTS").unwrap_or_default();
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off {extra}"
         );
         let log = self.data.join("server.log");
         let out = self
