@@ -137,9 +137,9 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// A document stored as JSON text in a `text` column. PostgreSQL takes it as it is: as `jsonb`,
-/// parsing every job document each commit rewrote (and sorting its keys) was 17 % of the
-/// server's CPU in the end-to-end bench, and no query looks inside a document.
+/// A document stored as JSON text in a `text` column, which PostgreSQL takes as it is. As `jsonb`,
+/// parsing every document a statement wrote (and sorting its keys) took 17 % of PostgreSQL's CPU
+/// in the end-to-end bench, and no query looks inside a document.
 struct Doc<T>(T);
 
 impl<T> sqlx::Type<Postgres> for Doc<T> {
