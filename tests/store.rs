@@ -1140,3 +1140,95 @@ async fn a_budgeted_tenant_creates_jobs_and_reads_usage_on_postgres() {
     assert!(after.metered_micros > 0, "{after:?}");
     assert!(after.budget_used_percent > 0.0, "{after:?}");
 }
+
+/// A database written before documents became text (migrations up to 0009: `jsonb` documents,
+/// foreign keys to `jobs`) keeps every job, event, ledger line and brand's markers through the
+/// upgrade, and takes commits afterwards.
+#[tokio::test]
+async fn postgres_upgrade_keeps_documents() {
+    let pg = PgCluster::start();
+    let s = store::connect(&pg.url, Arc::new(EventHub::default()))
+        .await
+        .unwrap();
+    let acme = tenant("upgrade", None);
+    s.insert_tenant(&acme).await.unwrap();
+    let j = create(
+        &*s,
+        job(&acme.id, "before-upgrade", "quick_social", &[("k", "v")]),
+    )
+    .await;
+    s.update_job(None, &j.id, |job| {
+        job.move_to(JobState::Planning).unwrap();
+        job.charge(charge(250_000, true));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let markers = planner::plan_markers("brand-u", "a brief about tea");
+    let now = aiprod::store::now_ms();
+    s.put_brand_markers(&acme.id, "brand-u", &markers, now + 60_000)
+        .await
+        .unwrap();
+    let job_before = s.job(&acme.id, &j.id).await.unwrap().unwrap();
+    let events_before = s.events_after(&j.id, 0, 100).await.unwrap();
+    let ledger_before = s.ledger(&j.id).await.unwrap();
+    s.close().await;
+
+    // Back to the schema of migration 0009, as an older release left it.
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    for statement in [
+        "ALTER TABLE jobs ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+        "ALTER TABLE job_events ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+        "ALTER TABLE ledger ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+        "ALTER TABLE brand_markers ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+        "ALTER TABLE jobs RESET (toast_tuple_target)",
+        "ALTER TABLE jobs SET (fillfactor = 80)",
+        "ALTER TABLE job_events ADD CONSTRAINT job_events_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs (id)",
+        "ALTER TABLE ledger ADD CONSTRAINT ledger_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs (id)",
+        "ALTER TABLE job_labels ADD CONSTRAINT job_labels_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs (id)",
+        "DELETE FROM _sqlx_migrations WHERE version >= 10",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let doc_type: String =
+        sqlx::query_scalar("SELECT pg_typeof(doc)::text FROM jobs WHERE id = $1")
+            .bind(&j.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(doc_type, "jsonb");
+
+    // The upgrade: connecting migrates.
+    let s = store::connect(&pg.url, Arc::new(EventHub::default()))
+        .await
+        .unwrap();
+    let doc_type: String =
+        sqlx::query_scalar("SELECT pg_typeof(doc)::text FROM jobs WHERE id = $1")
+            .bind(&j.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(doc_type, "text");
+    assert_eq!(s.job(&acme.id, &j.id).await.unwrap().unwrap(), job_before);
+    assert_eq!(s.events_after(&j.id, 0, 100).await.unwrap(), events_before);
+    assert_eq!(s.ledger(&j.id).await.unwrap(), ledger_before);
+    let (got, expires) = s
+        .brand_markers(&acme.id, "brand-u", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got, expires), (markers, now + 60_000));
+    // An upgraded job takes commits: its events and ledger continue where they were.
+    let (_, after) = s
+        .update_job(None, &j.id, |job| {
+            job.charge(charge(100_000, true));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.last_seq, job_before.last_seq + 1);
+    assert_eq!(
+        s.ledger(&j.id).await.unwrap().len(),
+        ledger_before.len() + 1
+    );
+}
