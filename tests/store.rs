@@ -1190,25 +1190,13 @@ async fn postgres_upgrade_keeps_documents() {
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
-    let doc_type: String =
-        sqlx::query_scalar("SELECT pg_typeof(doc)::text FROM jobs WHERE id = $1")
-            .bind(&j.id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(doc_type, "jsonb");
+    assert_eq!(doc_type(&pool, &j.id).await, "jsonb");
 
     // The upgrade: connecting migrates.
     let s = store::connect(&pg.url, Arc::new(EventHub::default()))
         .await
         .unwrap();
-    let doc_type: String =
-        sqlx::query_scalar("SELECT pg_typeof(doc)::text FROM jobs WHERE id = $1")
-            .bind(&j.id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(doc_type, "text");
+    assert_eq!(doc_type(&pool, &j.id).await, "text");
     assert_eq!(s.job(&acme.id, &j.id).await.unwrap().unwrap(), job_before);
     assert_eq!(s.events_after(&j.id, 0, 100).await.unwrap(), events_before);
     assert_eq!(s.ledger(&j.id).await.unwrap(), ledger_before);
@@ -1231,4 +1219,13 @@ async fn postgres_upgrade_keeps_documents() {
         s.ledger(&j.id).await.unwrap().len(),
         ledger_before.len() + 1
     );
+}
+
+/// The column type of a job's stored document.
+async fn doc_type(pool: &sqlx::PgPool, job_id: &str) -> String {
+    sqlx::query_scalar("SELECT pg_typeof(doc)::text FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
