@@ -33,6 +33,8 @@ pub struct Fanout {
     pub idle_load: f64,
     pub events: u64,
     pub drain_seconds: f64,
+    /// The server's CPU from the approval until every stream ended.
+    pub drain_cpu_seconds: Option<f64>,
     pub hist: Histogram<u64>,
     /// The probe streams' latency (see the module's doc).
     pub probe_hist: Histogram<u64>,
@@ -46,6 +48,12 @@ impl Fanout {
     pub fn kib_per_stream(&self) -> Option<f64> {
         let (before, after) = (self.rss_before_kib?, self.rss_open_kib?);
         Some(round2((after as f64 - before as f64) / self.streams as f64))
+    }
+
+    /// Server CPU per event delivered to a stream, while draining (job work included).
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        let cpu = self.drain_cpu_seconds?;
+        (self.events > 0).then(|| round2(cpu * 1e6 / self.events as f64))
     }
 
     pub fn json(&self) -> Value {
@@ -64,6 +72,8 @@ impl Fanout {
         v["loadavg_while_idle"] = json!(self.idle_load);
         v["events_delivered"] = json!(self.events);
         v["drain_seconds"] = json!(round2(self.drain_seconds));
+        v["server_cpu_seconds_while_draining"] = json!(self.drain_cpu_seconds.map(round2));
+        v["server_cpu_us_per_delivered_event"] = json!(self.cpu_us_per_event());
         v["loadavg"] = json!(self.load);
         v["errors"] = json!(self.errors);
         v["first_error"] = json!(self.first_error);
@@ -287,6 +297,7 @@ pub async fn run(
         idle_load,
         events: 0,
         drain_seconds: 0.0,
+        drain_cpu_seconds: None,
         hist: histogram(),
         probe_hist: histogram(),
         probes,
@@ -301,6 +312,7 @@ pub async fn run(
 
     // Trigger: approve the job; its rendering events fan out to the open streams.
     let triggered = Instant::now();
+    let drain_cpu0 = server.cpu_seconds();
     if let Err(e) = approve(&control, job_id.clone()).await {
         out.errors += 1;
         out.first_error.get_or_insert(format!("approve: {e}"));
@@ -347,6 +359,10 @@ pub async fn run(
         }
     }
     out.drain_seconds = triggered.elapsed().as_secs_f64();
+    out.drain_cpu_seconds = match (drain_cpu0, server.cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     out.load = loadavg();
     drop(conns);
     tokio::time::sleep(Duration::from_secs(2)).await;

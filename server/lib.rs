@@ -182,11 +182,14 @@ pub async fn serve(
 
     // Builder-level TCP options only apply to listeners tonic binds itself: set TCP_NODELAY on each
     // accepted socket, or small responses wait out delayed ACKs (~40 ms per unary call).
+    // Each connection's writes are sent once per flush (`api::socket`: one system call for the
+    // frames of many streams).
     let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|socket| {
+        conn.map(|socket| {
             if let Err(e) = socket.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
+            api::socket::BatchedSocket::new(socket)
         })
     });
     let server = tonic::transport::Server::builder()
