@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod media_threads;
 pub mod store;
 
 /// Generated protobuf and gRPC code of `aiprod.v1`.
@@ -43,8 +44,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
@@ -180,29 +179,7 @@ pub async fn serve(
         stopping.cancel();
     };
 
-    // Builder-level TCP options only apply to listeners tonic binds itself: set TCP_NODELAY on each
-    // accepted socket, or small responses wait out delayed ACKs (~40 ms per unary call).
-    // Each connection's writes are sent once per flush (`api::socket`: one system call for the
-    // frames of many streams).
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.map(|socket| {
-            if let Err(e) = socket.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-            api::socket::BatchedSocket::new(socket)
-        })
-    });
-    let server = tonic::transport::Server::builder()
-        // tonic's own timeout (not a tower timeout): it answers with a gRPC status and honours grpc-timeout.
-        .timeout(Duration::from_secs(app.config().request_timeout_s))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        // A span per call only where debug logging is on: at the default level it cost more than
-        // the rest of a cached call (the per-method metrics layer counts and times every call).
-        .trace_fn(|req| tracing::debug_span!("rpc", method = %req.uri().path()))
-        .layer(gate)
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(PresetServiceServer::new(api.clone()).max_decoding_message_size(max))
@@ -211,7 +188,21 @@ pub async fn serve(
         .add_service(IccServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AdminServiceServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(ByteStreamServer::new(api).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(incoming, signal);
+        .prepare();
+    let service = tower::ServiceBuilder::new()
+        .map_response(|r: http::Response<_>| r.map(tonic::body::Body::new))
+        .layer(gate)
+        .service(routes);
+    let server = api::serve::serve(
+        listener,
+        service,
+        api::serve::Settings {
+            request_timeout: Duration::from_secs(app.config().request_timeout_s),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        },
+        signal,
+    );
 
     if let Some(path) = &app.config().ready_file {
         std::fs::write(path, addr.to_string())?;
@@ -224,13 +215,12 @@ pub async fn serve(
             tokio::time::sleep(grace).await;
         }
     };
-    let served = tokio::select! {
-        served = server => served,
-        _ = grace_over => {
+    tokio::select! {
+        () = server => {}
+        () = grace_over => {
             tracing::warn!("grace period over; closing the remaining connections");
-            Ok(())
         }
-    };
+    }
     app.shutdown.cancel();
     app.tasks.close();
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
@@ -238,5 +228,5 @@ pub async fn serve(
     }
     app.close_store().await;
     tracing::info!("stopped");
-    served.map_err(Into::into)
+    Ok(())
 }

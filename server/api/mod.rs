@@ -11,6 +11,7 @@ pub mod icc;
 pub mod metrics;
 pub mod preset;
 pub mod render;
+pub mod serve;
 pub mod socket;
 pub mod transport;
 pub mod wire;

@@ -219,7 +219,7 @@ impl App {
         let media = self.media.clone();
         let poster_width = self.config.media.poster_width;
         let _permit = self.media_permit().await?;
-        let (bytes, info, poster) = tokio::task::spawn_blocking(move || {
+        let (bytes, info, poster) = crate::media_threads::run(move || {
             let info = media.probe(&bytes)?;
             let poster = media.poster(&bytes, poster_width)?;
             Ok::<_, MediaError>((bytes, info, poster))

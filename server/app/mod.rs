@@ -55,7 +55,7 @@ pub struct App {
     /// Tenants' monthly budgets as read within the last second, for the pipeline's budget alerts
     /// (read at every charge; cleared by tenant updates in this process, like the key cache).
     budgets: quick_cache::sync::Cache<String, (std::time::Instant, Option<crate::domain::Money>)>,
-    /// Encodes, measures and assembles video (CPU-bound: run in `spawn_blocking`).
+    /// Encodes, measures and assembles video (CPU-bound: run on `media_threads`).
     pub media: Arc<dyn Media>,
     /// Clips, cuts and posters.
     pub artifacts: ArtifactStore,

@@ -671,7 +671,7 @@ impl App {
             Err(guard) => {
                 let _permit = self.media_permit().await?;
                 let bytes = output.clip.clone();
-                let measured = tokio::task::spawn_blocking(move || match media.measure(&bytes) {
+                let measured = crate::media_threads::run(move || match media.measure(&bytes) {
                     Ok(m) => Some(Figures {
                         frame_count: m.info.frame_count,
                         decoded_frames: m.decoded_frames,
@@ -900,7 +900,7 @@ impl App {
             .iter()
             .map(|s| Some(u64::from(s.duration_s) * 1000))
             .collect();
-        let cut = tokio::task::spawn_blocking(move || {
+        let cut = crate::media_threads::run(move || {
             let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_ref()).collect();
             media.assemble_trimmed(&refs, &max_ms, format)
         })

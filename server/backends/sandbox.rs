@@ -172,7 +172,7 @@ impl RenderBackend for SandboxBackend {
             .acquire()
             .await
             .map_err(|_| RenderError::Provider("shutting down".into()))?;
-        let clip = tokio::task::spawn_blocking(move || {
+        let clip = crate::media_threads::run(move || {
             media.render_animatic(
                 &Animatic {
                     shot_number: request.shot_number,
