@@ -3,9 +3,9 @@
 //!
 //! Why: a render or an assembly takes tens of milliseconds of CPU at a time. On tokio's blocking
 //! pool it shared a busy core equally with the runtime, so an event fanned out while a clip
-//! encoded reached its watchers up to twice as late (measured in the fan-out bench: probe p99
-//! ~60–100 ms, ~13 ms with this). At nice 10 the runtime runs first whenever it has work; an
-//! idle core still runs media work at full speed, so throughput is unchanged.
+//! encoded reached its watchers up to twice as late (the fan-out bench's probe streams: p99
+//! 56–106 ms before, 13–72 ms after, across interleaved runs). At nice 10 the runtime runs first
+//! whenever it has work; an idle core still runs media work at full speed.
 //!
 //! A thread's priority cannot be raised again without privileges, so these threads only ever do
 //! media work. They start on demand (one more whenever none is idle, up to `MAX_THREADS`; the
