@@ -262,6 +262,13 @@ async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> 
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // No transparent huge pages for this process: the allocator's memory turnover then faulted
+    // in 2 MiB pages, each zeroed whole, which took half the server's CPU while an event fanned
+    // out to 10,000 streams (2.9 µs per delivered event with them, 1.6 µs without).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("note: transparent huge pages stay on: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_server(cli.serve).await,
