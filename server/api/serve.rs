@@ -18,6 +18,7 @@
 //! connection, and a graceful shutdown (GOAWAY, then in-flight calls finish).
 
 use super::socket::BatchedSocket;
+use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -117,10 +118,19 @@ impl Spawned {
 
 impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawned {
     fn execute(&self, stream: F) {
+        // A panic in a call ends that call's stream only (as it did on a task of its own), not
+        // the connection's task and every other call on it.
+        let contained = std::panic::AssertUnwindSafe(stream)
+            .catch_unwind()
+            .map(|ended| {
+                if ended.is_err() {
+                    tracing::error!("a call panicked; its stream was reset");
+                }
+            });
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Box::pin(stream));
+            .push(Box::pin(contained));
     }
 }
 
