@@ -4,13 +4,16 @@
 //! Why: an event watched by 10,000 streams woke 10,000 tasks; each ran alone, handed one frame to
 //! h2 and woke the connection's task, which the scheduler then ran next (its LIFO slot) to write
 //! that single frame. So one event cost a task switch and a `send` per stream. Here a stream is a
-//! future in the connection's `FuturesUnordered`: a wake-up marks it ready in that set, the
-//! connection's task polls every ready stream, then lets h2 write all their frames together
-//! (`socket::BatchedSocket` sends them in one system call).
+//! future in the connection's `FuturesUnordered`: a wake-up marks it ready in that set and wakes
+//! the connection's task once; that task polls the ready streams, then lets h2 write their frames
+//! (`socket::BatchedSocket` sends a flush in one system call). A pass of `FuturesUnordered` ends
+//! early after two streams that wake themselves, which h2 makes a stream do when it sends, so the
+//! frames of a pass are few; polling more streams per write measured no faster (see issue 11).
 //!
 //! The trade-off: the streams of one connection share one task, so one connection's calls use one
-//! core at a time (as with HTTP/1). Handlers await the database and do media work on the blocking
-//! pool, so little CPU runs in a connection's task; clients that need more open more connections.
+//! core at a time (as with HTTP/1). Handlers await the database and media work runs on
+//! `media_threads`, so little CPU runs in a connection's task; clients that need more open more
+//! connections.
 //!
 //! What `tonic::transport::Server` did around the routes is kept: HTTP/2 keep-alive pings, the
 //! server's request timeout (also bounded by `grpc-timeout`; CANCELLED "Timeout expired" when it
