@@ -7,7 +7,7 @@
 use super::Api;
 use crate::app::Caller;
 use bytes::{BufMut, Bytes};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -194,6 +194,10 @@ pub struct FramedBody {
     frames: BoxStream<'static, Result<Bytes, Status>>,
     /// The status met while joining frames, sent on the next poll.
     end: Option<Status>,
+    /// The yield to the runtime between the last message and the trailers (`poll_frame`).
+    settle: Option<BoxFuture<'static, ()>>,
+    /// A message was sent.
+    sent: bool,
     done: bool,
 }
 
@@ -203,6 +207,8 @@ impl FramedBody {
         let mut response = http::Response::new(Body::new(FramedBody {
             frames,
             end: None,
+            settle: None,
+            sent: false,
             done: false,
         }));
         response.headers_mut().insert(
@@ -249,16 +255,27 @@ impl http_body::Body for FramedBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let status = match self.end.take() {
-            Some(status) => status,
-            None => match std::task::ready!(self.frames.poll_next_unpin(cx)) {
+        if self.end.is_none() {
+            self.end = Some(match std::task::ready!(self.frames.poll_next_unpin(cx)) {
                 Some(Ok(frame)) => {
+                    self.sent = true;
                     return Poll::Ready(Some(Ok(http_body::Frame::data(self.more(frame, cx)))));
                 }
                 Some(Err(status)) => status,
                 None => Status::ok(""),
-            },
-        };
+            });
+        }
+        // Between the last message and the trailers, the task yields to the runtime once: when
+        // a terminal event ends thousands of streams, every connection sends the event before any
+        // spends time ending its streams (trailers, stream teardown), so ending streams does not
+        // delay the event on the connections served last.
+        if self.sent {
+            let settle = self
+                .settle
+                .get_or_insert_with(|| tokio::task::yield_now().boxed());
+            std::task::ready!(settle.as_mut().poll(cx));
+        }
+        let status = self.end.take().unwrap_or_else(|| Status::ok(""));
         self.done = true;
         let mut trailers = http::HeaderMap::new();
         if let Err(unencodable) = status.add_header(&mut trailers) {
@@ -304,6 +321,8 @@ mod tests {
             )
             .boxed(),
             end: None,
+            settle: None,
+            sent: false,
             done: false,
         }
     }
@@ -321,5 +340,26 @@ mod tests {
         );
         assert_eq!(frames(body(vec![])).await, ["status \"0\""]);
         assert_eq!(grpc_frame(b"hi").as_ref(), [0, 0, 0, 0, 2, b'h', b'i']);
+    }
+
+    /// The poll that sends the last message does not also end the stream: the task yields
+    /// before the trailers (a stream that sent nothing ends at once).
+    #[tokio::test]
+    async fn the_trailers_wait_one_yield_after_the_last_message() {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = |body: &mut FramedBody| match std::pin::Pin::new(body).poll_frame(&mut cx) {
+            Poll::Pending => "pending".to_string(),
+            Poll::Ready(None) => "end".to_string(),
+            Poll::Ready(Some(frame)) => match frame.unwrap().into_data() {
+                Ok(data) => String::from_utf8_lossy(&data).into_owned(),
+                Err(_) => "trailers".to_string(),
+            },
+        };
+        let mut sent = body(vec![Ok("a")]);
+        let polls: Vec<_> = (0..4).map(|_| poll(&mut sent)).collect();
+        assert_eq!(polls, ["a", "pending", "trailers", "end"]);
+        let mut empty = body(vec![]);
+        assert_eq!(poll(&mut empty), "trailers");
     }
 }
