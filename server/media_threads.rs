@@ -1,11 +1,16 @@
-//! CPU-bound media work (rendering, encoding, measuring, assembling) on threads of its own, at a
-//! lower CPU priority (nice 10) than the threads that serve calls and stream events.
+//! CPU-bound media work (rendering, encoding, measuring, assembling) on threads of its own, at the
+//! lowest CPU priority (Linux's `SCHED_IDLE` policy, else nice 19), below the threads that serve
+//! calls and stream events.
 //!
 //! Why: a render or an assembly takes tens of milliseconds of CPU at a time. On tokio's blocking
 //! pool it shared a busy core equally with the runtime, so an event fanned out while a clip
 //! encoded reached its watchers up to twice as late (the fan-out bench's probe streams: p99
-//! 56–106 ms before, 13–72 ms after, across interleaved runs). At nice 10 the runtime runs first
-//! whenever it has work; an idle core still runs media work at full speed.
+//! 56–106 ms before, 13–72 ms at nice 10, across interleaved runs). Even at nice 19 a media thread
+//! that wakes gets the core for a while: in the 16 ms after a shot was rendered it took 16–29 % of
+//! it, most of that zeroing fresh pages for its frame buffers. A `SCHED_IDLE` thread never preempts
+//! the runtime. Probe p99 in four interleaved pairs: 13.7–22.0 ms (`SCHED_IDLE`) against
+//! 15.6–21.5 ms (nice 19). An idle core still runs media work at full speed, and a saturated one
+//! still gives it a little (the kernel's weight for `SCHED_IDLE` is 3 against 1024 at nice 0).
 //!
 //! A thread's priority cannot be raised again without privileges, so these threads only ever do
 //! media work. They start on demand (one more whenever none is idle, up to `MAX_THREADS`; the
@@ -15,8 +20,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-/// The nice value of media threads (0 is the default; 19 the lowest priority).
-const NICE: i32 = 10;
+/// The nice value of media threads where `SCHED_IDLE` is refused (0 is the default; 19 the
+/// lowest priority).
+const NICE: i32 = 19;
 /// Threads at most; more work waits for one to be free.
 const MAX_THREADS: usize = 64;
 
@@ -81,12 +87,27 @@ impl Pool {
     }
 }
 
-/// This thread at nice `NICE`. On Linux, `setpriority(PRIO_PROCESS, 0)` sets the calling thread
-/// only; elsewhere it would renice the whole process, so it is not done.
+/// This thread under `SCHED_IDLE`, or at nice `NICE` where that is refused. Linux only: there
+/// both apply to the calling thread; elsewhere `setpriority(PRIO_PROCESS, 0)` would renice the
+/// whole process, so nothing is done.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
-        tracing::debug!(error = %e, "media thread keeps its priority");
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if let Err(e) = idle {
+            tracing::debug!(error = ?e, "media thread not under SCHED_IDLE; nice instead");
+            if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+                tracing::debug!(error = %e, "media thread keeps its priority");
+            }
+        }
     }
 }
 
@@ -121,10 +142,14 @@ mod tests {
         assert_eq!(name.as_deref(), Some("aiprod-media"));
         #[cfg(target_os = "linux")]
         {
-            let nice = run(|| rustix::process::getpriority_process(None).unwrap())
+            use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+            let policy = run(|| thread_priority::unix::thread_schedule_policy().unwrap())
                 .await
                 .unwrap();
-            assert_eq!(nice, NICE);
+            assert_eq!(
+                policy,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+            );
         }
         assert!(run(|| panic!("boom")).await.is_err());
         // The pool survives a panic and runs work in parallel.
