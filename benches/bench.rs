@@ -265,6 +265,19 @@ fn markdown(
             f.load,
         );
     }
+    for f in fan.iter().filter(|f| !f.probe_max_by_event.is_empty()) {
+        let by_event: Vec<String> = f
+            .probe_max_by_event
+            .iter()
+            .map(|(seq, us)| format!("{seq}: {:.1}", *us as f64 / 1000.0))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nSlowest probe delivery of each event at {} streams, ms by event sequence (the first follows the approval; the last is terminal): {}.",
+            f.streams,
+            by_event.join(", ")
+        );
+    }
     o.push_str(
         "\n**3. History**: a tenant whose prior jobs (delivered this month, with their ledger lines) were written into SQLite before the server started, with the tenant's maintained counter and monthly rows raised to match. GetUsage first (1 caller), then CreateJob: 4 closed-loop callers, brand_campaign (stops at review).\n\n",
     );

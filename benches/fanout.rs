@@ -18,6 +18,7 @@ use aiprod_sdk::{Client, pb};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,6 +39,9 @@ pub struct Fanout {
     pub hist: Histogram<u64>,
     /// The probe streams' latency (see the module's doc).
     pub probe_hist: Histogram<u64>,
+    /// The probe streams' slowest delivery of each event (µs), by sequence: which commit the
+    /// tail comes from.
+    pub probe_max_by_event: BTreeMap<u64, u64>,
     pub probes: usize,
     pub load: f64,
     pub errors: u64,
@@ -60,6 +64,12 @@ impl Fanout {
         let mut v = latency_json(&self.hist);
         v["probe_streams"] = json!(self.probes);
         v["probe_latency"] = latency_json(&self.probe_hist);
+        v["probe_max_ms_by_event_sequence"] = self
+            .probe_max_by_event
+            .iter()
+            .map(|(seq, us)| (seq.to_string(), json!(round2(*us as f64 / 1000.0))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         v["streams"] = json!(self.streams);
         v["jobs"] = json!(1);
         v["connections"] = json!(self.connections);
@@ -109,8 +119,9 @@ async fn one_stream(
     job_id: String,
     open_seq: u64,
     ready: mpsc::UnboundedSender<()>,
-) -> (Histogram<u64>, u64, Option<String>) {
+) -> Received {
     let mut hist = histogram();
+    let mut by_event = BTreeMap::new();
     let mut received = 0_u64;
     let mut request = tonic::Request::new(pb::WatchJobRequest {
         job_id,
@@ -127,7 +138,9 @@ async fn one_stream(
                 match stream.message().await {
                     Ok(Some(message)) => {
                         let Some(e) = message.event else { continue };
-                        hist.saturating_record(delivery_micros(&e));
+                        let micros = delivery_micros(&e);
+                        hist.saturating_record(micros);
+                        by_event.insert(e.sequence, micros);
                         received += 1;
                         if aiprod_sdk::is_terminal(e.state) {
                             break None;
@@ -139,10 +152,34 @@ async fn one_stream(
             }
         }
     };
-    (hist, received, error)
+    Received {
+        hist,
+        by_event,
+        events: received,
+        error,
+    }
 }
 
-/// Streams received on a thread of their own: (latency, events received, errors, first error).
+/// What one stream received: delivery latencies (all, and by event sequence), events, the error
+/// that ended it early.
+struct Received {
+    hist: Histogram<u64>,
+    by_event: BTreeMap<u64, u64>,
+    events: u64,
+    error: Option<String>,
+}
+
+/// What the probe thread received from all its streams.
+#[derive(Default)]
+struct Probed {
+    hist: Option<Histogram<u64>>,
+    max_by_event: BTreeMap<u64, u64>,
+    events: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Streams received on a thread of their own.
 fn probe_thread(
     endpoint: String,
     secret: String,
@@ -150,16 +187,20 @@ fn probe_thread(
     open_seq: u64,
     probes: usize,
     ready: mpsc::UnboundedSender<()>,
-) -> std::thread::JoinHandle<(Histogram<u64>, u64, u64, Option<String>)> {
+) -> std::thread::JoinHandle<Probed> {
     std::thread::spawn(move || {
         let mut hist = histogram();
-        let (mut events, mut errors, mut first_error) = (0, 0, None);
+        let mut out = Probed::default();
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
             Ok(r) => r,
-            Err(e) => return (hist, 0, 1, Some(format!("probe runtime: {e}"))),
+            Err(e) => {
+                out.errors = 1;
+                out.first_error = Some(format!("probe runtime: {e}"));
+                return out;
+            }
         };
         runtime.block_on(async {
             let conns = match clients(&endpoint, &secret, probes.div_ceil(8)).await {
@@ -168,8 +209,8 @@ fn probe_thread(
                     for _ in 0..probes {
                         let _ = ready.send(());
                     }
-                    errors += 1;
-                    first_error = Some(format!("probe connections: {e}"));
+                    out.errors += 1;
+                    out.first_error = Some(format!("probe connections: {e}"));
                     return;
                 }
             };
@@ -186,22 +227,27 @@ fn probe_thread(
             drop(ready);
             for t in tasks {
                 match t.await {
-                    Ok((h, received, error)) => {
-                        let _ = hist.add(&h);
-                        events += received;
-                        if let Some(e) = error {
-                            errors += 1;
-                            first_error.get_or_insert(e);
+                    Ok(r) => {
+                        let _ = hist.add(&r.hist);
+                        for (seq, micros) in r.by_event {
+                            let max = out.max_by_event.entry(seq).or_default();
+                            *max = (*max).max(micros);
+                        }
+                        out.events += r.events;
+                        if let Some(e) = r.error {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(e);
                         }
                     }
                     Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e.to_string());
+                        out.errors += 1;
+                        out.first_error.get_or_insert(e.to_string());
                     }
                 }
             }
         });
-        (hist, events, errors, first_error)
+        out.hist = Some(hist);
+        out
     })
 }
 
@@ -300,6 +346,7 @@ pub async fn run(
         drain_cpu_seconds: None,
         hist: histogram(),
         probe_hist: histogram(),
+        probe_max_by_event: BTreeMap::new(),
         probes,
         load: 0.0,
         errors: 0,
@@ -321,10 +368,10 @@ pub async fn run(
         Ok(results) => {
             for r in results {
                 match r {
-                    Ok((h, received, error)) => {
-                        let _ = out.hist.add(&h);
-                        out.events += received;
-                        if let Some(e) = error {
+                    Ok(r) => {
+                        let _ = out.hist.add(&r.hist);
+                        out.events += r.events;
+                        if let Some(e) = r.error {
                             out.errors += 1;
                             out.first_error.get_or_insert(e);
                         }
@@ -343,12 +390,15 @@ pub async fn run(
         }
     }
     match tokio::task::spawn_blocking(move || probe.join()).await {
-        Ok(Ok((h, received, errors, first_error))) => {
-            let _ = out.hist.add(&h);
-            let _ = out.probe_hist.add(&h);
-            out.events += received;
-            out.errors += errors;
-            if let Some(e) = first_error {
+        Ok(Ok(p)) => {
+            if let Some(h) = &p.hist {
+                let _ = out.hist.add(h);
+                let _ = out.probe_hist.add(h);
+            }
+            out.probe_max_by_event = p.max_by_event;
+            out.events += p.events;
+            out.errors += p.errors;
+            if let Some(e) = p.first_error {
                 out.first_error.get_or_insert(e);
             }
         }
