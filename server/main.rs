@@ -277,12 +277,13 @@ async fn admin(database_url: String, action: AdminAction) -> anyhow::Result<()> 
 #[allow(unsafe_code)]
 fn huge_pages_purged_whole() {
     // `mi_option_allow_thp` in mimalloc 3 (libmimalloc-sys names no constant for it). Set only
-    // when the option reads as its default (1): another mimalloc may number its options
-    // differently, and `MIMALLOC_ALLOW_THP` in the environment wins.
+    // under mimalloc 3 and when the option reads as its default (1): another major version may
+    // number its options differently, and a `MIMALLOC_ALLOW_THP` of 0 in the environment wins.
     const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
     // SAFETY: reading and setting an option are plain calls on mimalloc's option table.
     unsafe {
-        if libmimalloc_sys::mi_version() >= 30000 && libmimalloc_sys::mi_option_get(ALLOW_THP) == 1
+        if (30000..40000).contains(&libmimalloc_sys::mi_version())
+            && libmimalloc_sys::mi_option_get(ALLOW_THP) == 1
         {
             libmimalloc_sys::mi_option_set(ALLOW_THP, 2);
         }
