@@ -8,8 +8,8 @@
 //! 56–106 ms before, 13–72 ms at nice 10, across interleaved runs). Even at nice 19 a media thread
 //! that wakes gets the core for a while: in the 16 ms after a shot was rendered it took 16–29 % of
 //! it, most of that zeroing fresh pages for its frame buffers. A `SCHED_IDLE` thread never preempts
-//! the runtime. Probe p99 in four interleaved pairs: 13.7–22.0 ms (`SCHED_IDLE`) against
-//! 15.6–21.5 ms (nice 19). An idle core still runs media work at full speed, and a saturated one
+//! the runtime. Probe p99 in four interleaved pairs: 13.7–22.0 ms, median 14.6 (`SCHED_IDLE`),
+//! against 15.6–21.5 ms, median 21.4 (nice 19). An idle core still runs media work at full speed, and a saturated one
 //! still gives it a little (the kernel's weight for `SCHED_IDLE` is 3 against 1024 at nice 0).
 //!
 //! A thread's priority cannot be raised again without privileges, so these threads only ever do
