@@ -113,15 +113,17 @@ async fn approve(client: &Client, job_id: String) -> anyhow::Result<()> {
 
 /// One open stream, opened after `open_seq` (no replay): reports "open" once the server has
 /// answered with the stream's headers, then records the delivery latency of every event until the
-/// terminal one.
+/// terminal one, and by event when `by_event` (the probes: the loaded streams share the load
+/// generator's one core, where the extra map per stream would add to its backlog).
 async fn one_stream(
     client: Client,
     job_id: String,
     open_seq: u64,
     ready: mpsc::UnboundedSender<()>,
+    by_event: bool,
 ) -> Received {
     let mut hist = histogram();
-    let mut by_event = BTreeMap::new();
+    let mut latency_by_event = BTreeMap::new();
     let mut received = 0_u64;
     let mut request = tonic::Request::new(pb::WatchJobRequest {
         job_id,
@@ -140,7 +142,9 @@ async fn one_stream(
                         let Some(e) = message.event else { continue };
                         let micros = delivery_micros(&e);
                         hist.saturating_record(micros);
-                        by_event.insert(e.sequence, micros);
+                        if by_event {
+                            latency_by_event.insert(e.sequence, micros);
+                        }
                         received += 1;
                         if aiprod_sdk::is_terminal(e.state) {
                             break None;
@@ -154,7 +158,7 @@ async fn one_stream(
     };
     Received {
         hist,
-        by_event,
+        by_event: latency_by_event,
         events: received,
         error,
     }
@@ -221,6 +225,7 @@ fn probe_thread(
                         job_id.clone(),
                         open_seq,
                         ready.clone(),
+                        true,
                     ))
                 })
                 .collect();
@@ -295,6 +300,7 @@ pub async fn run(
                     job_id.clone(),
                     open_seq,
                     ready_tx.clone(),
+                    false,
                 )));
             }
             for _ in batch {
