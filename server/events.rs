@@ -8,7 +8,7 @@
 use crate::domain::job::Event;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
@@ -24,6 +24,10 @@ pub struct Committed {
     pub events: Arc<[Arc<SharedEvent>]>,
     /// Events of the commits before, in sequence order, ending just before `events`.
     pub earlier: Arc<[Arc<SharedEvent>]>,
+    /// Bumped by `EventHub::resync_all`: a watcher that sees it change re-reads the database.
+    pub resync: u64,
+    /// Set by `EventHub::close_all`: the server is shutting down, watchers end.
+    pub closing: bool,
 }
 
 /// Events of earlier commits kept in a job's latest batch.
@@ -73,6 +77,8 @@ impl Committed {
     /// This commit with the recent events of `previous` (at most `RECENT`) as `earlier`, when its
     /// events follow them without a gap.
     fn following(mut self, previous: &Committed) -> Committed {
+        self.resync = previous.resync;
+        self.closing = previous.closing;
         let (Some(first), Some(prev_last)) = (self.events.first(), previous.events.last()) else {
             return self;
         };
@@ -91,24 +97,19 @@ impl Committed {
     }
 }
 
-/// Per-job "latest commit" channels, plus a process-wide resync signal.
+/// Per-job "latest commit" channels. A resync or the shutdown is announced on every job's
+/// channel too, so that a watcher waits on one channel only: a commit watched by 10,000 streams
+/// wakes 10,000 waiters, not three times as many registrations to make and drop again.
+#[derive(Default)]
 pub struct EventHub {
     jobs: Mutex<HashMap<String, watch::Sender<Committed>>>,
     /// Size after the last pruning: prune again when the map has doubled (amortised O(1)).
     pruned_at: AtomicUsize,
     /// Bumped when notifications may have been lost (the cross-replica listener reconnected):
     /// every watcher then re-reads the database once.
-    resync: watch::Sender<u64>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        EventHub {
-            jobs: Mutex::new(HashMap::new()),
-            pruned_at: AtomicUsize::new(0),
-            resync: watch::channel(0).0,
-        }
-    }
+    resyncs: AtomicU64,
+    /// The server is shutting down (`close_all`).
+    closing: AtomicBool,
 }
 
 impl EventHub {
@@ -125,14 +126,24 @@ impl EventHub {
             jobs.retain(|_, tx| tx.receiver_count() > 0);
             self.pruned_at.store(jobs.len(), Ordering::Relaxed);
         }
-        jobs.entry(job_id.to_string())
-            .or_insert_with(|| watch::channel(Committed::default()).0)
-            .subscribe()
-    }
-
-    /// The resync signal (see `resync_all`).
-    pub fn subscribe_resync(&self) -> watch::Receiver<u64> {
-        self.resync.subscribe()
+        // Read under the lock: `close_all` sets the flag before it takes the lock, so a
+        // subscriber either sees the flag here or is in the map when `close_all` walks it.
+        let closing = self.closing.load(Ordering::Acquire);
+        let mut rx = jobs
+            .entry(job_id.to_string())
+            .or_insert_with(|| {
+                watch::channel(Committed {
+                    resync: self.resyncs.load(Ordering::Acquire),
+                    closing,
+                    ..Committed::default()
+                })
+                .0
+            })
+            .subscribe();
+        if closing {
+            rx.mark_changed();
+        }
+        rx
     }
 
     /// Announces a commit of `events` (in sequence order) that took the job to `up_to`.
@@ -145,7 +156,7 @@ impl EventHub {
                     .into_iter()
                     .map(|e| Arc::new(SharedEvent::new(e)))
                     .collect(),
-                earlier: Arc::from([]),
+                ..Committed::default()
             },
         );
     }
@@ -156,8 +167,7 @@ impl EventHub {
             job_id,
             Committed {
                 up_to: seq,
-                events: Arc::from([]),
-                earlier: Arc::from([]),
+                ..Committed::default()
             },
         );
     }
@@ -200,7 +210,18 @@ impl EventHub {
 
     /// Tells every watcher to re-read the database once (notifications may have been lost).
     pub fn resync_all(&self) {
-        self.resync.send_modify(|n| *n += 1);
+        let resync = self.resyncs.fetch_add(1, Ordering::AcqRel) + 1;
+        for tx in self.lock().values() {
+            tx.send_modify(|c| c.resync = resync);
+        }
+    }
+
+    /// Ends every watcher, now and from now on (the server is shutting down).
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
+        for tx in self.lock().values() {
+            tx.send_modify(|c| c.closing = true);
+        }
     }
 
     /// Number of jobs with live subscribers (for tests and metrics).
@@ -281,6 +302,35 @@ mod tests {
         let kept = hub.jobs.lock().unwrap().len();
         assert!(kept <= 2048, "abandoned entries are pruned ({kept})");
         assert_eq!(hub.watched_jobs(), 0);
+    }
+
+    #[tokio::test]
+    async fn resyncs_and_the_shutdown_reach_watchers_on_their_job_channel() {
+        let hub = EventHub::default();
+        let mut a = hub.subscribe("job-a");
+        assert_eq!(a.borrow().resync, 0);
+        hub.resync_all();
+        a.changed().await.unwrap();
+        assert_eq!(a.borrow_and_update().resync, 1);
+        // A commit keeps the resync count (a watcher compares it with the one it last saw).
+        hub.publish_events("job-a", 2, vec![event(2)]);
+        a.changed().await.unwrap();
+        assert_eq!(a.borrow_and_update().resync, 1);
+        // A job first watched after a resync starts at the current count (nothing to re-read).
+        let b = hub.subscribe("job-b");
+        assert_eq!(b.borrow().resync, 1);
+        assert!(!b.has_changed().unwrap());
+
+        hub.close_all();
+        a.changed().await.unwrap();
+        assert!(a.borrow_and_update().closing);
+        // Whoever subscribes after the shutdown sees it at once.
+        let mut late = hub.subscribe("job-c");
+        late.changed().await.unwrap();
+        assert!(late.borrow_and_update().closing);
+        // A commit after the shutdown does not clear it.
+        hub.publish_events("job-a", 3, vec![event(3)]);
+        assert!(a.borrow().closing);
     }
 
     #[test]

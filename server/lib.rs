@@ -169,14 +169,14 @@ pub async fn serve(
         api::wire::FastLane::new(api.clone(), max, fast_lane),
     );
 
-    let stopping = app.shutdown.clone();
+    let stopping = app.clone();
     let health_on_stop = health.clone();
     let grace = Duration::from_secs(app.config().shutdown_grace_s);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
         health::set_all(&health_on_stop, &health_names, ServingStatus::NotServing).await;
-        stopping.cancel();
+        stopping.shut_down();
     };
 
     let routes = tonic::service::Routes::new(health_service)
@@ -221,7 +221,7 @@ pub async fn serve(
             tracing::warn!("grace period over; closing the remaining connections");
         }
     }
-    app.shutdown.cancel();
+    app.shut_down();
     app.tasks.close();
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
         tracing::warn!("pipeline tasks did not stop within the grace period");

@@ -282,17 +282,19 @@ impl App {
             ));
         }
         // Subscribe before the replay, so nothing committed meanwhile is missed.
-        let hub = self.store.hub();
+        let commits = self.store.hub().subscribe(job_id);
+        let resync_seen = commits.borrow().resync;
         let watcher = Watcher {
-            commits: hub.subscribe(job_id),
-            resync: hub.subscribe_resync(),
+            resync_seen,
+            commits,
             store: self.store.clone(),
-            shutdown: self.shutdown.clone(),
             // A finished job's stream ends once the replay is done.
             finished_at: state.is_terminal().then_some(last_seq),
             job_id: job_id.to_string(),
             last: after,
             pending: VecDeque::new(),
+            live: None,
+            sent: after,
             reading: true,
             done: false,
         };
@@ -326,14 +328,21 @@ const PAGE: u32 = 256;
 /// watcher of the job in this process), reading the database only to fill a gap.
 struct Watcher {
     store: Arc<dyn crate::store::Store>,
+    /// The job's commits, and the hub's resyncs and shutdown (one channel: one waiter).
     commits: watch::Receiver<Committed>,
-    resync: watch::Receiver<u64>,
-    shutdown: tokio_util::sync::CancellationToken,
+    /// The resync count last seen on `commits`.
+    resync_seen: u64,
     job_id: String,
     /// The sequence of the last event queued (every queued event is sent before anything else).
     last: u64,
-    /// Events to send, in order.
-    pending: VecDeque<Watched>,
+    /// Events read from the database, to send in order.
+    pending: VecDeque<Event>,
+    /// The hub's batch being sent: its events after `sent` go out next, straight from the batch
+    /// every watcher of the job shares (no per-stream queue: a commit fanned out to thousands of
+    /// streams allocates nothing per stream).
+    live: Option<Committed>,
+    /// The sequence of the last event sent from `live`.
+    sent: u64,
     /// The database has more events after `last` to read (the replay, a gap, a resync).
     reading: bool,
     /// The job's last sequence when it was already finished at the start.
@@ -346,10 +355,15 @@ impl Watcher {
     /// The next item of the stream; `None` ends it.
     async fn next(&mut self) -> Option<Result<Watched>> {
         loop {
-            if let Some(w) = self.pending.pop_front() {
+            let next = match self.pending.pop_front() {
+                Some(e) => Some(Watched::Read(Box::new(e))),
+                None => self.next_live().map(Watched::Shared),
+            };
+            if let Some(w) = next {
                 if w.event().state.is_terminal() {
                     self.done = true;
                     self.pending.clear();
+                    self.live = None;
                 }
                 return Some(Ok(w));
             }
@@ -361,7 +375,10 @@ impl Watcher {
                     Ok(events) => {
                         self.reading = events.len() >= PAGE as usize;
                         for e in events {
-                            self.queue(e.seq, || Watched::Read(Box::new(e)));
+                            if e.seq > self.last {
+                                self.last = e.seq;
+                                self.pending.push_back(e);
+                            }
                         }
                     }
                     Err(e) => {
@@ -376,42 +393,53 @@ impl Watcher {
                 self.done = true;
                 continue;
             }
-            tokio::select! {
-                changed = self.commits.changed() => {
-                    if changed.is_err() {
-                        self.done = true;
-                        continue;
-                    }
-                    let commit = self.commits.borrow_and_update().clone();
-                    match commit.after(self.last) {
-                        Some(events) => {
-                            for e in events {
-                                if e.seq > self.last {
-                                    self.last = e.seq;
-                                    self.pending.push_back(Watched::Shared(e.clone()));
-                                }
-                            }
-                        }
-                        None => self.reading = true,
-                    }
+            if self.commits.changed().await.is_err() {
+                self.done = true;
+                continue;
+            }
+            let commit = self.commits.borrow_and_update();
+            if commit.closing {
+                drop(commit);
+                self.done = true;
+                return Some(Err(Error::Unavailable {
+                    message: format!(
+                        "the server is shutting down; resume with after_sequence={}",
+                        self.last
+                    ),
+                    retry_after: Duration::from_secs(1),
+                }));
+            }
+            if commit.resync != self.resync_seen {
+                self.resync_seen = commit.resync;
+                self.reading = true;
+                continue;
+            }
+            match commit.after(self.last).and_then(|events| events.last()) {
+                Some(newest) => {
+                    self.sent = self.last;
+                    self.last = newest.seq;
+                    self.live = Some(commit.clone());
                 }
-                _ = self.resync.changed() => self.reading = true,
-                _ = self.shutdown.cancelled() => {
-                    self.done = true;
-                    return Some(Err(Error::Unavailable {
-                        message: format!("the server is shutting down; resume with after_sequence={}", self.last),
-                        retry_after: Duration::from_secs(1),
-                    }));
-                }
+                None if commit.up_to > self.last => self.reading = true,
+                None => {}
             }
         }
     }
 
-    /// Queues an event unless it was already sent.
-    fn queue(&mut self, seq: u64, event: impl FnOnce() -> Watched) {
-        if seq > self.last {
-            self.last = seq;
-            self.pending.push_back(event());
+    /// The next event of the hub's batch being sent, if any is left.
+    fn next_live(&mut self) -> Option<Arc<SharedEvent>> {
+        let live = self.live.as_ref()?;
+        let sent = self.sent;
+        let next = live
+            .earlier
+            .iter()
+            .chain(live.events.iter())
+            .find(|e| e.seq > sent)
+            .cloned();
+        match &next {
+            Some(e) => self.sent = e.seq,
+            None => self.live = None,
         }
+        next
     }
 }

@@ -254,6 +254,13 @@ impl App {
         self.store.ping().await
     }
 
+    /// Starts the shutdown: pipeline tasks stop, and every WatchJob stream ends with UNAVAILABLE
+    /// and the sequence to resume after.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.store.hub().close_all();
+    }
+
     /// Closes the database pool (after the server and the pipeline stopped).
     pub async fn close_store(&self) {
         self.store.close().await;
