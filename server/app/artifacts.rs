@@ -219,24 +219,46 @@ impl App {
         let media = self.media.clone();
         let poster_width = self.config.media.poster_width;
         let _permit = self.media_permit().await?;
-        let (bytes, info, poster) = crate::media_threads::run(move || {
+        // A local directory is written on the media thread too: hashing the video twice (the
+        // key, then the read-back check) and the file I/O are a few milliseconds of CPU each,
+        // which on the runtime (or tokio's blocking threads, at the runtime's priority) would
+        // delay the events being streamed meanwhile. Without a runtime on the thread, the local
+        // store does its I/O inline. A remote store needs the runtime's HTTP client: stored below.
+        let local = (!self.artifacts.is_remote()).then(|| self.artifacts.clone());
+        let (bytes, info, poster, stored) = crate::media_threads::run(move || {
             let info = media.probe(&bytes)?;
             let poster = media.poster(&bytes, poster_width)?;
-            Ok::<_, MediaError>((bytes, info, poster))
+            let Some(store) = local else {
+                return Ok((bytes, info, poster, None));
+            };
+            let stored = futures::executor::block_on(async {
+                let poster = store
+                    .put(bytes::Bytes::from(poster), "image/png", "png")
+                    .await?;
+                let video = store.put(bytes.clone(), &info.mime_type, "mp4").await?;
+                Ok::<_, aiprod_artifacts::ArtifactError>((poster, video))
+            });
+            Ok::<_, MediaError>((bytes, info, Vec::new(), Some(stored)))
         })
         .await
         .map_err(Error::internal)?
         .map_err(media_error)?;
-        let poster = self
-            .artifacts
-            .put(bytes::Bytes::from(poster), "image/png", "png")
-            .await
-            .map_err(artifact_error)?;
-        let stored = self
-            .artifacts
-            .put(bytes, &info.mime_type, "mp4")
-            .await
-            .map_err(artifact_error)?;
+        let (poster, stored) = match stored {
+            Some(stored) => stored.map_err(artifact_error)?,
+            None => {
+                let poster = self
+                    .artifacts
+                    .put(bytes::Bytes::from(poster), "image/png", "png")
+                    .await
+                    .map_err(artifact_error)?;
+                let video = self
+                    .artifacts
+                    .put(bytes, &info.mime_type, "mp4")
+                    .await
+                    .map_err(artifact_error)?;
+                (poster, video)
+            }
+        };
         Ok(Artifact {
             key: stored.key,
             sha256: stored.sha256,

@@ -877,14 +877,15 @@ impl App {
             }
             Err(guard) => guard,
         };
-        let mut clips = Vec::with_capacity(stored.len());
-        for artifact in stored {
-            clips.push(
-                self.artifacts
-                    .read(&artifact.key)
-                    .await
-                    .map_err(artifact_error)?,
-            );
+        // A local directory is read on the media thread (see `App::probe_and_store`); a remote
+        // store needs the runtime's HTTP client.
+        let local = (!self.artifacts.is_remote()).then(|| self.artifacts.clone());
+        let keys: Vec<String> = stored.iter().map(|a| a.key.clone()).collect();
+        let mut remote_clips = Vec::new();
+        if local.is_none() {
+            for key in &keys {
+                remote_clips.push(self.artifacts.read(key).await.map_err(artifact_error)?);
+            }
         }
         let format = aiprod_media::Format {
             width,
@@ -900,21 +901,34 @@ impl App {
             .iter()
             .map(|s| Some(u64::from(s.duration_s) * 1000))
             .collect();
+        // The cut's content key is hashed on the media thread too, off the runtime.
         let cut = crate::media_threads::run(move || {
+            let clips = match local {
+                Some(store) => keys
+                    .iter()
+                    .map(|key| futures::executor::block_on(store.read(key)))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+                None => remote_clips,
+            };
             let refs: Vec<&[u8]> = clips.iter().map(|c| c.as_ref()).collect();
-            media.assemble_trimmed(&refs, &max_ms, format)
+            let assembled = media.assemble_trimmed(&refs, &max_ms, format).map(|cut| {
+                let key = super::memo::key(&[&cut]);
+                (cut, key)
+            });
+            Ok::<_, aiprod_artifacts::ArtifactError>(assembled)
         })
         .await
-        .map_err(Error::internal)?;
+        .map_err(Error::internal)?
+        .map_err(artifact_error)?;
         drop(permit);
-        let cut = match cut {
+        let (cut, key) = match cut {
             Ok(cut) => cut,
             // An input this media seam cannot read will not become readable by retrying.
             Err(e @ aiprod_media::MediaError::Unsupported(_)) => return Ok(Err(e.to_string())),
             Err(e) => return Err(media_error(e)),
         };
         metrics::histogram!("assembly_seconds").record(started.elapsed().as_secs_f64());
-        let artifact = self.store_video(cut.into(), None).await?;
+        let artifact = self.store_video(cut.into(), Some(key)).await?;
         let _ = guard.insert(artifact.clone());
         Ok(Ok(Video {
             uri: video_name(&job.id),

@@ -172,8 +172,9 @@ impl RenderBackend for SandboxBackend {
             .acquire()
             .await
             .map_err(|_| RenderError::Provider("shutting down".into()))?;
-        let clip = crate::media_threads::run(move || {
-            media.render_animatic(
+        // The clip's content key is hashed on the media thread too, off the runtime.
+        let (clip, key) = crate::media_threads::run(move || {
+            let clip = media.render_animatic(
                 &Animatic {
                     shot_number: request.shot_number,
                     shot_count: request.shot_count,
@@ -185,13 +186,13 @@ impl RenderBackend for SandboxBackend {
                     seed,
                 },
                 defect,
-            )
+            )?;
+            let key = super::content_key(&[&clip]);
+            Ok::<_, aiprod_media::MediaError>((bytes::Bytes::from(clip), key))
         })
         .await
         .map_err(|e| RenderError::Provider(format!("sandbox render task failed: {e}")))?
         .map_err(|e| RenderError::Provider(format!("sandbox render failed: {e}")))?;
-        let clip = bytes::Bytes::from(clip);
-        let key = super::content_key(&[&clip]);
         let _ = guard.insert((clip.clone(), key));
         Ok(RenderOutput {
             clip,
