@@ -1,6 +1,7 @@
-//! CPU-bound media work (rendering, encoding, measuring, assembling) on threads of its own, at the
-//! lowest CPU priority (Linux's `SCHED_IDLE` policy, else nice 19), below the threads that serve
-//! calls and stream events.
+//! CPU-bound media work (rendering, encoding, measuring, assembling, and storing the results in a
+//! local artifact directory: `App::local_artifacts`) on threads of its own, at the lowest CPU
+//! priority (Linux's `SCHED_IDLE` policy, else nice 19), below the threads that serve calls and
+//! stream events.
 //!
 //! Why: a render or an assembly takes tens of milliseconds of CPU at a time. On tokio's blocking
 //! pool it shared a busy core equally with the runtime, so an event fanned out while a clip

@@ -215,16 +215,23 @@ impl App {
         Ok(artifact)
     }
 
+    /// The artifact store when it is a local directory, for media threads to read and write
+    /// themselves (with `futures::executor::block_on`: without a runtime on the thread,
+    /// object_store's local store does its I/O inline). Storing a video hashes it twice (its key,
+    /// then the read-back check), a few milliseconds of CPU that on the runtime, or on tokio's
+    /// blocking threads at the runtime's priority, would delay the events streamed meanwhile.
+    /// `None` for a remote store, which needs the runtime's HTTP client.
+    pub(super) fn local_artifacts(&self) -> Option<aiprod_artifacts::ArtifactStore> {
+        (!self.artifacts.is_remote()).then(|| self.artifacts.clone())
+    }
+
     async fn probe_and_store(&self, bytes: bytes::Bytes) -> Result<Artifact> {
         let media = self.media.clone();
         let poster_width = self.config.media.poster_width;
         let _permit = self.media_permit().await?;
-        // A local directory is written on the media thread too: hashing the video twice (the
-        // key, then the read-back check) and the file I/O are a few milliseconds of CPU each,
-        // which on the runtime (or tokio's blocking threads, at the runtime's priority) would
-        // delay the events being streamed meanwhile. Without a runtime on the thread, the local
-        // store does its I/O inline. A remote store needs the runtime's HTTP client: stored below.
-        let local = (!self.artifacts.is_remote()).then(|| self.artifacts.clone());
+        // A local directory is written on the media thread (`local_artifacts`); a remote store
+        // below, from the runtime.
+        let local = self.local_artifacts();
         let (bytes, info, poster, stored) = crate::media_threads::run(move || {
             let info = media.probe(&bytes)?;
             let poster = media.poster(&bytes, poster_width)?;

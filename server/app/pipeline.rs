@@ -877,9 +877,8 @@ impl App {
             }
             Err(guard) => guard,
         };
-        // A local directory is read on the media thread (see `App::probe_and_store`); a remote
-        // store needs the runtime's HTTP client.
-        let local = (!self.artifacts.is_remote()).then(|| self.artifacts.clone());
+        // A local directory is read on the media thread (`App::local_artifacts`).
+        let local = self.local_artifacts();
         let keys: Vec<String> = stored.iter().map(|a| a.key.clone()).collect();
         let mut remote_clips = Vec::new();
         if local.is_none() {
