@@ -7,8 +7,9 @@
 //! future in the connection's `FuturesUnordered`: a wake-up marks it ready in that set and wakes
 //! the connection's task once; that task polls the ready streams, then lets h2 write their frames
 //! (`socket::BatchedSocket` sends a flush in one system call). A pass of `FuturesUnordered` ends
-//! early after two streams that wake themselves, which h2 makes a stream do when it sends, so the
-//! frames of a pass are few; polling more streams per write measured no faster (see issue 11).
+//! after two streams that wake themselves, which every stream that sends does, so the task runs
+//! several passes before the connection writes (`PassWaker`, `PASSES_PER_ROUND`): about 16 frames
+//! per `send` rather than 5, and a quarter less CPU per delivered event.
 //!
 //! The trade-off: the streams of one connection share one task, so one connection's calls use one
 //! core at a time (as with HTTP/1). Handlers await the database and media work runs on
@@ -140,6 +141,41 @@ impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawned
 /// Polls at most this many rounds of (streams, connection) before letting other tasks run.
 const ROUNDS_PER_POLL: usize = 8;
 
+/// Passes over the ready streams at most, in a round, before the connection writes their frames
+/// and the task lets other connections go (a pass sends about two streams' frames, see
+/// `PassWaker`). Measured at 10,000 streams on 100 connections (issue 11), server CPU per
+/// delivered event, median of 3: 2.91 µs with one pass (before), 2.45 with 4, 2.18 with 8 and 16;
+/// more passes serve a connection's streams in longer turns.
+const PASSES_PER_ROUND: usize = 8;
+
+/// The waker the connection's streams are polled with: it wakes the connection's task, and it
+/// tells the loop that a stream became ready again during a pass.
+///
+/// Why: `FuturesUnordered` ends a pass once two of its futures woke themselves while polled, and
+/// a stream that sends wakes itself (hyper reserves send capacity after h2 has its waker, and h2
+/// wakes the stream when it assigns that capacity). A pass therefore sent about two frames, and
+/// the connection then wrote them: one `send` per 5 deliveries (20,000 for one 10,000-stream
+/// event). Here the loop runs passes until no stream is ready, then the connection writes once.
+#[derive(Default)]
+struct PassWaker {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl futures::task::ArcWake for PassWaker {
+    fn wake_by_ref(this: &Arc<Self>) {
+        this.woken.store(true, std::sync::atomic::Ordering::Release);
+        this.task.wake();
+    }
+}
+
+impl PassWaker {
+    /// Whether a stream became ready since the last call.
+    fn take_woken(&self) -> bool {
+        self.woken.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
 /// One connection: hyper's HTTP/2 connection and its streams, polled together.
 async fn connection<S>(
     socket: BatchedSocket,
@@ -163,6 +199,8 @@ async fn connection<S>(
         .max_concurrent_streams(None);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(socket), handler));
     let mut streams = FuturesUnordered::new();
+    let pass = Arc::new(PassWaker::default());
+    let pass_waker = futures::task::waker(pass.clone());
     let mut stopping = pin!(stop.cancelled());
     let mut asked_to_stop = false;
     let served = poll_fn(|cx| {
@@ -170,16 +208,34 @@ async fn connection<S>(
             asked_to_stop = true;
             conn.as_mut().graceful_shutdown();
         }
+        pass.task.register(cx.waker());
+        let mut streams_cx = std::task::Context::from_waker(&pass_waker);
         for _ in 0..ROUNDS_PER_POLL {
-            // Streams first, so that the connection then writes all their frames at once.
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            // Streams first, until none is ready (or the share of one poll is used), so that the
+            // connection then writes all their frames at once.
+            let mut ready_left = false;
+            for _ in 0..PASSES_PER_ROUND {
+                pass.take_woken();
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(&mut streams_cx) {}
+                ready_left = pass.take_woken();
+                if !ready_left {
+                    break;
+                }
+            }
             let done = conn.as_mut().poll(cx);
             let new = spawned.take();
             if let Poll::Ready(result) = done {
                 streams.extend(new);
                 return Poll::Ready(result);
             }
-            if new.is_empty() {
+            // Other connections' streams go next (a connection with thousands of ready streams
+            // does not hold back one with a few), and the runtime's cooperative budget, which the
+            // streams' channels spend, is respected.
+            if ready_left || !tokio::task::coop::has_budget_remaining() {
+                streams.extend(new);
+                break;
+            }
+            if new.is_empty() && !pass.take_woken() {
                 return Poll::Pending;
             }
             streams.extend(new);
@@ -264,6 +320,60 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("grpc-timeout", http::HeaderValue::from_str(v).unwrap());
         grpc_timeout(&headers)
+    }
+
+    /// A call that panics has its stream reset; the other calls of its connection, before and
+    /// after, are answered (the streams share the connection's task).
+    #[tokio::test]
+    async fn a_panicking_call_resets_its_stream_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = tower::service_fn(|req: http::Request<Body>| async move {
+            assert_ne!(req.uri().path(), "/panic", "a handler bug");
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let settings = Settings {
+            request_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, service, settings, async move {
+            let _ = stopped.await;
+        }));
+
+        let socket = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (client, connection) = h2::client::handshake(socket).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let call = |path: &'static str| {
+            let client = client.clone();
+            async move {
+                let mut client = client.ready().await?;
+                let request = http::Request::post(format!("http://localhost{path}"))
+                    .body(())
+                    .unwrap();
+                let (response, _) = client.send_request(request, true)?;
+                response.await.map(|r| r.status())
+            }
+        };
+        // One call held open across the panic (its response comes after).
+        let slow = tokio::spawn(call("/slow"));
+        assert_eq!(call("/ok").await.unwrap(), http::StatusCode::OK);
+        let reset = call("/panic").await.unwrap_err();
+        assert!(reset.is_reset(), "{reset:?}");
+        assert_eq!(call("/ok").await.unwrap(), http::StatusCode::OK);
+        assert_eq!(slow.await.unwrap().unwrap(), http::StatusCode::OK);
+        assert!(!connection.is_finished(), "the connection survives");
+
+        stop.send(()).unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
     }
 
     #[test]
