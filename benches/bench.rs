@@ -233,16 +233,16 @@ fn markdown(
     }
     let _ = writeln!(
         o,
-        "\n**2. WatchJob fan-out**: N streams on one job (SQLite, sandbox {} ms per shot, a 2-shot brand_campaign job held at review, then approved), {} streams per connection. Memory and CPU are the server process's. Probe streams (of the N, opened last) are received on a thread of their own: their latency is the server's, without the load generator's own receive backlog.\n",
+        "\n**2. WatchJob fan-out**: N streams on one job (SQLite, sandbox {} ms per shot, a 2-shot brand_campaign job held at review, then approved), {} streams per connection. Memory and CPU are the server process's. Probe streams (of the N, opened last) are received on a thread of their own: their latency is the server's, without the load generator's own receive backlog, at their place in the fan-out (not chosen by the bench). CPU per fan-out is the server's CPU per delivered event times N: the soonest the last stream can have an event on one core.\n",
         s.fanout_latency_ms, s.streams_per_connection
     );
-    o.push_str("| streams | open s | server KiB per idle stream | server CPU while idle (% of a core, load avg) | commit→receive p50 ms | p99 ms | max ms | probe streams p50 / p99 / max ms | events | drain s | server CPU µs per delivered event (drain) | server RSS MiB: before / open / after close | errors | load avg |\n");
-    o.push_str("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|\n");
+    o.push_str("| streams | open s | server KiB per idle stream | server CPU while idle (% of a core, load avg) | commit→receive p50 ms | p99 ms | max ms | probe streams p50 / p99 / max ms | events | drain s | server CPU µs per delivered event (drain) | server CPU ms per fan-out to N | server RSS MiB: before / open / after close | errors | load avg |\n");
+    o.push_str("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|\n");
     let mib = |k: Option<u64>| opt(k.map(|k| format!("{:.1}", k as f64 / 1024.0)));
     for f in fan {
         let _ = writeln!(
             o,
-            "| {} | {:.2} | {} | {} ({}) | {:.2} | {:.2} | {:.2} | {} : {:.2} / {:.2} / {:.2} | {} | {:.2} | {} | {} / {} / {} | {} | {} |",
+            "| {} | {:.2} | {} | {} ({}) | {:.2} | {:.2} | {:.2} | {} : {:.2} / {:.2} / {:.2} | {} | {:.2} | {} | {} | {} / {} / {} | {} | {} |",
             f.streams,
             f.open_seconds,
             opt(f.kib_per_stream().map(|k| format!("{k:.1}"))),
@@ -258,6 +258,7 @@ fn markdown(
             f.events,
             f.drain_seconds,
             opt(f.cpu_us_per_event().map(|c| format!("{c:.2}"))),
+            opt(f.cpu_ms_per_fan_out().map(|c| format!("{c:.1}"))),
             mib(f.rss_before_kib),
             mib(f.rss_open_kib),
             mib(f.rss_closed_kib),
