@@ -8,8 +8,7 @@
 //! the connection's task once; that task polls the ready streams, then lets h2 write their frames
 //! (`socket::BatchedSocket` sends a flush in one system call). A pass of `FuturesUnordered` ends
 //! after two streams that wake themselves, which every stream that sends does, so the task runs
-//! several passes before the connection writes (`PassWaker`, `PASSES_PER_ROUND`): about 16 frames
-//! per `send` rather than 5, and a quarter less CPU per delivered event.
+//! more than one pass before the connection writes (`PassWaker`, `PASSES_PER_ROUND`).
 //!
 //! The trade-off: the streams of one connection share one task, so one connection's calls use one
 //! core at a time (as with HTTP/1). Handlers await the database and media work runs on
@@ -143,10 +142,14 @@ const ROUNDS_PER_POLL: usize = 8;
 
 /// Passes over the ready streams at most, in a round, before the connection writes their frames
 /// and the task lets other connections go (a pass sends about two streams' frames, see
-/// `PassWaker`). Measured at 10,000 streams on 100 connections (issue 11), server CPU per
-/// delivered event, median of 3: 2.91 µs with one pass (before), 2.45 with 4, 2.18 with 8 and 16;
-/// more passes serve a connection's streams in longer turns.
-const PASSES_PER_ROUND: usize = 8;
+/// `PassWaker`). Measured at 10,000 streams on 100 connections (issue 11), interleaved runs:
+/// - 1 pass (before): server CPU per delivered event 2.82 µs (median of 14), probe p99 median
+///   14.3 ms, 2 runs over 20;
+/// - 2 passes: 2.45 µs (median of 7), probe p99 median 13.3 ms, at most 16.9;
+/// - 8 passes: 2.18 µs (median of 18), but the probe p99 was over 20 ms in 6 of 18 runs, mostly
+///   on the first event after the approval: longer turns per connection make the connections
+///   served last wait longer, and h2's per-connection frame buffer then grows into fresh memory.
+const PASSES_PER_ROUND: usize = 2;
 
 /// The waker the connection's streams are polled with: it wakes the connection's task, and it
 /// tells the loop that a stream became ready again during a pass.
