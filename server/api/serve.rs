@@ -143,12 +143,13 @@ const ROUNDS_PER_POLL: usize = 8;
 /// Passes over the ready streams at most, in a round, before the connection writes their frames
 /// and the task lets other connections go (a pass sends about two streams' frames, see
 /// `PassWaker`). Measured at 10,000 streams on 100 connections (issue 11), interleaved runs:
-/// - 1 pass (before): server CPU per delivered event 2.82 µs (median of 14), probe p99 median
+/// - 1 pass (before): server CPU per delivered event 2.82 µs (median of 20), probe p99 median
 ///   14.3 ms, 2 runs over 20;
 /// - 2 passes: 2.45 µs (median of 7), probe p99 median 13.3 ms, at most 16.9;
-/// - 8 passes: 2.18 µs (median of 18), but the probe p99 was over 20 ms in 6 of 18 runs, mostly
+/// - 8 passes: 2.27 µs (median of 18), but the probe p99 was over 20 ms in 6 of 18 runs, mostly
 ///   on the first event after the approval: longer turns per connection make the connections
-///   served last wait longer, and h2's per-connection frame buffer then grows into fresh memory.
+///   served last wait longer (and with 16 passes, h2's per-connection frame buffers grew into
+///   fresh memory there: page faults were 11 % of the drain's runtime samples).
 const PASSES_PER_ROUND: usize = 2;
 
 /// The waker the connection's streams are polled with: it wakes the connection's task, and it
