@@ -9,7 +9,7 @@ use super::{App, Caller};
 use crate::domain::job::Job;
 use crate::domain::media::{Artifact, Poster};
 use crate::error::{Error, Result};
-use aiprod_artifacts::ArtifactError;
+use aiprod_artifacts::{ArtifactError, ArtifactStore, StoredObject};
 use aiprod_media::MediaError;
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -221,7 +221,7 @@ impl App {
     /// then the read-back check), a few milliseconds of CPU that on the runtime, or on tokio's
     /// blocking threads at the runtime's priority, would delay the events streamed meanwhile.
     /// `None` for a remote store, which needs the runtime's HTTP client.
-    pub(super) fn local_artifacts(&self) -> Option<aiprod_artifacts::ArtifactStore> {
+    pub(super) fn local_artifacts(&self) -> Option<ArtifactStore> {
         (!self.artifacts.is_remote()).then(|| self.artifacts.clone())
     }
 
@@ -238,34 +238,22 @@ impl App {
             let Some(store) = local else {
                 return Ok((bytes, info, poster, None));
             };
-            let stored = futures::executor::block_on(async {
-                let poster = store
-                    .put(bytes::Bytes::from(poster), "image/png", "png")
-                    .await?;
-                let video = store.put(bytes.clone(), &info.mime_type, "mp4").await?;
-                Ok::<_, aiprod_artifacts::ArtifactError>((poster, video))
-            });
+            let stored = futures::executor::block_on(put_poster_and_video(
+                &store,
+                poster,
+                bytes.clone(),
+                &info.mime_type,
+            ));
             Ok::<_, MediaError>((bytes, info, Vec::new(), Some(stored)))
         })
         .await
         .map_err(Error::internal)?
         .map_err(media_error)?;
-        let (poster, stored) = match stored {
-            Some(stored) => stored.map_err(artifact_error)?,
-            None => {
-                let poster = self
-                    .artifacts
-                    .put(bytes::Bytes::from(poster), "image/png", "png")
-                    .await
-                    .map_err(artifact_error)?;
-                let video = self
-                    .artifacts
-                    .put(bytes, &info.mime_type, "mp4")
-                    .await
-                    .map_err(artifact_error)?;
-                (poster, video)
-            }
+        let stored = match stored {
+            Some(stored) => stored,
+            None => put_poster_and_video(&self.artifacts, poster, bytes, &info.mime_type).await,
         };
+        let (poster, stored) = stored.map_err(artifact_error)?;
         Ok(Artifact {
             key: stored.key,
             sha256: stored.sha256,
@@ -318,6 +306,20 @@ impl App {
         }
         links
     }
+}
+
+/// Stores a video's poster, then the video (their keys are their content's hashes).
+async fn put_poster_and_video(
+    store: &ArtifactStore,
+    poster: Vec<u8>,
+    video: bytes::Bytes,
+    mime_type: &str,
+) -> std::result::Result<(StoredObject, StoredObject), ArtifactError> {
+    let poster = store
+        .put(bytes::Bytes::from(poster), "image/png", "png")
+        .await?;
+    let video = store.put(video, mime_type, "mp4").await?;
+    Ok((poster, video))
 }
 
 #[cfg(test)]
